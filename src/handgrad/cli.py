@@ -1,0 +1,703 @@
+"""The ``handgrad`` command: train, evaluate, predict, info, gradcheck, report.
+
+A thin layer over the library: it parses arguments, calls library functions
+with explicit values, and turns errors into one line on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from ._progress import progress_bar
+from .datasets import NAMED, DataError, Preprocessor, load_dataset, stratified_split
+from .metrics import classification_report, format_report
+from .model import ACTIVATIONS, DTYPES, MLP, gradcheck
+from .optim import OPTIMIZERS, make_optimizer
+from .serialization import ModelFileError, load, load_checkpoint, save, save_checkpoint
+from .train import Callback, StopTraining, Trainer
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    ERROR = 1  # training failed or a check did not pass
+    USAGE = 2  # bad command-line arguments
+    DATA = 3  # a data or model file is missing, damaged or unsuitable
+    INTERRUPTED = 130  # Ctrl-C (SIGINT): a checkpoint was saved
+    TERMINATED = 143  # SIGTERM: a checkpoint was saved
+
+
+class CLIError(Exception):
+    """An error to show as one line, with its exit code."""
+
+    def __init__(self, message, code=ExitCode.ERROR):
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------- #
+# Argument types: each names the bad value
+# --------------------------------------------------------------------------- #
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a non-negative number")
+    return value
+
+
+def fraction(text):
+    value = non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 0 and below 1")
+    return value
+
+
+def hidden_sizes(text):
+    """``256``, ``512,256``, or ``none`` (no hidden layer: logistic regression)."""
+    if text.strip().lower() in ("", "none", "0"):
+        return ()
+    sizes = []
+    for part in text.split(","):
+        try:
+            size = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: hidden sizes are whole numbers separated by commas, e.g. 512,256"
+            ) from None
+        if size <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: each hidden size must be at least 1")
+        sizes.append(size)
+    return tuple(sizes)
+
+
+# --------------------------------------------------------------------------- #
+# The parser
+# --------------------------------------------------------------------------- #
+
+
+class _ExplicitStore(argparse.Action):
+    """Stores the value and records that the user gave it (``<dest>_given``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="handgrad", formatter_class=_Formatter,
+        description="Train and use neural-network classifiers whose gradients are "
+                    "derived by hand (see docs/derivation.md).",
+        epilog="examples:\n  handgrad train\n"
+               "  handgrad train --dataset mnist --hidden 800 --epochs 10 --out mnist.safetensors\n"
+               "  handgrad evaluate mnist.safetensors\n"
+               "  handgrad predict mnist.safetensors my-digit.png")
+    parser.add_argument("--version", action="version", version=f"handgrad {__version__}")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", formatter_class=_Formatter, help="train a classifier",
+                       description="Train a network and report its test accuracy.")
+    data = t.add_argument_group("data")
+    data.add_argument("--dataset", default="digits",
+                      help=f"{', '.join(NAMED)}, an IDX folder, a .csv or an .npz file")
+    data.add_argument("--label-column", default="-1",
+                      help="label column of a CSV file: an index or a header name")
+    data.add_argument("--scaling", choices=("divide", "standardize", "none"), default="divide",
+                      help="input scaling fitted on the training set (divide: x / max value)")
+    data.add_argument("--val-fraction", type=fraction, default=0.1,
+                      help="fraction of the training set held out for validation (0: none)")
+    net = t.add_argument_group("network")
+    net.add_argument("--hidden", type=hidden_sizes, default=(256,),
+                     help="hidden layer sizes, e.g. 800 or 512,256; 'none' for none")
+    net.add_argument("--activation", choices=ACTIVATIONS, default="relu")
+    net.add_argument("--dtype", choices=DTYPES, default="float32")
+    opt = t.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=non_negative_int, default=30, action=_ExplicitStore,
+                     help="training epochs (with --resume: the total to reach)")
+    opt.add_argument("--batch-size", type=positive_int, default=32)
+    opt.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam")
+    opt.add_argument("--lr", type=positive_float, default=None,
+                     help="learning rate (default: 1e-3 for adam/adamw, 0.01 for sgd)")
+    opt.add_argument("--momentum", type=non_negative_float, default=0.0, help="SGD momentum")
+    opt.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    opt.add_argument("--weight-decay", type=non_negative_float, default=None,
+                     help="L2 (sgd, adam) or decoupled (adamw, default 0.01) weight decay")
+    opt.add_argument("--seed", type=non_negative_int, default=0)
+    out = t.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=None, help="save the trained model here")
+    out.add_argument("--checkpoint-dir", type=Path, default=None,
+                     help=f"write {CHECKPOINT_NAME} here after every epoch")
+    out.add_argument("--resume", type=Path, default=None,
+                     help="continue an interrupted run from its checkpoint file")
+    out.add_argument("--plot", type=Path, default=None, metavar="DIR",
+                     help="write PNG figures (curves, confusion matrix, weights) into DIR")
+    out.add_argument("--json", action="store_true",
+                     help="print a machine-readable summary on stdout")
+    out.add_argument("--quiet", action="store_true", help="no progress output")
+
+    e = sub.add_parser("evaluate", formatter_class=_Formatter,
+                       help="accuracy, per-class scores and confusion matrix")
+    e.add_argument("model", type=Path)
+    e.add_argument("--dataset", default=None,
+                   help="data set to evaluate on (default: the one the model was trained on)")
+    e.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("predict", formatter_class=_Formatter,
+                       help="classify images or IDX/CSV/NPY files")
+    p.add_argument("model", type=Path)
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                   help="PNG/JPEG images, or IDX, CSV or .npy files of examples")
+    p.add_argument("--top", type=positive_int, default=1, help="show the top K classes")
+    p.add_argument("--json", action="store_true")
+
+    i = sub.add_parser("info", formatter_class=_Formatter,
+                       help="architecture, parameters and metadata of a model file")
+    i.add_argument("model", type=Path)
+    i.add_argument("--json", action="store_true")
+
+    g = sub.add_parser("gradcheck", formatter_class=_Formatter,
+                       help="check the hand-derived gradients by finite differences")
+    g.add_argument("model", type=Path, nargs="?", default=None,
+                   help="a model file (default: a fresh network)")
+    g.add_argument("--inputs", type=positive_int, default=20,
+                   help="inputs of the fresh network")
+    g.add_argument("--hidden", type=hidden_sizes, default=(16,))
+    g.add_argument("--classes", type=positive_int, default=5)
+    g.add_argument("--activation", choices=ACTIVATIONS, default="relu")
+    g.add_argument("--batch-size", type=positive_int, default=8)
+    g.add_argument("--max-checks", type=positive_int, default=50,
+                   help="entries checked per parameter")
+    g.add_argument("--tolerance", type=positive_float, default=1e-5,
+                   help="largest relative error that passes")
+    g.add_argument("--seed", type=non_negative_int, default=0)
+    g.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("report", formatter_class=_Formatter,
+                       help="PNG figures of a model: curves, confusion matrix, weights")
+    r.add_argument("model", type=Path)
+    r.add_argument("--out", type=Path, default=Path("report"), metavar="DIR")
+    r.add_argument("--dataset", default=None,
+                   help="data set for the confusion matrix (default: the training one)")
+    return parser
+
+
+# --------------------------------------------------------------------------- #
+# Entry point
+# --------------------------------------------------------------------------- #
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its message (or --help)
+        return ExitCode.OK if exc.code == 0 else ExitCode.USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return ExitCode.USAGE
+    command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+               "info": cmd_info, "gradcheck": cmd_gradcheck, "report": cmd_report}[args.command]
+    try:
+        return int(command(args))
+    except CLIError as exc:
+        return _fail(args, str(exc), exc.code)
+    except (ModelFileError, DataError) as exc:
+        return _fail(args, str(exc), ExitCode.DATA)
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted", ExitCode.INTERRUPTED)
+    except (ValueError, OSError, RuntimeError) as exc:
+        return _fail(args, _describe(exc), ExitCode.ERROR)
+
+
+def _describe(exc):
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
+
+
+def _fail(args, message, code):
+    if getattr(args, "traceback", False):
+        traceback.print_exc()
+    print(f"handgrad: error: {message}", file=sys.stderr)
+    return code
+
+
+# --------------------------------------------------------------------------- #
+# train
+# --------------------------------------------------------------------------- #
+
+
+def _label_column(text):
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _check_writable(path, what):
+    """Fail before training, not after it, when an output cannot be written."""
+    directory = Path(path).parent if what == "file" else Path(path)
+    if what == "dir":
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CLIError(f"{directory}: cannot create folder: {exc.strerror}") from None
+    if not directory.is_dir():
+        raise CLIError(f"{path}: folder {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise CLIError(f"{path}: folder {directory} is not writable")
+    if what == "file" and Path(path).is_dir():
+        raise CLIError(f"{path}: is a folder; give a file name such as model.safetensors")
+
+
+class _Progress(Callback):
+    """A live bar per epoch and one fixed-format line per epoch."""
+
+    def __init__(self, epochs, stream, quiet):
+        self.epochs, self.stream, self.quiet = epochs, stream, quiet
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, n_batches):
+        if not self.quiet:
+            self.bar = progress_bar(n_batches, desc=f"epoch {epoch + 1}/{self.epochs}",
+                                    unit="batch")
+
+    def on_batch_end(self, batch, loss):
+        if self.bar is not None:
+            self.bar.update(1)
+            if batch % 10 == 0:
+                self.bar.set_postfix_str(f"loss {loss:.4f}")
+
+    def on_epoch_end(self, epoch, history):
+        self.close()
+        if not self.quiet:
+            print(format_epoch(history.last(), self.epochs), file=self.stream, flush=True)
+        return False
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def format_epoch(m, epochs):
+    """``epoch   3/20  loss 0.123456  acc 0.9712  val_loss 0.145600  val_acc 0.9650  1.23s``."""
+    width = len(str(epochs))
+    line = (f"epoch {m['epoch'] + 1:>{width}}/{epochs}  loss {m['train_loss']:.6f}  "
+            f"acc {m['train_accuracy']:.4f}")
+    if m.get("val_loss") is not None:
+        line += f"  val_loss {m['val_loss']:.6f}  val_acc {m['val_accuracy']:.4f}"
+    return line + f"  {m['epoch_time']:.2f}s"
+
+
+class _Checkpointer(Callback):
+    def __init__(self, path, save_fn):
+        self.path, self.save_fn = path, save_fn
+
+    def on_epoch_end(self, epoch, history):
+        if self.path is not None:
+            self.save_fn(self.path)
+        return False
+
+
+class _SignalStop(Callback):
+    """SIGINT/SIGTERM ask training to stop after the current batch; a second one
+    stops at once."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def install(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def on_batch_end(self, batch, loss):
+        if self.signum is not None:
+            raise StopTraining
+
+
+def _settings_from_args(args):
+    return {
+        "dataset": args.dataset, "label_column": args.label_column, "scaling": args.scaling,
+        "val_fraction": args.val_fraction, "hidden": list(args.hidden),
+        "activation": args.activation, "dtype": args.dtype, "epochs": args.epochs,
+        "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+        "momentum": args.momentum, "nesterov": args.nesterov,
+        "weight_decay": args.weight_decay, "seed": args.seed,
+    }
+
+
+def _prepare_data(settings, progress):
+    """Load, split off validation rows (stratified, seeded) and fit the preprocessing."""
+    ds = load_dataset(settings["dataset"], label_column=_label_column(settings["label_column"]),
+                      progress=progress)
+    x_train, y_train = ds.x_train, ds.y_train
+    x_val = y_val = None
+    if settings["val_fraction"] > 0:
+        tr, va = stratified_split(y_train, settings["val_fraction"], settings["seed"])
+        if len(va) == 0:
+            raise CLIError(f"--val-fraction {settings['val_fraction']} leaves no validation "
+                           f"rows; use a larger fraction or 0")
+        x_train, y_train, x_val, y_val = x_train[tr], y_train[tr], x_train[va], y_train[va]
+    return ds, x_train, y_train, x_val, y_val
+
+
+def cmd_train(args):
+    stream = sys.stderr if args.json else sys.stdout
+    show = not args.quiet
+    if args.out is not None:
+        _check_writable(args.out, "file")
+    if args.checkpoint_dir is not None:
+        _check_writable(args.checkpoint_dir, "dir")
+    if args.plot is not None:
+        _check_writable(args.plot, "dir")
+
+    resumed = None
+    if args.resume is not None:
+        model, opt_state, trainer_state, settings = load_checkpoint(args.resume)
+        if getattr(args, "epochs_given", False):
+            settings["epochs"] = args.epochs
+        resumed = (opt_state, trainer_state)
+    else:
+        settings = _settings_from_args(args)
+        model = None
+
+    ds, x_train, y_train, x_val, y_val = _prepare_data(settings, progress=show)
+    if model is None:
+        prep = Preprocessor(settings["scaling"]).fit(x_train)
+        model = MLP(prep.n_features, tuple(settings["hidden"]), ds.n_classes,
+                    activation=settings["activation"], dtype=settings["dtype"],
+                    seed=settings["seed"])
+        model.preprocessor = prep
+        model.classes = list(ds.classes)
+    elif model.preprocessor is None or model.n_classes != ds.n_classes:
+        raise CLIError(f"{args.resume}: the checkpoint does not match data set "
+                       f"{settings['dataset']!r}")
+    X = model.prepare(x_train)  # (N, D)
+    val = None if x_val is None else (model.prepare(x_val), y_val)
+
+    optimizer = make_optimizer(settings["optimizer"], settings["lr"], settings["momentum"],
+                               settings["weight_decay"], settings["nesterov"])
+    settings["lr"] = optimizer.lr  # record the effective value, not None
+    progress = _Progress(settings["epochs"], stream, quiet=not show)
+    stopper = _SignalStop()
+    ckpt_path = None if args.checkpoint_dir is None else args.checkpoint_dir / CHECKPOINT_NAME
+    trainer = Trainer(model, X, y_train, optimizer=optimizer, epochs=settings["epochs"],
+                      batch_size=settings["batch_size"], seed=settings["seed"],
+                      validation_data=val)
+
+    def write_checkpoint(path):
+        save_checkpoint(path, model, optimizer, trainer.state_dict(), settings)
+
+    trainer.callbacks = [progress, stopper, _Checkpointer(ckpt_path, write_checkpoint)]
+    if resumed is not None:
+        optimizer.load_state_dict(resumed[0])
+        trainer.load_state_dict(resumed[1])
+        if show:
+            print(f"resuming from {args.resume} at epoch {trainer.epoch + 1}, "
+                  f"batch {trainer.batch + 1}", file=stream)
+
+    if show:
+        sizes = "-".join(str(s) for s in model.config.layer_sizes)
+        print(f"training {sizes} ({model.config.activation}, {model.config.dtype}) on "
+              f"{ds.name}: {len(X)} train, {0 if val is None else len(val[0])} validation, "
+              f"{len(ds.x_test)} test examples", file=stream)
+    t0 = time.perf_counter()
+    stopper.install()
+    try:
+        trainer.run()
+    finally:
+        stopper.restore()
+        progress.close()
+    train_time = time.perf_counter() - t0
+
+    if stopper.signum is not None:
+        path = ckpt_path or _default_checkpoint(args.out)
+        write_checkpoint(path)
+        name = "SIGTERM" if stopper.signum == signal.SIGTERM else "Ctrl-C"
+        print(f"handgrad: {name}: stopped at epoch {trainer.epoch + 1}, batch {trainer.batch}; "
+              f"checkpoint saved to {path}; continue with: handgrad train --resume {path}",
+              file=sys.stderr)
+        return ExitCode.TERMINATED if stopper.signum == signal.SIGTERM else ExitCode.INTERRUPTED
+
+    test_loss, test_acc = model.evaluate(model.prepare(ds.x_test), ds.y_test)
+    history = trainer.history.to_dict()
+    model.training = {
+        "dataset": settings["dataset"], "settings": settings, "history": history,
+        "test_accuracy": test_acc, "test_loss": test_loss, "train_time_s": train_time,
+        "handgrad_version": __version__,
+    }
+    if args.out is not None:
+        save(model, args.out)
+    figures = _write_plots(model, ds, args.plot) if args.plot is not None else []
+    summary = {
+        "dataset": settings["dataset"], "layer_sizes": list(model.config.layer_sizes),
+        "activation": model.config.activation, "dtype": model.config.dtype,
+        "epochs": len(history["epochs"]), "history": history,
+        "test_accuracy": test_acc, "test_loss": test_loss, "train_time_s": train_time,
+        "model_path": None if args.out is None else str(args.out),
+        "figures": [str(f) for f in figures],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"test accuracy {test_acc:.4f}  test loss {test_loss:.6f}  "
+              f"({len(ds.x_test)} examples, trained in {train_time:.1f}s)")
+        if args.out is not None:
+            print(f"model saved to {args.out}")
+        for f in figures:
+            print(f"figure written to {f}")
+    return ExitCode.OK
+
+
+def _default_checkpoint(out):
+    base = Path("handgrad") if out is None else Path(out).with_suffix("")
+    return base.parent / f"{base.name}.checkpoint.safetensors"
+
+
+def _write_plots(model, ds, directory):
+    from .plots import plot_confusion, plot_first_layer, plot_history
+
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    history = model.training.get("history")
+    if history and history["epochs"]:
+        files.append(plot_history(history, directory / "curves.png"))
+    if ds is not None:
+        pred = model.predict(model.prepare(ds.x_test))
+        report = classification_report(ds.y_test, pred, model.classes or ds.classes)
+        files.append(plot_confusion(report["confusion_matrix"], model.classes or ds.classes,
+                                    directory / "confusion.png"))
+    shape = None if model.preprocessor is None else model.preprocessor.input_shape
+    if shape is not None and len(shape) == 2 and model.n_layers > 1:
+        files.append(plot_first_layer(model.params["W1"], shape, directory / "weights.png"))
+    return files
+
+
+# --------------------------------------------------------------------------- #
+# evaluate, predict, info, gradcheck, report
+# --------------------------------------------------------------------------- #
+
+
+def _dataset_for(model, spec, model_path):
+    spec = spec or model.training.get("dataset")
+    if spec is None:
+        raise CLIError(f"{model_path}: the model does not record its data set; pass --dataset",
+                       ExitCode.USAGE)
+    settings = model.training.get("settings", {})
+    ds = load_dataset(spec, label_column=_label_column(settings.get("label_column", "-1")))
+    if ds.n_classes > model.n_classes:
+        raise CLIError(f"data set {spec!r} has {ds.n_classes} classes, the model "
+                       f"{model.n_classes}", ExitCode.DATA)
+    return ds
+
+
+def cmd_evaluate(args):
+    model = load(args.model)
+    ds = _dataset_for(model, args.dataset, args.model)
+    try:
+        X = model.prepare(ds.x_test)
+    except (ValueError, DataError) as exc:
+        raise CLIError(f"data set does not fit the model: {exc}", ExitCode.DATA) from None
+    pred = model.predict(X)
+    report = classification_report(ds.y_test, pred, model.classes or ds.classes)
+    report["loss"] = model.evaluate(X, ds.y_test)[0]
+    if args.json:
+        print(json.dumps(report | {"dataset": ds.name, "model": str(args.model)}, indent=2))
+    else:
+        print(f"{args.model} on {ds.name} (test set)")
+        print(format_report(report))
+    return ExitCode.OK
+
+
+def _read_inputs(path, model):
+    """``(names, raw examples)`` from one input file, shaped as the model expects."""
+    from .datasets import load_csv, load_idx, load_npy
+    from .images import IMAGE_SUFFIXES, load_digit_image
+
+    prep = model.preprocessor
+    shape = prep.input_shape if prep is not None else (model.n_inputs,)
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        max_value = prep.scale if (prep is not None and prep.scaling == "divide") else 255.0
+        img = load_digit_image(path, shape if len(shape) == 2 else (28, 28), max_value)
+        return [str(path)], img[None]
+    if suffix == ".npy":
+        arr = load_npy(path)
+    elif suffix == ".csv":
+        arr, _, _ = load_csv(path, label_column=None)
+    else:
+        arr = load_idx(path)
+    if arr.shape[1:] == tuple(shape) or (arr.ndim == 2 and arr.shape[1] == model.n_inputs):
+        pass
+    elif arr.shape == tuple(shape):
+        arr = arr[None]
+    else:
+        raise DataError(f"{path}: examples of shape {arr.shape[1:]}, the model takes "
+                        f"{tuple(shape)} (or rows of {model.n_inputs} values)")
+    return [f"{path}[{i}]" for i in range(len(arr))], arr
+
+
+def cmd_predict(args):
+    model = load(args.model)
+    classes = model.classes or [str(i) for i in range(model.n_classes)]
+    results = []
+    for path in args.inputs:
+        names, raw = _read_inputs(path, model)
+        P = model.predict_proba(model.prepare(raw))  # (N, M)
+        for name, p in zip(names, P):
+            top = np.argsort(-p)[:args.top]
+            results.append({"input": name, "class": classes[top[0]],
+                            "probability": float(p[top[0]]),
+                            "top": [{"class": classes[k], "probability": float(p[k])}
+                                    for k in top]})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        width = max(len(r["input"]) for r in results)
+        for r in results:
+            extra = "".join(f"  {t['class']} {t['probability']:.4f}" for t in r["top"][1:])
+            print(f"{r['input']:<{width}}  {r['class']}  {r['probability']:.4f}{extra}")
+    return ExitCode.OK
+
+
+def cmd_info(args):
+    model = load(args.model)
+    cfg = model.config
+    info = {
+        "file": str(args.model), "layer_sizes": list(cfg.layer_sizes),
+        "activation": cfg.activation, "dtype": cfg.dtype, "parameters": model.n_params,
+        "tensors": {k: list(v.shape) for k, v in model.params.items()},
+        "classes": model.classes,
+        "preprocessing": None if model.preprocessor is None else {
+            "scaling": model.preprocessor.scaling, "scale": model.preprocessor.scale,
+            "input_shape": list(model.preprocessor.input_shape)},
+        "training": {k: v for k, v in model.training.items() if k != "history"},
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return ExitCode.OK
+    print(f"file         {info['file']}")
+    print(f"layers       {' -> '.join(str(s) for s in cfg.layer_sizes)}")
+    print(f"activation   {cfg.activation}")
+    print(f"dtype        {cfg.dtype}")
+    print(f"parameters   {model.n_params:,}")
+    for name, shape in info["tensors"].items():
+        print(f"  {name:<10} {tuple(shape)}")
+    if model.classes:
+        print(f"classes      {', '.join(model.classes)}")
+    if info["preprocessing"]:
+        p = info["preprocessing"]
+        print(f"inputs       {tuple(p['input_shape'])}, scaling {p['scaling']}"
+              + (f" (÷ {p['scale']:g})" if p["scaling"] == "divide" else ""))
+    tr = model.training
+    if tr:
+        s = tr.get("settings", {})
+        print(f"trained on   {tr.get('dataset')}: {len(tr.get('history', {}).get('epochs', []))} "
+              f"epochs, {s.get('optimizer')} lr {s.get('lr')}, batch {s.get('batch_size')}, "
+              f"seed {s.get('seed')}")
+        if tr.get("test_accuracy") is not None:
+            print(f"test         accuracy {tr['test_accuracy']:.4f}, loss {tr['test_loss']:.6f}")
+    return ExitCode.OK
+
+
+def cmd_gradcheck(args):
+    rng = np.random.default_rng(args.seed)
+    if args.model is not None:
+        model = load(args.model)
+    else:
+        model = MLP(args.inputs, args.hidden, args.classes, activation=args.activation,
+                    dtype="float64", seed=args.seed)
+    X = rng.normal(size=(args.batch_size, model.n_inputs))
+    y = rng.integers(0, model.n_classes, size=args.batch_size)
+    errors = gradcheck(model, X, y, max_checks=args.max_checks, seed=args.seed)
+    worst = max(errors.values())
+    passed = worst <= args.tolerance
+    if args.json:
+        print(json.dumps({"errors": errors, "worst": worst, "tolerance": args.tolerance,
+                          "passed": passed}, indent=2))
+    else:
+        print(f"gradient check of {model!r}: central differences in float64, "
+              f"batch {args.batch_size}, up to {args.max_checks} entries per parameter")
+        for name, err in errors.items():
+            print(f"  {name:<6} {tuple(model.params[name].shape)!s:<14} worst relative error "
+                  f"{err:.2e}  {'ok' if err <= args.tolerance else 'FAIL'}")
+        print(f"{'passed' if passed else 'FAILED'}: worst {worst:.2e}, tolerance "
+              f"{args.tolerance:.0e}")
+    return ExitCode.OK if passed else ExitCode.ERROR
+
+
+def cmd_report(args):
+    model = load(args.model)
+    _check_writable(args.out, "dir")
+    try:
+        ds = _dataset_for(model, args.dataset, args.model)
+    except CLIError:
+        ds = None
+    for f in _write_plots(model, ds, args.out):
+        print(f"figure written to {f}")
+    return ExitCode.OK

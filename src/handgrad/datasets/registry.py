@@ -1,0 +1,123 @@
+"""One entry point for every data source the CLI's ``--dataset`` accepts.
+
+``digits`` (embedded), ``mnist``, ``fashion-mnist``, ``kmnist``, a folder of
+IDX files named as MNIST's, a CSV file, or an ``.npz`` file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .digits import load_digits
+from .errors import DataError
+from .mnist import DATASETS, PARTS, find_part, load_mnist
+from .idx import load_idx
+from .preprocess import stratified_split
+from .tabular import load_csv, load_npz
+
+TEST_FRACTION = 0.2  # held out as the test set when a source has none
+SPLIT_SEED = 0  # fixed, so the test set never depends on the training seed
+NAMED = ("digits", *DATASETS)
+
+
+@dataclass
+class Dataset:
+    """Train and test arrays with integer labels 0..M−1 and the class names."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray  # (N,) int
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list = field(default_factory=list)
+    feature_names: list | None = None
+
+    @property
+    def n_classes(self):
+        return len(self.classes)
+
+
+def load_dataset(spec, *, root=None, label_column=-1, progress=True):
+    """Load a data set by name or path (see the module docstring)."""
+    spec = str(spec)
+    if spec == "digits":
+        images, labels = load_digits()
+        return _split("digits", images, labels, [str(i) for i in range(10)])
+    if spec in DATASETS:
+        (xtr, ytr), (xte, yte) = load_mnist(root, spec, progress=progress)
+        return Dataset(spec, xtr, ytr.astype(np.int64), xte, yte.astype(np.int64),
+                       list(DATASETS[spec].classes))
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(f"{spec}: no such file or folder, and not a known data set "
+                        f"(known: {', '.join(NAMED)})")
+    if path.is_dir():
+        return _load_idx_folder(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        X, y, names = load_csv(path, label_column)
+        labels, classes = _encode(y)
+        return _split(path.name, X, labels, classes, names)
+    if suffix == ".npz":
+        return _from_npz(path)
+    raise DataError(f"{path}: unsupported data file; give an IDX folder, a .csv or an .npz")
+
+
+def _encode(y):
+    classes, labels = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(f"the labels hold a single class ({classes[0]!r}); need at least two")
+    return labels.astype(np.int64), [str(c) for c in classes]
+
+
+def _split(name, X, labels, classes, feature_names=None):
+    train, test = stratified_split(labels, TEST_FRACTION, SPLIT_SEED)
+    return Dataset(name, X[train], labels[train], X[test], labels[test], classes,
+                   feature_names)
+
+
+def _load_idx_folder(path):
+    missing = [p for p in PARTS if find_part(path, p) is None]
+    if missing:
+        raise DataError(f"{path}: an IDX folder needs " + ", ".join(PARTS)
+                        + " (each optionally .gz); missing " + ", ".join(missing))
+    arrays = {p: load_idx(find_part(path, p)) for p in PARTS}
+    xtr, ytr, xte, yte = (arrays[p] for p in PARTS)
+    for images, labels, split in ((xtr, ytr, "train"), (xte, yte, "t10k")):
+        if labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise DataError(f"{path}: {split} images {images.shape} and labels "
+                            f"{labels.shape} do not match")
+        if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+            raise DataError(f"{path}: {split} labels must be non-negative integers")
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise DataError(f"{path}: train images {xtr.shape[1:]} and test images "
+                        f"{xte.shape[1:]} differ in shape")
+    n = int(max(ytr.max(), yte.max())) + 1
+    return Dataset(path.name, xtr, ytr.astype(np.int64), xte, yte.astype(np.int64),
+                   [str(i) for i in range(n)])
+
+
+def _from_npz(path):
+    arrays = load_npz(path)
+    keys = set(arrays)
+    if {"x_train", "y_train", "x_test", "y_test"} <= keys:
+        xtr, ytr, xte, yte = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+        for x, y, split in ((xtr, ytr, "train"), (xte, yte, "test")):
+            if y.ndim != 1 or x.ndim < 2 or x.shape[0] != y.shape[0]:
+                raise DataError(f"{path}: x_{split} {x.shape} and y_{split} {y.shape} "
+                                f"do not match (need x (N, ...) and y (N,))")
+        all_labels, classes = _encode(np.concatenate([ytr, yte]))
+        return Dataset(path.name, xtr, all_labels[:len(ytr)], xte, all_labels[len(ytr):],
+                       classes)
+    for xk, yk in (("X", "y"), ("x", "y")):
+        if {xk, yk} <= keys:
+            X, y = arrays[xk], arrays[yk]
+            if y.ndim != 1 or X.ndim < 2 or X.shape[0] != y.shape[0]:
+                raise DataError(f"{path}: {xk} {X.shape} and {yk} {y.shape} do not match")
+            labels, classes = _encode(y)
+            return _split(path.name, X, labels, classes)
+    raise DataError(f"{path}: expected arrays x_train, y_train, x_test, y_test (or X and y); "
+                    f"found {', '.join(sorted(keys)) or 'none'}")

@@ -1,0 +1,649 @@
+"""The network of the specification and its hand-derived gradients.
+
+Every equation number (F1–F5, B1–B7) refers to ``docs/derivation.md``.
+
+Shape key for this module:
+    B  batch size (rows of X)
+    D  width of a layer's input (the data's features for the first layer)
+    H  width of a layer's output (a hidden layer's units)
+    M  number of classes
+
+Weights are stored (out, in) as in the specification and in ``torch.nn.Linear``.
+Each ``*_backward`` sits directly under its ``*_forward``; the forward writes into
+buffers the backward reads (the layer input, Q, h, P), so nothing is recomputed.
+
+All parameters of a model live in one contiguous buffer (``model.param_buffer``);
+``model.params`` holds named views into it, and the gradients likewise
+(``model.grad_buffer`` / ``model.grads``). An optimizer step therefore touches a
+single array, and a training step allocates no large arrays: the activations live
+in a :class:`Workspace` that is built once per batch size and reused.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from numbers import Integral
+
+import numpy as np
+
+ACTIVATIONS = ("relu", "tanh", "logistic", "identity")
+DTYPES = ("float32", "float64")
+
+# Rows evaluated at once by predict_proba: bounds memory to PREDICT_CHUNK × H.
+PREDICT_CHUNK = 4096
+# Soft targets must sum to 1 (B2 uses Σ_i y_i = 1) up to this tolerance.
+TARGET_SUM_TOL = 1e-4
+
+
+# --------------------------------------------------------------------------- #
+# Layer functions: forward, then its backward directly beneath.
+# --------------------------------------------------------------------------- #
+
+
+def linear_forward(X, W, b, out):
+    """F1 / F3: ``out = X Wᵀ + b`` for a batch of rows."""
+    np.matmul(X, W.T, out=out)  # (B, H) = (B, D) @ (D, H); W.T is a view, not a copy
+    out += b  # (B, H) + (H,)
+    return out
+
+
+def linear_backward(G, X, W, dW, db, dX=None):
+    """Gradients of a linear layer given ``G = ∂L/∂out`` (B, H).
+
+    B4 (and B7 one layer down): ``∂L/∂W = Gᵀ X``; B3 (and B7): ``∂L/∂b = Σ_n G[n]``;
+    B5: ``∂L/∂X = G W``, only needed below the first layer (the gradient with respect
+    to the data itself is never used, so ``dX`` is None there).
+    """
+    np.matmul(G.T, X, out=dW)  # (H, D) = (H, B) @ (B, D)   B4 / B7
+    np.sum(G, axis=0, out=db)  # (H,)                       B3 / B7
+    if dX is not None:
+        np.matmul(G, W, out=dX)  # (B, D) = (B, H) @ (H, D)  B5
+    return dX
+
+
+def activation_forward(name, Q, out):
+    """F2 (ReLU, the specification) and the other activations scikit-learn offers."""
+    if name == "relu":
+        np.maximum(Q, 0, out=out)  # (B, H)  F2: h = max(0, Q)
+    elif name == "tanh":
+        np.tanh(Q, out=out)  # (B, H)
+    elif name == "logistic":
+        # σ(Q) = (1 + tanh(Q/2)) / 2: the same function as 1/(1+e^{-Q}), but it
+        # never evaluates an exponential, so it cannot overflow for large |Q|.
+        np.multiply(Q, 0.5, out=out)  # (B, H)
+        np.tanh(out, out=out)
+        out += 1.0
+        out *= 0.5
+    elif name == "identity":
+        np.copyto(out, Q)  # (B, H)
+    else:  # names are validated when the model is built
+        raise AssertionError(f"unknown activation {name!r}")
+    return out
+
+
+def activation_backward(name, G, Q, h, scratch):
+    """Turn ``G = ∂L/∂h`` into ``∂L/∂Q`` in place (B6 for ReLU).
+
+    ``scratch`` is a (B, H) buffer: bool for ReLU's mask, float otherwise.
+    """
+    if name == "relu":
+        # B6: ∂h_j/∂Q_j = a_j = 1[Q_j > 0] (the convention of PyTorch and scikit-learn
+        # at Q_j = 0), so ∂L/∂Q = ∂L/∂h ⊙ a.
+        np.greater(Q, 0, out=scratch)  # (B, H) bool mask a
+        np.multiply(G, scratch, out=G)  # (B, H)
+    elif name == "tanh":
+        # tanh'(Q) = 1 − h²
+        np.multiply(h, h, out=scratch)  # (B, H)
+        np.subtract(1.0, scratch, out=scratch)
+        G *= scratch
+    elif name == "logistic":
+        # σ'(Q) = h (1 − h)
+        np.subtract(1.0, h, out=scratch)  # (B, H)
+        scratch *= h
+        G *= scratch
+    elif name == "identity":
+        pass  # derivative 1
+    else:
+        raise AssertionError(f"unknown activation {name!r}")
+    return G
+
+
+def softmax_cross_entropy_forward(O, target, w, logP, P, row):
+    """F4–F5: ``P = softmax(O)`` and the weighted loss ``Σ_n w_n L_n``.
+
+    ``target`` is either integer labels (B,) or class probabilities (B, M); ``w`` is
+    the per-example weight (B,) already normalised to sum to 1, or a scalar.
+    Softmax goes through log-sum-exp: ``log P = O − max − log Σ exp(O − max)``, so
+    only exponentials of non-positive numbers are taken and nothing overflows.
+    """
+    np.max(O, axis=1, keepdims=True, out=row)  # (B, 1)
+    np.subtract(O, row, out=logP)  # (B, M)  O − max ≤ 0
+    np.exp(logP, out=P)  # (B, M)  in (0, 1]
+    np.sum(P, axis=1, keepdims=True, out=row)  # (B, 1)  ≥ 1
+    P /= row  # (B, M)  F4
+    np.log(row, out=row)  # (B, 1)
+    logP -= row  # (B, M)  log P, finite for finite O
+    if target.ndim == 1:
+        # F5 with one-hot y: L_n = −log P[n, y_n]
+        picked = logP[np.arange(len(target)), target]  # (B,)
+        return -float(np.dot(picked, w)) if np.ndim(w) else -float(picked.sum()) * w
+    # F5 with soft targets: L_n = −Σ_i Y_ni log P_ni
+    per_row = np.einsum("bm,bm->b", target, logP)  # (B,)
+    return -float(np.dot(per_row, w)) if np.ndim(w) else -float(per_row.sum()) * w
+
+
+def softmax_cross_entropy_backward(P, target, w, out):
+    """B2, fused softmax + cross-entropy: ``∂L/∂O = w ⊙ (P − Y)``.
+
+    Valid because the targets of each row sum to 1: B1 and the chain rule give
+    ``Σ_i −(y_i/P_i) P_i (δ_ij − P_j) = P_j Σ_i y_i − y_j = P_j − y_j``. Fusing them
+    never forms the (M, M) Jacobian of B1 nor divides by a P that may underflow.
+    """
+    np.copyto(out, P)  # (B, M)
+    if target.ndim == 1:
+        out[np.arange(len(target)), target] -= 1.0  # P − Y with one-hot Y
+    else:
+        out -= target  # (B, M)
+    if np.ndim(w):
+        out *= w[:, None]  # (B, M)  diag(w) (P − Y)
+    else:
+        out *= w
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# The model
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """Everything needed to rebuild an :class:`MLP` (saved with its weights)."""
+
+    n_inputs: int
+    hidden: tuple = (256,)
+    n_classes: int = 10
+    activation: str = "relu"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        _check_positive_int("n_inputs", self.n_inputs)
+        hidden = (self.hidden,) if isinstance(self.hidden, Integral) else self.hidden
+        try:
+            hidden = tuple(hidden)
+        except TypeError:
+            raise ValueError(
+                f"hidden must be an int or a tuple of ints, got {self.hidden!r}"
+            ) from None
+        for i, h in enumerate(hidden):
+            _check_positive_int(f"hidden[{i}]", h)
+        object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
+        object.__setattr__(self, "n_inputs", int(self.n_inputs))
+        _check_positive_int("n_classes", self.n_classes)
+        if int(self.n_classes) < 2:
+            raise ValueError(f"n_classes must be at least 2, got {self.n_classes}")
+        object.__setattr__(self, "n_classes", int(self.n_classes))
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}"
+            )
+        dtype = np.dtype(self.dtype).name if _is_dtype_like(self.dtype) else self.dtype
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        object.__setattr__(self, "dtype", dtype)
+
+    @property
+    def layer_sizes(self):
+        return (self.n_inputs, *self.hidden, self.n_classes)
+
+    def to_dict(self):
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(
+            n_inputs=d["n_inputs"],
+            hidden=tuple(d["hidden"]),
+            n_classes=d["n_classes"],
+            activation=d["activation"],
+            dtype=d["dtype"],
+        )
+
+
+def _is_dtype_like(x):
+    try:
+        np.dtype(x)
+    except TypeError:
+        return False
+    return True
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class Workspace:
+    """Activation and gradient buffers of one batch size, reused step after step.
+
+    Layer ℓ (1-based as in the equations) owns ``Q[ℓ-1]`` (pre-activation, F1/F3),
+    ``h[ℓ-1]`` (its activation, F2; the output layer has none), ``G[ℓ-1]``
+    (∂L/∂Q for that layer) and ``scratch[ℓ-1]`` (ReLU mask or derivative).
+    """
+
+    batch_size: int
+    Q: list = field(default_factory=list)
+    h: list = field(default_factory=list)
+    G: list = field(default_factory=list)
+    scratch: list = field(default_factory=list)
+    P: np.ndarray = None
+    logP: np.ndarray = None
+    row: np.ndarray = None
+
+    @classmethod
+    def build(cls, config, batch_size):
+        dt = np.dtype(config.dtype)
+        sizes = config.layer_sizes
+        ws = cls(batch_size)
+        for i, width in enumerate(sizes[1:]):
+            hidden_layer = i < len(sizes) - 2
+            ws.Q.append(np.empty((batch_size, width), dt))  # (B, H)
+            ws.G.append(np.empty((batch_size, width), dt))  # (B, H)
+            if hidden_layer:
+                ws.h.append(np.empty((batch_size, width), dt))  # (B, H)
+                scratch_dt = bool if config.activation == "relu" else dt
+                ws.scratch.append(np.empty((batch_size, width), scratch_dt))  # (B, H)
+        ws.P = np.empty((batch_size, config.n_classes), dt)  # (B, M)
+        ws.logP = np.empty((batch_size, config.n_classes), dt)  # (B, M)
+        ws.row = np.empty((batch_size, 1), dt)  # (B, 1)
+        return ws
+
+
+class MLP:
+    """A multilayer perceptron classifier with hand-derived gradients.
+
+    ``MLP(784, 800, 10)`` is the specification's network: F1–F5 forward, B1–B7
+    backward. ``hidden`` may be an int, a tuple of ints for deeper networks, or
+    ``()`` for multinomial logistic regression.
+    """
+
+    def __init__(self, n_inputs, hidden=256, n_classes=10, *, activation="relu",
+                 dtype="float32", seed=None):
+        self.config = MLPConfig(n_inputs, hidden, n_classes, activation, dtype)
+        self.dtype = np.dtype(self.config.dtype)
+        sizes = self.config.layer_sizes
+        self.shapes = {}
+        for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+            self.shapes[f"W{l}"] = (n_out, n_in)  # (H, D)
+            self.shapes[f"b{l}"] = (n_out,)  # (H,)
+        n = sum(math.prod(s) for s in self.shapes.values())
+        self.param_buffer = np.zeros(n, self.dtype)  # every parameter, contiguous
+        self.grad_buffer = np.zeros(n, self.dtype)  # every gradient, same layout
+        self.params = self._views(self.param_buffer)
+        self.grads = self._views(self.grad_buffer)
+        self._workspaces = {}
+        # What travels with the weights in a model file (see handgrad.save):
+        self.classes = None  # class names, index i names output i
+        self.preprocessor = None  # a fitted datasets.Preprocessor for raw inputs
+        self.training = {}  # a JSON-able summary of how the model was trained
+        self.init_params(seed)
+
+    # -- construction --------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config, seed=None):
+        if isinstance(config, dict):
+            config = MLPConfig.from_dict(config)
+        return cls(config.n_inputs, config.hidden, config.n_classes,
+                   activation=config.activation, dtype=config.dtype, seed=seed)
+
+    def _views(self, buffer):
+        views, offset = {}, 0
+        for name, shape in self.shapes.items():
+            size = math.prod(shape)
+            views[name] = buffer[offset:offset + size].reshape(shape)
+            offset += size
+        return views
+
+    def init_params(self, seed=None):
+        """He-normal weights for ReLU, Glorot-uniform otherwise; zero biases."""
+        rng = np.random.default_rng(seed)
+        for l in range(1, self.n_layers + 1):
+            W = self.params[f"W{l}"]
+            fan_out, fan_in = W.shape
+            if self.config.activation == "relu":
+                W[...] = rng.standard_normal(W.shape) * math.sqrt(2.0 / fan_in)
+            else:
+                limit = math.sqrt(6.0 / (fan_in + fan_out))
+                W[...] = rng.uniform(-limit, limit, W.shape)
+            self.params[f"b{l}"][...] = 0
+        return self
+
+    @property
+    def n_layers(self):
+        """Number of linear layers (K in the specification)."""
+        return len(self.config.hidden) + 1
+
+    @property
+    def n_inputs(self):
+        return self.config.n_inputs
+
+    @property
+    def n_classes(self):
+        return self.config.n_classes
+
+    @property
+    def n_params(self):
+        return self.param_buffer.size
+
+    def set_params(self, params):
+        """Copy arrays from a ``{name: array}`` mapping into this model's buffer."""
+        missing = set(self.shapes) - set(params)
+        extra = set(params) - set(self.shapes)
+        if missing or extra:
+            raise ValueError(
+                f"parameter names do not match the architecture: missing {sorted(missing)}, "
+                f"unexpected {sorted(extra)}"
+            )
+        for name, shape in self.shapes.items():
+            value = np.asarray(params[name])
+            if value.shape != shape:
+                raise ValueError(f"{name} has shape {value.shape}, expected {shape}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{name} contains NaN or infinite values")
+            self.params[name][...] = value
+        return self
+
+    def copy(self, dtype=None):
+        """An independent copy, optionally converted to another dtype."""
+        config = self.config
+        if dtype is not None:
+            config = MLPConfig(config.n_inputs, config.hidden, config.n_classes,
+                               config.activation, dtype)
+        clone = MLP.from_config(config)
+        clone.param_buffer[...] = self.param_buffer
+        clone.classes = None if self.classes is None else list(self.classes)
+        clone.preprocessor = self.preprocessor
+        clone.training = dict(self.training)
+        return clone
+
+    def __repr__(self):
+        hidden = ", ".join(str(h) for h in self.config.hidden)
+        return (f"MLP({self.n_inputs}, ({hidden}), {self.n_classes}, "
+                f"activation={self.config.activation!r}, dtype={self.config.dtype!r})")
+
+    def workspace(self, batch_size):
+        """The reusable buffers for ``batch_size`` rows (built on first use)."""
+        ws = self._workspaces.get(batch_size)
+        if ws is None:
+            if len(self._workspaces) >= 4:  # a training run needs two: full and last batch
+                self._workspaces.clear()
+            ws = self._workspaces[batch_size] = Workspace.build(self.config, batch_size)
+        return ws
+
+    # -- forward and backward over the whole network --------------------------
+
+    def forward(self, X, ws):
+        """F1–F4 for every layer; returns the logits O (a view into ``ws``)."""
+        act = self.config.activation
+        inp = X  # (B, D)
+        K = self.n_layers
+        for l in range(1, K + 1):
+            Q = linear_forward(inp, self.params[f"W{l}"], self.params[f"b{l}"],
+                               ws.Q[l - 1])  # (B, H)  F1 / F3
+            if l < K:
+                inp = activation_forward(act, Q, ws.h[l - 1])  # (B, H)  F2
+        return ws.Q[K - 1]  # (B, M)  O
+
+    def backward(self, X, target, w, ws):
+        """B2–B7 layer by layer, from the output down; fills ``self.grads``.
+
+        Must follow :meth:`forward` and the loss on the same ``ws``.
+        """
+        act = self.config.activation
+        K = self.n_layers
+        G = softmax_cross_entropy_backward(ws.P, target, w, ws.G[K - 1])  # (B, M)  B2
+        for l in range(K, 0, -1):
+            inp = X if l == 1 else ws.h[l - 2]  # (B, D) input of layer l
+            dX = None if l == 1 else ws.G[l - 2]
+            # B3, B4 for the output layer; B7 for the layers beneath; B5 into dX
+            linear_backward(G, inp, self.params[f"W{l}"], self.grads[f"W{l}"],
+                            self.grads[f"b{l}"], dX)
+            if l > 1:
+                # B6: ∂L/∂Q of layer l−1 from ∂L/∂h (just written into dX)
+                G = activation_backward(act, dX, ws.Q[l - 2], ws.h[l - 2],
+                                        ws.scratch[l - 2])
+        return self.grads
+
+    def _loss_and_grads(self, X, target, w):
+        """One training step's maths on validated, model-dtype inputs."""
+        ws = self.workspace(X.shape[0])
+        O = self.forward(X, ws)
+        loss = softmax_cross_entropy_forward(O, target, w, ws.logP, ws.P, ws.row)
+        self.backward(X, target, w, ws)
+        return loss
+
+    # -- public API -------------------------------------------------------------
+
+    def loss_and_grads(self, X, y, sample_weight=None):
+        """Loss ``Σ s_n L_n / Σ s_n`` and its gradient for every parameter.
+
+        ``y`` is integer labels (B,) or rows of class probabilities (B, M).
+        Returns ``(loss, grads)``; ``grads`` maps the names of ``params`` to
+        arrays of the same shape and dtype (views of ``grad_buffer``, overwritten
+        by the next call).
+        """
+        X = self.check_X(X)
+        target = self.check_y(y, X.shape[0])
+        w = normalised_weights(sample_weight, X.shape[0], self.dtype)
+        loss = self._loss_and_grads(X, target, w)
+        return loss, self.grads
+
+    def prepare(self, X_raw):
+        """Apply the stored preprocessing to raw examples (e.g. uint8 images).
+
+        Returns rows (N, D) in the model's dtype; without a preprocessor, X_raw
+        must already be such rows.
+        """
+        if self.preprocessor is None:
+            return self.check_X(X_raw)
+        return self.check_X(self.preprocessor.transform(X_raw, self.dtype))
+
+    def logits(self, X, batch_size=PREDICT_CHUNK):
+        X = self.check_X(X, convert=False)
+        out = np.empty((X.shape[0], self.n_classes), self.dtype)  # (N, M)
+        for start in range(0, X.shape[0], batch_size):
+            chunk = np.asarray(X[start:start + batch_size], dtype=self.dtype)  # (B, D)
+            ws = self.workspace(chunk.shape[0])
+            out[start:start + chunk.shape[0]] = self.forward(chunk, ws)
+        return out
+
+    def predict_proba(self, X, batch_size=PREDICT_CHUNK):
+        """Class probabilities (N, M), evaluated ``batch_size`` rows at a time."""
+        X = self.check_X(X, convert=False)
+        out = np.empty((X.shape[0], self.n_classes), self.dtype)  # (N, M)
+        for start in range(0, X.shape[0], batch_size):
+            chunk = np.asarray(X[start:start + batch_size], dtype=self.dtype)  # (B, D)
+            ws = self.workspace(chunk.shape[0])
+            O = self.forward(chunk, ws)  # (B, M)
+            log_softmax(O, out=ws.logP, row=ws.row)
+            np.exp(ws.logP, out=out[start:start + chunk.shape[0]])  # (B, M)  F4
+        return out
+
+    def predict(self, X, batch_size=PREDICT_CHUNK):
+        """The most probable class index per row (N,)."""
+        return np.argmax(self.logits(X, batch_size), axis=1)
+
+    def evaluate(self, X, y, sample_weight=None, batch_size=PREDICT_CHUNK):
+        """``(loss, accuracy)`` on a data set, in batches, without touching grads."""
+        X = self.check_X(X, convert=False)
+        target = self.check_y(y, X.shape[0])
+        s = None if sample_weight is None else check_sample_weight(sample_weight, X.shape[0])
+        total_loss = total_correct = total_w = 0.0
+        for start in range(0, X.shape[0], batch_size):
+            stop = start + batch_size
+            chunk = np.asarray(X[start:stop], dtype=self.dtype)  # (B, D)
+            t = target[start:stop]
+            ws = self.workspace(chunk.shape[0])
+            O = self.forward(chunk, ws)
+            sw = np.ones(chunk.shape[0]) if s is None else s[start:stop]  # (B,)
+            loss = softmax_cross_entropy_forward(O, t, sw.astype(self.dtype),
+                                                 ws.logP, ws.P, ws.row)
+            labels = t if t.ndim == 1 else np.argmax(t, axis=1)
+            total_loss += loss
+            total_correct += float(np.dot(np.argmax(O, axis=1) == labels, sw))
+            total_w += float(sw.sum())
+        return total_loss / total_w, total_correct / total_w
+
+    # -- input validation (the API boundary) -------------------------------------
+
+    def check_X(self, X, convert=True):
+        """Validate inputs: 2-D, ``n_inputs`` columns, numeric and finite."""
+        if not hasattr(X, "shape") or not hasattr(X, "dtype"):
+            X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, {self.n_inputs}), got shape {X.shape}")
+        if X.shape[1] != self.n_inputs:
+            raise ValueError(
+                f"X has {X.shape[1]} features but the model expects {self.n_inputs}"
+            )
+        if X.shape[0] == 0:
+            raise ValueError("X has no rows")
+        if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+            raise ValueError(f"X must be numeric, got dtype {X.dtype}")
+        if np.issubdtype(X.dtype, np.complexfloating):
+            raise ValueError("X must be real, got complex values")
+        if np.issubdtype(X.dtype, np.floating) and not _all_finite(X):
+            raise ValueError("X contains NaN or infinite values")
+        if convert:
+            with np.errstate(over="ignore"):  # reported below with a clearer message
+                X = np.ascontiguousarray(X, dtype=self.dtype)
+            if not _all_finite(X):  # e.g. float64 values beyond float32's range
+                raise ValueError(f"X has values too large for {self.dtype.name}")
+        return X
+
+    def check_y(self, y, n_rows):
+        """Validate targets: labels in [0, M) or probability rows (n_rows, M)."""
+        return check_targets(y, n_rows, self.n_classes, self.dtype)
+
+
+def _all_finite(a, chunk=1 << 20):
+    flat = a.reshape(-1) if a.flags.c_contiguous else np.ravel(a)
+    for start in range(0, flat.size, chunk):
+        if not np.isfinite(flat[start:start + chunk]).all():
+            return False
+    return True
+
+
+def log_softmax(O, out, row):
+    """``log P = O − logsumexp(O)`` row-wise (F4 in log space), into ``out``."""
+    np.max(O, axis=1, keepdims=True, out=row)  # (B, 1)
+    np.subtract(O, row, out=out)  # (B, M)
+    np.exp(out, out=O)  # O is reused as scratch: (B, M)
+    np.sum(O, axis=1, keepdims=True, out=row)
+    np.log(row, out=row)
+    out -= row
+    return out
+
+
+def check_targets(y, n_rows, n_classes, dtype):
+    y = np.asarray(y)
+    if y.ndim == 1:
+        if y.shape[0] != n_rows:
+            raise ValueError(f"y has {y.shape[0]} labels but X has {n_rows} rows")
+        if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer)
+                                   or np.issubdtype(y.dtype, np.floating)):
+            raise ValueError(f"labels must be integers, got dtype {y.dtype}")
+        if np.issubdtype(y.dtype, np.floating):
+            if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+                raise ValueError("labels must be whole numbers (class indices)")
+        if y.size and (y.min() < 0 or y.max() >= n_classes):
+            bad = y[(y < 0) | (y >= n_classes)][0]
+            raise ValueError(
+                f"label {bad} is out of range: labels must lie in [0, {n_classes - 1}]"
+            )
+        return y.astype(np.intp, copy=False)
+    if y.ndim == 2:
+        if y.shape != (n_rows, n_classes):
+            raise ValueError(
+                f"soft targets must have shape ({n_rows}, {n_classes}), got {y.shape}"
+            )
+        if not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)):
+            raise ValueError("soft targets must be finite numbers")
+        if np.any(y < 0):
+            raise ValueError("soft targets must be non-negative")
+        sums = y.sum(axis=1)
+        worst = int(np.argmax(np.abs(sums - 1)))
+        if abs(sums[worst] - 1) > TARGET_SUM_TOL:
+            raise ValueError(
+                f"each row of soft targets must sum to 1 (B2 relies on it); "
+                f"row {worst} sums to {sums[worst]:.6g}"
+            )
+        return np.ascontiguousarray(y, dtype=dtype)
+    raise ValueError(f"y must be labels (n,) or probabilities (n, {n_classes}), got shape {y.shape}")
+
+
+def check_sample_weight(sample_weight, n_rows):
+    s = np.asarray(sample_weight, dtype=np.float64)
+    if s.shape != (n_rows,):
+        raise ValueError(f"sample_weight must have shape ({n_rows},), got {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("sample_weight contains NaN or infinite values")
+    if np.any(s < 0):
+        raise ValueError("sample_weight must be non-negative")
+    if not s.sum() > 0:
+        raise ValueError("sample_weight sums to zero: at least one weight must be positive")
+    return s
+
+
+def normalised_weights(sample_weight, n_rows, dtype):
+    """Per-example weights ``s_n / Σ s`` (B,), or the scalar ``1/B`` for a plain mean."""
+    if sample_weight is None:
+        return 1.0 / n_rows
+    s = check_sample_weight(sample_weight, n_rows)
+    return (s / s.sum()).astype(dtype)
+
+
+# --------------------------------------------------------------------------- #
+# Gradient check
+# --------------------------------------------------------------------------- #
+
+
+def gradcheck(model, X, y, sample_weight=None, *, eps=1e-5, max_checks=None, seed=0):
+    """Central finite differences in float64 against :meth:`MLP.loss_and_grads`.
+
+    Returns ``{name: worst relative error}`` over the checked entries, where the
+    relative error is ``|analytic − numeric| / max(|analytic| + |numeric|, 1e-12)``.
+    ``max_checks`` limits the entries checked per parameter (chosen at random
+    with ``seed``); None checks every entry.
+    """
+    m64 = model.copy(dtype="float64")
+    X = m64.check_X(X)
+    target = m64.check_y(y, X.shape[0])
+    w = normalised_weights(sample_weight, X.shape[0], np.float64)
+    m64._loss_and_grads(X, target, w)
+    analytic = {k: v.copy() for k, v in m64.grads.items()}
+    rng = np.random.default_rng(seed)
+    worst = {}
+    for name, p in m64.params.items():
+        flat = p.reshape(-1)
+        idx = np.arange(flat.size)
+        if max_checks is not None and flat.size > max_checks:
+            idx = rng.choice(flat.size, size=max_checks, replace=False)
+        errors = []
+        for i in idx:
+            old = flat[i]
+            flat[i] = old + eps
+            plus = m64._loss_and_grads(X, target, w)
+            flat[i] = old - eps
+            minus = m64._loss_and_grads(X, target, w)
+            flat[i] = old
+            numeric = (plus - minus) / (2 * eps)
+            a = analytic[name].reshape(-1)[i]
+            errors.append(abs(a - numeric) / max(abs(a) + abs(numeric), 1e-12))
+        worst[name] = float(max(errors)) if errors else 0.0
+    return worst

@@ -1,0 +1,221 @@
+"""Optimizers with exactly PyTorch's update formulas, updating arrays in place.
+
+``step(params, grads)`` takes either two arrays (such as a model's contiguous
+``param_buffer`` and ``grad_buffer``: one pass over memory per operation) or two
+dicts of arrays with the same keys. State is named as in the papers: the momentum
+buffer of SGD, and ``m``, ``v``, ``t`` of Adam (Kingma & Ba, 2015).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+FLAT = "flat"  # state key used when step() is given a single array
+
+
+class Optimizer:
+    """Base class: validation, the params/grads walk and the state dict."""
+
+    def __init__(self, lr):
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"learning rate must be a positive number, got {lr!r}")
+        self.lr = float(lr)
+        self.state = {}  # key -> {name: ndarray or number}
+        self._scratch = {}  # (key, slot) -> temporary buffer, not part of the state
+
+    def step(self, params, grads):
+        """Apply one update to ``params`` in place."""
+        if isinstance(params, np.ndarray):
+            self._check_pair(FLAT, params, grads)
+            self.update(FLAT, params, grads)
+            return
+        if set(params) != set(grads):
+            raise ValueError(f"params and grads have different keys: "
+                             f"{sorted(params)} vs {sorted(grads)}")
+        for key in params:
+            self._check_pair(key, params[key], grads[key])
+            self.update(key, params[key], grads[key])
+
+    def update(self, key, p, g):
+        raise NotImplementedError
+
+    @staticmethod
+    def _check_pair(key, p, g):
+        if not isinstance(g, np.ndarray) or g.shape != p.shape or g.dtype != p.dtype:
+            raise ValueError(f"gradient of {key!r} must be an array of shape {p.shape} "
+                             f"and dtype {p.dtype}")
+
+    def _buffer(self, key, name, like):
+        """A state array created as zeros on first use."""
+        st = self.state.setdefault(key, {})
+        if name not in st:
+            st[name] = np.zeros_like(like)
+        return st[name]
+
+    def _tmp(self, key, like, slot):
+        """Scratch buffer number ``slot`` for ``key`` (not part of the state)."""
+        buf = self._scratch.get((key, slot))
+        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+            buf = self._scratch[(key, slot)] = np.empty_like(like)
+        return buf
+
+    def _is_scratch(self, key, a):
+        return any(a is self._scratch.get((key, s)) for s in (0, 1))
+
+    # -- checkpoints -----------------------------------------------------------
+
+    def hyperparameters(self):
+        raise NotImplementedError
+
+    def state_dict(self):
+        """Hyper-parameters and a deep copy of the state (arrays and numbers)."""
+        return {
+            "type": type(self).__name__,
+            "hyperparameters": self.hyperparameters(),
+            "state": {k: {n: (v.copy() if isinstance(v, np.ndarray) else v)
+                          for n, v in st.items()} for k, st in self.state.items()},
+        }
+
+    def load_state_dict(self, state_dict):
+        if state_dict.get("type") != type(self).__name__:
+            raise ValueError(f"state dict is for {state_dict.get('type')!r}, "
+                             f"not {type(self).__name__}")
+        for name, value in state_dict["hyperparameters"].items():
+            setattr(self, name, tuple(value) if isinstance(value, list) else value)
+        self.state = {k: {n: (np.array(v) if isinstance(v, np.ndarray) else v)
+                          for n, v in st.items()}
+                      for k, st in state_dict["state"].items()}
+
+
+def _check_nonneg(name, value):
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+class SGD(Optimizer):
+    """``torch.optim.SGD``: weight decay, momentum (with dampening) and Nesterov."""
+
+    def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
+        super().__init__(lr)
+        self.momentum = _check_nonneg("momentum", momentum)
+        self.weight_decay = _check_nonneg("weight_decay", weight_decay)
+        self.dampening = _check_nonneg("dampening", dampening)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("Nesterov momentum requires momentum > 0 and dampening = 0")
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay, "dampening": self.dampening}
+
+    def update(self, key, p, g):
+        d = g
+        if self.weight_decay:
+            d = self._tmp(key, p, 0)
+            np.multiply(p, self.weight_decay, out=d)
+            d += g  # d = g + λ p
+        if self.momentum:
+            st = self.state.setdefault(key, {})
+            buf = st.get("momentum_buffer")
+            if buf is None:
+                buf = st["momentum_buffer"] = d.copy()  # first step: b = d
+            else:
+                buf *= self.momentum  # b = μ b + (1 − τ) d
+                if self.dampening:
+                    damped = self._tmp(key, p, 1)
+                    np.multiply(d, 1.0 - self.dampening, out=damped)
+                    buf += damped
+                else:
+                    buf += d
+            if self.nesterov:
+                look = self._tmp(key, p, 1)
+                np.multiply(buf, self.momentum, out=look)
+                look += d  # d = d + μ b
+                d = look
+            else:
+                d = buf
+        # p = p − lr d; scale in a scratch buffer so nothing is allocated
+        step = d if self._is_scratch(key, d) else self._tmp(key, p, 1)
+        np.multiply(d, self.lr, out=step)
+        p -= step
+
+
+class Adam(Optimizer):
+    """``torch.optim.Adam`` (L2 weight decay added to the gradient)."""
+
+    decoupled = False
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr)
+        b1, b2 = betas
+        for name, b in (("beta1", b1), ("beta2", b2)):
+            if not (isinstance(b, (int, float)) and 0 <= b < 1):
+                raise ValueError(f"{name} must lie in [0, 1), got {b!r}")
+        self.betas = (float(b1), float(b2))
+        self.eps = _check_nonneg("eps", eps)
+        self.weight_decay = _check_nonneg("weight_decay", weight_decay)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+    def update(self, key, p, g):
+        b1, b2 = self.betas
+        st = self.state.setdefault(key, {})
+        st["t"] = t = st.get("t", 0) + 1
+        m = self._buffer(key, "m", p)
+        v = self._buffer(key, "v", p)
+        if self.weight_decay and self.decoupled:
+            p *= 1.0 - self.lr * self.weight_decay  # AdamW: p = p (1 − lr λ)
+        if self.weight_decay and not self.decoupled:
+            decayed = self._tmp(key, p, 1)
+            np.multiply(p, self.weight_decay, out=decayed)
+            decayed += g  # Adam: g = g + λ p
+            g = decayed
+        tmp = self._tmp(key, p, 0)
+        # m = m + (1 − β1)(g − m): PyTorch's lerp, the value of β1 m + (1 − β1) g
+        np.subtract(g, m, out=tmp)
+        tmp *= 1.0 - b1
+        m += tmp
+        # v = β2 v + (1 − β2) g²
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - b2
+        v *= b2
+        v += tmp
+        # p = p − (lr / (1 − β1^t)) m / (√v / √(1 − β2^t) + ε)
+        bias1 = 1.0 - b1 ** t
+        bias2_sqrt = math.sqrt(1.0 - b2 ** t)
+        np.sqrt(v, out=tmp)
+        tmp /= bias2_sqrt
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= self.lr / bias1
+        p -= tmp
+
+
+class AdamW(Adam):
+    """``torch.optim.AdamW``: Adam with decoupled weight decay (default 0.01)."""
+
+    decoupled = True
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def make_optimizer(name, lr=None, momentum=0.0, weight_decay=None, nesterov=False):
+    """Build an optimizer by its CLI name (``sgd``, ``adam`` or ``adamw``)."""
+    key = name.lower()
+    if key not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    kwargs = {}
+    if weight_decay is not None:
+        kwargs["weight_decay"] = weight_decay
+    if key == "sgd":
+        return SGD(0.01 if lr is None else lr, momentum=momentum, nesterov=nesterov, **kwargs)
+    return OPTIMIZERS[key](**({} if lr is None else {"lr": lr}), **kwargs)

@@ -1,0 +1,253 @@
+"""Model files and checkpoints: safetensors tensors plus JSON metadata, never pickle.
+
+A model file holds the tensors ``W1, b1, W2, b2, ...`` in (out, in) orientation,
+so ``safetensors.torch.load_file`` feeds them straight to ``torch.nn.Linear``,
+and in the header's ``__metadata__`` (string values, as safetensors requires):
+
+- ``format``: ``handgrad-model``, ``format_version``: ``1``
+- ``config``: the :class:`~handgrad.model.MLPConfig` as JSON (architecture,
+  activation, dtype), enough to rebuild the model
+- ``classes``, ``preprocessing``, ``training``: JSON (class names, the fitted
+  preprocessing, a training summary)
+
+A checkpoint is the same file with ``format`` ``handgrad-checkpoint``, the
+optimizer's arrays as extra tensors named ``optimizer/<key>/<name>``, and a
+``checkpoint`` JSON entry (optimizer hyper-parameters and counters, the
+trainer's position and history, and the run's settings).
+
+Every write is atomic (temporary file, fsync, rename). Every read validates the
+header before trusting it and raises :class:`ModelFileError` with a hint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import atomic_write
+from .datasets.preprocess import Preprocessor
+from .datasets.errors import DataError
+from .model import MLP, MLPConfig
+
+MODEL_FORMAT = "handgrad-model"
+CHECKPOINT_FORMAT = "handgrad-checkpoint"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit for the JSON header
+MAX_FILE_BYTES = 8 << 30
+SAFETENSORS_DTYPES = {"F32": np.float32, "F64": np.float64}
+
+
+class ModelFileError(ValueError):
+    """A model or checkpoint file is missing, damaged, or not handgrad's."""
+
+
+def _safetensors():
+    try:
+        import safetensors.numpy
+    except ImportError:
+        raise ModelFileError("model files need the 'safetensors' package: "
+                             "pip install 'handgrad[cli]'") from None
+    return safetensors.numpy
+
+
+# --------------------------------------------------------------------------- #
+# Writing
+# --------------------------------------------------------------------------- #
+
+
+def _model_metadata(model, fmt):
+    return {
+        "format": fmt,
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(model.config.to_dict()),
+        "classes": json.dumps(None if model.classes is None else [str(c) for c in model.classes]),
+        "preprocessing": json.dumps(None if model.preprocessor is None
+                                    else model.preprocessor.to_dict()),
+        "training": json.dumps(model.training),
+    }
+
+
+def _write(path, tensors, metadata):
+    payload = _safetensors().save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                                  metadata=metadata)
+    path = Path(path)
+    with atomic_write(path) as f:
+        f.write(payload)
+    return path
+
+
+def save(model, path):
+    """Write ``model`` (weights, architecture, classes, preprocessing) to ``path``."""
+    if not isinstance(model, MLP):
+        raise TypeError(f"save expects a handgrad.MLP, got {type(model).__name__}")
+    if not np.all(np.isfinite(model.param_buffer)):
+        raise ValueError("refusing to save a model whose weights hold NaN or infinity")
+    return _write(path, dict(model.params), _model_metadata(model, MODEL_FORMAT))
+
+
+def save_checkpoint(path, model, optimizer, trainer_state, settings=None):
+    """Write a checkpoint: model, optimizer state, training position and settings."""
+    tensors = dict(model.params)
+    opt = optimizer.state_dict()
+    scalars = {}
+    for key, st in opt["state"].items():
+        for name, value in st.items():
+            if isinstance(value, np.ndarray):
+                tensors[f"optimizer/{key}/{name}"] = value
+            else:
+                scalars.setdefault(key, {})[name] = value
+    metadata = _model_metadata(model, CHECKPOINT_FORMAT)
+    metadata["checkpoint"] = json.dumps({
+        "optimizer": {"type": opt["type"], "hyperparameters": opt["hyperparameters"],
+                      "scalars": scalars},
+        "trainer": trainer_state,
+        "settings": settings or {},
+    })
+    return _write(path, tensors, metadata)
+
+
+# --------------------------------------------------------------------------- #
+# Reading
+# --------------------------------------------------------------------------- #
+
+
+def _read(path, expected_format):
+    """Validate and parse a file; returns ``(tensors, metadata)``."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such file")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: not a file")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ModelFileError(f"{path}: {size:,} bytes is larger than any handgrad model file")
+    data = path.read_bytes()
+    not_ours = (f"{path}: not a safetensors file (handgrad model files are safetensors; "
+                f"pickled files are never loaded)")
+    if len(data) < 8:
+        raise ModelFileError(not_ours)
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > MAX_HEADER_BYTES:
+        raise ModelFileError(not_ours)
+    if 8 + n > len(data):
+        raise ModelFileError(f"{path}: truncated or not a safetensors file (its header "
+                             f"declares {n:,} bytes, {len(data) - 8:,} follow)")
+    try:
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelFileError(not_ours) from None
+    if not isinstance(header, dict):
+        raise ModelFileError(not_ours)
+    meta = header.get("__metadata__") or {}
+    fmt = meta.get("format")
+    if fmt not in (MODEL_FORMAT, CHECKPOINT_FORMAT):
+        raise ModelFileError(f"{path}: a safetensors file, but not a handgrad model "
+                             f"(format {fmt!r}); save models with handgrad.save")
+    if expected_format == CHECKPOINT_FORMAT and fmt != CHECKPOINT_FORMAT:
+        raise ModelFileError(f"{path}: a model file, not a training checkpoint; "
+                             f"--resume takes the checkpoint file from --checkpoint-dir")
+    version = meta.get("format_version")
+    if version != str(FORMAT_VERSION):
+        raise ModelFileError(f"{path}: format version {version!r}; this handgrad reads version "
+                             f"{FORMAT_VERSION}: upgrade handgrad (pip install -U handgrad)")
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or info.get("dtype") not in SAFETENSORS_DTYPES:
+            raise ModelFileError(f"{path}: tensor {name!r} has dtype "
+                                 f"{info.get('dtype') if isinstance(info, dict) else '?'}; "
+                                 f"handgrad stores float32 or float64")
+    try:
+        tensors = _safetensors().load(data)
+    except Exception as exc:  # safetensors raises its own error type for bad offsets
+        raise ModelFileError(f"{path}: damaged tensor data ({exc})") from None
+    return tensors, meta
+
+
+def _json(path, meta, key):
+    try:
+        return json.loads(meta[key])
+    except (KeyError, TypeError, json.JSONDecodeError):
+        raise ModelFileError(f"{path}: metadata entry {key!r} is missing or not JSON") from None
+
+
+def _build_model(path, tensors, meta):
+    try:
+        config = MLPConfig.from_dict(_json(path, meta, "config"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: the stored architecture is invalid ({exc})") from None
+    model = MLP.from_config(config)
+    missing = [k for k in model.shapes if k not in tensors]
+    if missing:
+        raise ModelFileError(f"{path}: tensors {', '.join(missing)} are missing for "
+                             f"architecture {config.layer_sizes}")
+    for name, shape in model.shapes.items():
+        t = tensors[name]
+        if t.shape != shape:
+            raise ModelFileError(f"{path}: {name} has shape {t.shape} but the architecture "
+                                 f"{config.layer_sizes} needs {shape}")
+        if t.dtype != model.dtype:
+            raise ModelFileError(f"{path}: {name} is {t.dtype} but the model is {model.dtype}")
+        if not np.all(np.isfinite(t)):
+            raise ModelFileError(f"{path}: {name} holds NaN or infinite weights; "
+                                 f"the model diverged before it was saved")
+        model.params[name][...] = t
+    classes = _json(path, meta, "classes")
+    if classes is not None:
+        if (not isinstance(classes, list) or len(classes) != config.n_classes
+                or not all(isinstance(c, str) for c in classes)):
+            raise ModelFileError(f"{path}: 'classes' must list {config.n_classes} names")
+        model.classes = classes
+    prep = _json(path, meta, "preprocessing")
+    if prep is not None:
+        try:
+            model.preprocessor = Preprocessor.from_dict(prep)
+        except DataError as exc:
+            raise ModelFileError(f"{path}: {exc}") from None
+        if model.preprocessor.n_features != config.n_inputs:
+            raise ModelFileError(f"{path}: preprocessing yields {model.preprocessor.n_features} "
+                                 f"features but the model takes {config.n_inputs}")
+    training = _json(path, meta, "training")
+    model.training = training if isinstance(training, dict) else {}
+    return model
+
+
+def load(path):
+    """Read a model file (or the model inside a checkpoint) into an :class:`MLP`."""
+    tensors, meta = _read(path, MODEL_FORMAT)
+    return _build_model(path, tensors, meta)
+
+
+def load_checkpoint(path, optimizer=None):
+    """Read a checkpoint; returns ``(model, optimizer_state_dict, trainer_state, settings)``."""
+    tensors, meta = _read(path, CHECKPOINT_FORMAT)
+    model = _build_model(path, tensors, meta)
+    ck = _json(path, meta, "checkpoint")
+    try:
+        opt = ck["optimizer"]
+        state = {}
+        for name, arr in tensors.items():
+            if name.startswith("optimizer/"):
+                _, key, field = name.split("/", 2)
+                if arr.shape != model.param_buffer.shape and key == "flat":
+                    raise ValueError(f"{name} has shape {arr.shape}")
+                state.setdefault(key, {})[field] = arr
+        for key, scalars in opt["scalars"].items():
+            state.setdefault(key, {}).update(scalars)
+        opt_state = {"type": opt["type"], "hyperparameters": opt["hyperparameters"],
+                     "state": state}
+        trainer_state, settings = ck["trainer"], ck["settings"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: damaged checkpoint metadata ({exc})") from None
+    for key, st in state.items():
+        for field, value in st.items():
+            if isinstance(value, np.ndarray) and not np.all(np.isfinite(value)):
+                raise ModelFileError(f"{path}: optimizer state {key}/{field} is not finite")
+            if not isinstance(value, np.ndarray) and not (
+                    isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ModelFileError(f"{path}: optimizer counter {key}/{field} is invalid")
+    return model, opt_state, trainer_state, settings

@@ -1,0 +1,257 @@
+"""The training loop: mini-batch gradient descent over the model's flat buffers.
+
+Shape key: N rows of data, B batch, D inputs, M classes.
+
+Reproducibility: the shuffle of epoch ``e`` is drawn from ``default_rng([seed, e])``,
+so an epoch's order depends only on the seed and the epoch number. Same seed, same
+data, same model: bit-identical weights. A :class:`Trainer` stopped after any batch
+and restored from its :meth:`Trainer.state_dict` (with the model's weights and the
+optimizer's state) continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .model import check_sample_weight
+from .optim import Adam, Optimizer
+
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time")
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of a training run (lists indexed like ``epochs``)."""
+
+    seed: int = 0
+    epochs: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    train_accuracy: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+    epoch_time: list = field(default_factory=list)
+    stopped_early: bool = False
+
+    def record(self, epoch, **metrics):
+        self.epochs.append(epoch)
+        for name in METRICS:
+            getattr(self, name).append(metrics.get(name))
+
+    def last(self):
+        """The latest epoch's metrics as a dict (empty before the first epoch)."""
+        if not self.epochs:
+            return {}
+        return {"epoch": self.epochs[-1]} | {name: getattr(self, name)[-1] for name in METRICS}
+
+    def to_dict(self):
+        return ({"seed": self.seed, "epochs": list(self.epochs), "stopped_early": self.stopped_early}
+                | {name: list(getattr(self, name)) for name in METRICS})
+
+    @classmethod
+    def from_dict(cls, d):
+        h = cls(seed=int(d["seed"]), epochs=[int(e) for e in d["epochs"]],
+                stopped_early=bool(d.get("stopped_early", False)))
+        for name in METRICS:
+            setattr(h, name, list(d[name]))
+        return h
+
+
+class Callback:
+    """Hooks into training; override the ones you need.
+
+    ``on_batch_end`` may raise :class:`StopTraining` to stop after that batch;
+    ``on_epoch_end`` may return True to stop after that epoch.
+    """
+
+    def on_epoch_begin(self, epoch, n_batches):
+        pass
+
+    def on_batch_end(self, batch, loss):
+        pass
+
+    def on_epoch_end(self, epoch, history):
+        return False
+
+
+class StopTraining(Exception):
+    """Raised by a callback's ``on_batch_end`` to stop after the current batch."""
+
+
+class Trainer:
+    """Mini-batch training whose position can be saved and restored after any batch.
+
+    Most users call :func:`fit`; the CLI uses a Trainer to checkpoint mid-run.
+    """
+
+    def __init__(self, model, X, y, *, optimizer=None, epochs=10, batch_size=128,
+                 shuffle=True, seed=None, sample_weight=None, validation_data=None,
+                 callbacks=()):
+        if optimizer is None:
+            optimizer = Adam()
+        if not isinstance(optimizer, Optimizer):
+            raise ValueError(f"optimizer must be a handgrad.optim.Optimizer, got {optimizer!r}")
+        _check_count("epochs", epochs, minimum=0)
+        _check_count("batch_size", batch_size, minimum=1)
+        self.model, self.optimizer = model, optimizer
+        self.epochs, self.shuffle = int(epochs), bool(shuffle)
+        self.X = model.check_X(X)  # (N, D) in the model's dtype, checked once here
+        self.target = model.check_y(y, self.X.shape[0])  # (N,) or (N, M)
+        self.s = (None if sample_weight is None
+                  else check_sample_weight(sample_weight, self.X.shape[0]))  # (N,)
+        self.validation = None
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            X_val = model.check_X(validation_data[0])
+            self.validation = (X_val, model.check_y(validation_data[1], X_val.shape[0]))
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (1 << 63))
+        self.history = History(seed=int(seed))
+        self.callbacks = list(callbacks)
+        N = self.X.shape[0]
+        self.batch_size = min(int(batch_size), N)
+        self.n_batches = -(-N // self.batch_size)
+        # position: the next batch to run, and the running sums of the current epoch
+        self.epoch, self.batch = 0, 0
+        self._sums = [0.0, 0.0, 0.0, 0.0]  # loss·w, correct·w, w, seconds
+        self._gather = _BatchGatherer(self.X, self.target, self.s)
+
+    @property
+    def finished(self):
+        return self.epoch >= self.epochs or self.history.stopped_early
+
+    def order(self, epoch):
+        """The row order of ``epoch`` (N,), a function of the seed and epoch only."""
+        N = self.X.shape[0]
+        if not self.shuffle:
+            return np.arange(N)
+        return np.random.default_rng([self.history.seed, epoch]).permutation(N)
+
+    def run(self):
+        """Train until done or until a callback raises :class:`StopTraining`.
+
+        Returns the :class:`History`. After a stop, ``finished`` is False and
+        ``run`` (or a Trainer restored from ``state_dict``) carries on.
+        """
+        model, optimizer, B = self.model, self.optimizer, self.batch_size
+        while not self.finished:
+            epoch = self.epoch
+            order = self.order(epoch)
+            if self.batch == 0:
+                for cb in self.callbacks:
+                    cb.on_epoch_begin(epoch, self.n_batches)
+            t0 = time.perf_counter()
+            try:
+                while self.batch < self.n_batches:
+                    i = self.batch
+                    xb, tb, sb = self._gather(order[i * B:(i + 1) * B])  # (B, D), (B,)|(B, M)
+                    w = 1.0 / xb.shape[0] if sb is None else (sb / sb.sum()).astype(model.dtype)
+                    loss = model._loss_and_grads(xb, tb, w)
+                    optimizer.step(model.param_buffer, model.grad_buffer)
+                    self._accumulate(xb, tb, sb, loss)
+                    self.batch += 1
+                    for cb in self.callbacks:
+                        cb.on_batch_end(i, loss)
+            except StopTraining:
+                self._sums[3] += time.perf_counter() - t0
+                return self.history
+            self._sums[3] += time.perf_counter() - t0
+            self._end_epoch(epoch)
+        return self.history
+
+    def _accumulate(self, xb, tb, sb, loss):
+        # The forward pass already holds this batch's logits: train accuracy for free.
+        O = self.model.workspace(xb.shape[0]).Q[-1]  # (B, M)
+        labels = tb if tb.ndim == 1 else tb.argmax(axis=1)  # (B,)
+        hits = np.argmax(O, axis=1) == labels  # (B,)
+        batch_w = float(xb.shape[0] if sb is None else sb.sum())
+        self._sums[0] += loss * batch_w
+        self._sums[1] += float(hits.sum() if sb is None else np.dot(hits, sb))
+        self._sums[2] += batch_w
+
+    def _end_epoch(self, epoch):
+        loss_w, correct_w, total_w, seconds = self._sums
+        metrics = {"train_loss": loss_w / total_w, "train_accuracy": correct_w / total_w}
+        if self.validation is not None:
+            t0 = time.perf_counter()
+            metrics["val_loss"], metrics["val_accuracy"] = self.model.evaluate(*self.validation)
+            seconds += time.perf_counter() - t0
+        metrics["epoch_time"] = seconds
+        self.history.record(epoch, **metrics)
+        self.epoch, self.batch = epoch + 1, 0
+        self._sums = [0.0, 0.0, 0.0, 0.0]
+        stop = False
+        for cb in self.callbacks:
+            stop = bool(cb.on_epoch_end(epoch, self.history)) or stop
+        if stop and self.epoch < self.epochs:
+            self.history.stopped_early = True
+
+    # -- checkpoints -------------------------------------------------------------
+
+    def state_dict(self):
+        """Position, running sums and history (JSON-serialisable; weights and
+        optimizer state are saved separately)."""
+        return {"epoch": self.epoch, "batch": self.batch, "epochs": self.epochs,
+                "batch_size": self.batch_size, "n_rows": int(self.X.shape[0]),
+                "shuffle": self.shuffle, "sums": list(self._sums),
+                "history": self.history.to_dict()}
+
+    def load_state_dict(self, state):
+        """Continue from a saved position; the data and batch size must match."""
+        for key, mine in (("n_rows", int(self.X.shape[0])), ("batch_size", self.batch_size),
+                          ("shuffle", self.shuffle)):
+            if state[key] != mine:
+                raise ValueError(f"cannot resume: the checkpoint has {key}={state[key]!r} but "
+                                 f"this run has {mine!r}; resume with the same data and "
+                                 f"settings")
+        if not 0 <= state["batch"] < self.n_batches:
+            raise ValueError(f"cannot resume: batch {state['batch']} out of range")
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        self._sums = [float(v) for v in state["sums"]]
+        self.history = History.from_dict(state["history"])
+
+
+def fit(model, X, y, *, optimizer=None, epochs=10, batch_size=128, shuffle=True, seed=None,
+        sample_weight=None, validation_data=None, callbacks=()):
+    """Train ``model`` in place by mini-batch gradient descent; returns a :class:`History`.
+
+    ``y`` is integer labels (N,) or class probabilities (N, M). ``optimizer``
+    defaults to ``Adam(lr=1e-3)``. ``validation_data`` is ``(X_val, y_val)``.
+    Each batch's loss is its own weighted mean (``Σ s_n L_n / Σ s_n``).
+    """
+    trainer = Trainer(model, X, y, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                      shuffle=shuffle, seed=seed, sample_weight=sample_weight,
+                      validation_data=validation_data, callbacks=callbacks)
+    return trainer.run()
+
+
+class _BatchGatherer:
+    """Copies a batch's rows into preallocated contiguous buffers (one set per size)."""
+
+    def __init__(self, X, target, s):
+        self.X, self.target, self.s = X, target, s
+        self.buffers = {}
+
+    def __call__(self, idx):
+        n = len(idx)
+        bufs = self.buffers.get(n)
+        if bufs is None:
+            bufs = self.buffers[n] = (
+                np.empty((n, self.X.shape[1]), self.X.dtype),  # (B, D)
+                np.empty((n, *self.target.shape[1:]), self.target.dtype),  # (B,) or (B, M)
+                None if self.s is None else np.empty(n),  # (B,)
+            )
+        xb, tb, sb = bufs
+        np.take(self.X, idx, axis=0, out=xb)
+        np.take(self.target, idx, axis=0, out=tb)
+        if sb is not None:
+            np.take(self.s, idx, out=sb)
+        return xb, tb, sb
+
+
+def _check_count(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -1,0 +1,22 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The real MNIST IDX files, found through $HANDGRAD_DATA (set by .ci/run)."""
+    root = os.environ.get("HANDGRAD_DATA")
+    if not root:
+        pytest.skip("HANDGRAD_DATA is not set: no real MNIST to test against")
+    path = Path(root) / "mnist"
+    if not (path / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST not found under {path}")
+    return path

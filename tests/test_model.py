@@ -1,0 +1,432 @@
+"""The model's forward and hand-derived backward pass (F1–F5, B1–B7)."""
+
+import math
+
+import numpy as np
+import pytest
+
+import handgrad
+from handgrad.model import (
+    ACTIVATIONS,
+    activation_backward,
+    activation_forward,
+    linear_backward,
+    linear_forward,
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
+)
+
+torch = pytest.importorskip("torch")
+
+
+def numeric_grad(f, a, eps=1e-6):
+    """Central finite differences of scalar f() with respect to array a (float64)."""
+    g = np.zeros_like(a)
+    flat, gflat = a.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        plus = f()
+        flat[i] = old - eps
+        minus = f()
+        flat[i] = old
+        gflat[i] = (plus - minus) / (2 * eps)
+    return g
+
+
+# --------------------------------------------------------------------------- #
+# Per-layer finite-difference checks
+# --------------------------------------------------------------------------- #
+
+
+def test_linear_layer_gradients_match_finite_differences(rng):
+    B, D, H = 5, 4, 3
+    X = rng.normal(size=(B, D))
+    W = rng.normal(size=(H, D))
+    b = rng.normal(size=H)
+    R = rng.normal(size=(B, H))  # L = Σ R ⊙ out, so ∂L/∂out = R
+
+    def loss():
+        return float((linear_forward(X, W, b, np.empty((B, H))) * R).sum())
+
+    dW, db, dX = np.empty_like(W), np.empty_like(b), np.empty_like(X)
+    linear_backward(R, X, W, dW, db, dX)
+    np.testing.assert_allclose(dW, numeric_grad(loss, W), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(db, numeric_grad(loss, b), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(dX, numeric_grad(loss, X), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_gradients_match_finite_differences(rng, name):
+    B, H = 4, 6
+    Q = rng.normal(size=(B, H))
+    Q[np.abs(Q) < 1e-3] = 0.5  # keep finite differences away from ReLU's kink
+    R = rng.normal(size=(B, H))
+
+    def loss():
+        return float((activation_forward(name, Q, np.empty((B, H))) * R).sum())
+
+    h = activation_forward(name, Q, np.empty((B, H)))
+    scratch = np.empty((B, H), bool if name == "relu" else float)
+    G = activation_backward(name, R.copy(), Q, h, scratch)
+    np.testing.assert_allclose(G, numeric_grad(loss, Q), rtol=1e-7, atol=1e-9)
+
+
+def test_relu_derivative_at_zero_is_zero():
+    """The specification's convention at the kink: a_j = 1[Q_j > 0]."""
+    Q = np.array([[-1.0, 0.0, 2.0]])
+    h = activation_forward("relu", Q, np.empty_like(Q))
+    G = activation_backward("relu", np.ones_like(Q), Q, h, np.empty(Q.shape, bool))
+    np.testing.assert_array_equal(G, [[0.0, 0.0, 1.0]])
+
+
+def test_logistic_does_not_overflow():
+    Q = np.array([[-1e4, 0.0, 1e4]])
+    with np.errstate(all="raise"):
+        h = activation_forward("logistic", Q, np.empty_like(Q))
+    np.testing.assert_allclose(h, [[0.0, 0.5, 1.0]])
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_softmax_cross_entropy_gradient_matches_finite_differences(rng, soft):
+    """B1–B2: the fused backward equals the derivative of F4–F5."""
+    B, M = 5, 4
+    O = rng.normal(size=(B, M)) * 3
+    if soft:
+        target = rng.dirichlet(np.ones(M), size=B)
+    else:
+        target = rng.integers(0, M, size=B)
+    w = rng.uniform(0.1, 1, size=B)
+    w /= w.sum()
+
+    def loss():
+        return softmax_cross_entropy_forward(O.copy(), target, w, np.empty((B, M)),
+                                             np.empty((B, M)), np.empty((B, 1)))
+
+    P = np.empty((B, M))
+    softmax_cross_entropy_forward(O, target, w, np.empty((B, M)), P, np.empty((B, 1)))
+    G = softmax_cross_entropy_backward(P, target, w, np.empty((B, M)))
+    np.testing.assert_allclose(G, numeric_grad(loss, O), rtol=1e-6, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- #
+# Whole-model finite-difference checks
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("hidden", [(), 7, (6, 5), (4, 3, 5)])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gradcheck_whole_model(rng, hidden, activation):
+    model = handgrad.MLP(5, hidden, 4, activation=activation, dtype="float64", seed=1)
+    X = rng.normal(size=(8, 5))
+    y = rng.integers(0, 4, size=8)
+    errors = handgrad.gradcheck(model, X, y)
+    assert set(errors) == set(model.params)
+    assert max(errors.values()) < 1e-5, errors
+
+
+def test_gradcheck_soft_targets_and_sample_weights(rng):
+    model = handgrad.MLP(6, (5,), 3, dtype="float64", seed=2)
+    X = rng.normal(size=(10, 6))
+    Y = rng.dirichlet(np.ones(3), size=10)
+    s = rng.uniform(0, 2, size=10)
+    errors = handgrad.gradcheck(model, X, Y, sample_weight=s)
+    assert max(errors.values()) < 1e-5, errors
+
+
+def test_gradcheck_detects_a_wrong_gradient(rng, monkeypatch):
+    """The checker itself must fail when the backward is wrong."""
+    import handgrad.model as hm
+
+    model = handgrad.MLP(3, 4, 2, dtype="float64", seed=0)
+    X, y = rng.normal(size=(5, 3)), rng.integers(0, 2, size=5)
+    original = hm.linear_backward
+
+    def broken(G, X, W, dW, db, dX=None):
+        out = original(G, X, W, dW, db, dX)
+        db *= 1.1  # a 10% error in every bias gradient
+        return out
+
+    monkeypatch.setattr(hm, "linear_backward", broken)
+    errors = handgrad.gradcheck(model, X, y)
+    assert errors["b1"] > 1e-3 and errors["b2"] > 1e-3
+    assert errors["W1"] < 1e-6
+
+
+def test_gradcheck_with_max_checks_samples_entries(rng):
+    model = handgrad.MLP(20, 30, 5, dtype="float64", seed=3)
+    X, y = rng.normal(size=(4, 20)), rng.integers(0, 5, size=4)
+    errors = handgrad.gradcheck(model, X, y, max_checks=10)
+    assert max(errors.values()) < 1e-6
+
+
+# --------------------------------------------------------------------------- #
+# PyTorch autograd as an oracle
+# --------------------------------------------------------------------------- #
+
+
+def torch_loss_and_grads(model, X, y, sample_weight=None):
+    acts = {"relu": torch.relu, "tanh": torch.tanh, "logistic": torch.sigmoid,
+            "identity": lambda t: t}
+    act = acts[model.config.activation]
+    params = {k: torch.tensor(v.astype(np.float64), requires_grad=True)
+              for k, v in model.params.items()}
+    h = torch.tensor(np.asarray(X, dtype=np.float64))
+    K = model.n_layers
+    for l in range(1, K + 1):
+        h = h @ params[f"W{l}"].T + params[f"b{l}"]
+        if l < K:
+            h = act(h)
+    logp = torch.log_softmax(h, dim=1)
+    y = np.asarray(y)
+    if y.ndim == 1:
+        per = -logp[torch.arange(len(y)), torch.tensor(y)]
+    else:
+        per = -(torch.tensor(y, dtype=torch.float64) * logp).sum(dim=1)
+    if sample_weight is None:
+        loss = per.mean()
+    else:
+        s = torch.tensor(sample_weight, dtype=torch.float64)
+        loss = (s * per).sum() / s.sum()
+    loss.backward()
+    return float(loss.detach()), {k: v.grad.numpy() for k, v in params.items()}
+
+
+@pytest.mark.parametrize("trial", range(12))
+def test_matches_pytorch_autograd_float64(trial):
+    rng = np.random.default_rng(trial)
+    D, M = int(rng.integers(1, 12)), int(rng.integers(2, 8))
+    hidden = tuple(int(h) for h in rng.integers(1, 16, size=trial % 4))
+    activation = ACTIVATIONS[trial % len(ACTIVATIONS)]
+    model = handgrad.MLP(D, hidden, M, activation=activation, dtype="float64", seed=trial)
+    B = int(rng.integers(1, 20))
+    X = rng.normal(size=(B, D)) * 2
+    y = rng.dirichlet(np.ones(M), size=B) if trial % 2 else rng.integers(0, M, size=B)
+    s = rng.uniform(0, 3, size=B) if trial % 3 == 0 else None
+    if s is not None:
+        s[0] = 0.0  # a zero weight among positive ones is valid
+        s[-1] += 0.5
+    loss, grads = model.loss_and_grads(X, y, sample_weight=s)
+    ref_loss, ref_grads = torch_loss_and_grads(model, X, y, s)
+    assert loss == pytest.approx(ref_loss, rel=1e-12, abs=1e-14)
+    for k in model.params:
+        assert grads[k].dtype == np.float64
+        np.testing.assert_allclose(grads[k], ref_grads[k], rtol=1e-10, atol=1e-13, err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_huge_logits_give_finite_loss_and_gradients(dtype):
+    model = handgrad.MLP(3, 4, 3, dtype=dtype, seed=0)
+    model.params["W2"][...] *= 1e6  # logits of order 1e6 (exp would overflow)
+    X = np.array([[30.0, -20.0, 10.0], [-5.0, 40.0, 1.0]])
+    y = np.array([0, 2])
+    loss, grads = model.loss_and_grads(X, y)
+    assert math.isfinite(loss)
+    for g in grads.values():
+        assert np.all(np.isfinite(g))
+    if dtype == "float64":
+        ref_loss, ref_grads = torch_loss_and_grads(model, X, y)
+        assert loss == pytest.approx(ref_loss, rel=1e-12)
+        for k in model.params:
+            np.testing.assert_allclose(grads[k], ref_grads[k], rtol=1e-10, atol=1e-8)
+
+
+def test_probabilities_of_huge_logits_are_finite_and_normalised():
+    model = handgrad.MLP(2, (), 3, dtype="float32", seed=0)
+    model.params["W1"][...] = [[1e30, 0], [0, 1e30], [-1e30, -1e30]]
+    P = model.predict_proba(np.array([[1.0, 0.5], [0.0, 0.0]]))
+    assert np.all(np.isfinite(P))
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_float32_matches_pytorch_float32():
+    rng = np.random.default_rng(7)
+    model = handgrad.MLP(20, 16, 5, dtype="float32", seed=7)
+    X = rng.normal(size=(32, 20)).astype(np.float32)
+    y = rng.integers(0, 5, size=32)
+    loss, grads = model.loss_and_grads(X, y)
+    ref_loss, ref_grads = torch_loss_and_grads(model, X, y)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    for k in model.params:
+        np.testing.assert_allclose(grads[k], ref_grads[k], rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- #
+# A worked example, computed by hand
+# --------------------------------------------------------------------------- #
+
+
+def test_tiny_worked_example_by_hand():
+    """2 inputs, 2 hidden, 2 classes; every number below is worked out by hand.
+
+    x = (1, 2), y = class 0 (one-hot (1, 0)).
+    W¹ = [[1, −1], [0.5, 0.5]], b¹ = (0, −1)
+    F1: Q = W¹x + b¹ = (1·1 − 1·2 + 0, 0.5·1 + 0.5·2 − 1) = (−1, 0.5)
+    F2: h = max(0, Q) = (0, 0.5); ReLU mask a = (0, 1)
+    W² = [[2, 2], [0, −2]], b² = (0, 0)
+    F3: O = W²h + b² = (2·0 + 2·0.5, 0·0 − 2·0.5) = (1, −1)
+    F4: P = softmax(1, −1) = (e/(e + 1/e), (1/e)/(e + 1/e)) = (σ(2), σ(−2))
+        σ(2) = 1/(1 + e^{−2}) = 0.8807970779778823
+    F5: L = −log P₀ = log(1 + e^{−2}) = 0.12692801104297263
+    B2/B3: ∂L/∂O = ∂L/∂b² = P − y = (σ(2) − 1, σ(−2)) = (−σ(−2), σ(−2)), σ(−2) = 0.11920292202211755 =: s
+    B4: ∂L/∂W² = (P − y) hᵀ = [[−s·0, −s·0.5], [s·0, s·0.5]] = [[0, −s/2], [0, s/2]]
+    B5: ∂L/∂h = W²ᵀ (P − y) = (2·(−s) + 0·s, 2·(−s) − 2·s) = (−2s, −4s)
+    B6: ∂L/∂Q = ∂L/∂h ⊙ a = (0, −4s)
+    B7: ∂L/∂W¹ = (∂L/∂Q) xᵀ = [[0, 0], [−4s·1, −4s·2]] = [[0, 0], [−4s, −8s]]; ∂L/∂b¹ = (0, −4s)
+    """
+    model = handgrad.MLP(2, 2, 2, dtype="float64")
+    model.set_params({
+        "W1": [[1.0, -1.0], [0.5, 0.5]], "b1": [0.0, -1.0],
+        "W2": [[2.0, 2.0], [0.0, -2.0]], "b2": [0.0, 0.0],
+    })
+    loss, g = model.loss_and_grads([[1.0, 2.0]], [0])
+    s = 0.11920292202211755
+    assert loss == pytest.approx(0.12692801104297263, rel=1e-14)
+    np.testing.assert_allclose(model.predict_proba([[1.0, 2.0]]), [[1 - s, s]], rtol=1e-14)
+    np.testing.assert_allclose(g["b2"], [-s, s], rtol=1e-14)
+    np.testing.assert_allclose(g["W2"], [[0, -s / 2], [0, s / 2]], rtol=1e-14)
+    np.testing.assert_allclose(g["b1"], [0, -4 * s], rtol=1e-14)
+    np.testing.assert_allclose(g["W1"], [[0, 0], [-4 * s, -8 * s]], rtol=1e-14)
+
+
+# --------------------------------------------------------------------------- #
+# Structure, dtype and determinism
+# --------------------------------------------------------------------------- #
+
+
+def test_params_are_views_of_one_contiguous_buffer():
+    model = handgrad.MLP(5, (4, 3), 2, seed=0)
+    assert list(model.params) == ["W1", "b1", "W2", "b2", "W3", "b3"]
+    assert model.params["W1"].shape == (4, 5) and model.params["W3"].shape == (2, 3)
+    total = sum(p.size for p in model.params.values())
+    assert model.param_buffer.size == total == model.n_params
+    for name, p in model.params.items():
+        assert np.shares_memory(p, model.param_buffer), name
+        assert np.shares_memory(model.grads[name], model.grad_buffer), name
+    model.param_buffer[:] = 0
+    assert not model.params["W2"].any()
+
+
+def test_float32_stays_float32(rng):
+    model = handgrad.MLP(6, 5, 3, seed=0)
+    assert model.param_buffer.dtype == np.float32
+    X = rng.normal(size=(4, 6))  # float64 input is converted, not propagated
+    loss, grads = model.loss_and_grads(X, [0, 1, 2, 0])
+    assert isinstance(loss, float)
+    assert all(g.dtype == np.float32 for g in grads.values())
+    assert model.predict_proba(X).dtype == np.float32
+    ws = model.workspace(4)
+    assert all(a.dtype == np.float32 for a in ws.Q + ws.h + ws.G)
+
+
+def test_initialisation_is_reproducible_and_suited_to_activation():
+    a = handgrad.MLP(100, 200, 10, seed=5)
+    b = handgrad.MLP(100, 200, 10, seed=5)
+    c = handgrad.MLP(100, 200, 10, seed=6)
+    np.testing.assert_array_equal(a.param_buffer, b.param_buffer)
+    assert not np.array_equal(a.param_buffer, c.param_buffer)
+    # He normal for ReLU: std sqrt(2 / fan_in)
+    assert a.params["W1"].std() == pytest.approx(math.sqrt(2 / 100), rel=0.05)
+    assert not a.params["b1"].any()
+    # Glorot uniform otherwise: limit sqrt(6 / (fan_in + fan_out))
+    t = handgrad.MLP(100, 200, 10, activation="tanh", seed=5)
+    limit = math.sqrt(6 / 300)
+    assert np.abs(t.params["W1"]).max() <= limit
+    assert t.params["W1"].std() == pytest.approx(limit / math.sqrt(3), rel=0.05)
+
+
+def test_predict_proba_in_batches_equals_one_batch(rng):
+    model = handgrad.MLP(8, 16, 4, dtype="float64", seed=0)
+    X = rng.normal(size=(1000, 8))
+    full = model.predict_proba(X, batch_size=1000)
+    chunked = model.predict_proba(X, batch_size=64)
+    np.testing.assert_allclose(full, chunked, rtol=1e-13)
+    np.testing.assert_allclose(full.sum(axis=1), 1, rtol=1e-13)
+    np.testing.assert_array_equal(model.predict(X, batch_size=37), full.argmax(axis=1))
+
+
+def test_predict_memory_is_bounded_by_the_chunk(rng):
+    """10^5 rows with a wide hidden layer: workspaces stay chunk-sized."""
+    model = handgrad.MLP(4, 512, 3, seed=0)
+    X = rng.normal(size=(100_000, 4)).astype(np.float32)
+    model.predict_proba(X, batch_size=1000)
+    assert max(model._workspaces) <= 1000
+
+
+def test_logistic_regression_when_hidden_is_empty(rng):
+    model = handgrad.MLP(4, (), 3, dtype="float64", seed=0)
+    assert list(model.params) == ["W1", "b1"]
+    X = rng.normal(size=(6, 4))
+    y = rng.integers(0, 3, size=6)
+    loss, grads = model.loss_and_grads(X, y)
+    ref_loss, ref = torch_loss_and_grads(model, X, y)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(grads["W1"], ref["W1"], rtol=1e-10)
+
+
+# --------------------------------------------------------------------------- #
+# Bad input raises ValueError naming the problem
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"hidden": 0}, "hidden"),
+    ({"hidden": -3}, "hidden"),
+    ({"hidden": (4, 0)}, r"hidden\[1\]"),
+    ({"hidden": 2.5}, "hidden"),
+    ({"hidden": "many"}, "hidden"),
+    ({"activation": "softsign"}, "softsign"),
+    ({"dtype": "float16"}, "dtype"),
+    ({"n_classes": 1}, "n_classes"),
+])
+def test_bad_architecture_raises(kwargs, message):
+    args = {"n_inputs": 4, "hidden": 3, "n_classes": 2} | kwargs
+    with pytest.raises(ValueError, match=message):
+        handgrad.MLP(args.pop("n_inputs"), args.pop("hidden"), args.pop("n_classes"), **args)
+
+
+@pytest.fixture
+def small():
+    return handgrad.MLP(3, 4, 3, seed=0)
+
+
+@pytest.mark.parametrize("X, y, message", [
+    (np.zeros((2, 4)), [0, 1], "3"),  # wrong number of features
+    (np.zeros(3), [0], "2-D"),
+    (np.zeros((2, 3)), [0, 1, 2], "labels"),
+    (np.zeros((2, 3)), [0, 3], "out of range"),
+    (np.zeros((2, 3)), [-1, 0], "out of range"),
+    (np.zeros((2, 3)), [0.5, 1], "whole numbers"),
+    (np.array([[0.0, np.nan, 1.0], [0, 0, 0]]), [0, 1], "NaN"),
+    (np.array([[0.0, np.inf, 1.0], [0, 0, 0]]), [0, 1], "infinite"),
+    (np.array([[1e300, 0, 0], [0, 0, 0]]), [0, 1], "too large"),
+    (np.zeros((2, 3)), [[0.5, 0.5, 0.5], [1, 0, 0]], "sum to 1"),
+    (np.zeros((2, 3)), [[1.5, -0.5, 0], [1, 0, 0]], "non-negative"),
+    (np.zeros((2, 3)), [[1, 0], [1, 0]], "shape"),
+    (np.zeros((0, 3)), [], "no rows"),
+    (np.array([["a", "b", "c"]]), [0], "numeric"),
+])
+def test_bad_data_raises(small, X, y, message):
+    with pytest.raises(ValueError, match=message):
+        small.loss_and_grads(X, y)
+
+
+@pytest.mark.parametrize("s, message", [
+    ([1.0, -1.0], "non-negative"),
+    ([0.0, 0.0], "sums to zero"),
+    ([1.0, np.nan], "NaN"),
+    ([1.0], "shape"),
+])
+def test_bad_sample_weights_raise(small, s, message):
+    with pytest.raises(ValueError, match=message):
+        small.loss_and_grads(np.zeros((2, 3)), [0, 1], sample_weight=s)
+
+
+def test_set_params_checks_names_shapes_and_values(small):
+    good = {k: v.copy() for k, v in small.params.items()}
+    with pytest.raises(ValueError, match="missing"):
+        small.set_params({k: v for k, v in good.items() if k != "b2"})
+    with pytest.raises(ValueError, match="W1 has shape"):
+        small.set_params(good | {"W1": np.zeros((3, 3))})
+    with pytest.raises(ValueError, match="NaN"):
+        small.set_params(good | {"b1": np.full(4, np.nan)})
