@@ -1,0 +1,177 @@
+"""The training loop: determinism, resumption, history, and learning real data."""
+
+import numpy as np
+import pytest
+
+import handgrad
+from handgrad.datasets import Preprocessor, load_dataset
+from handgrad.optim import SGD, Adam
+from handgrad.train import Callback, StopTraining, Trainer
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = load_dataset("digits")
+    prep = Preprocessor("divide").fit(ds.x_train)
+    return prep.transform(ds.x_train), ds.y_train, prep.transform(ds.x_test), ds.y_test
+
+
+def train_once(digits, seed=0, **kwargs):
+    X, y, _, _ = digits
+    model = handgrad.MLP(64, 32, 10, seed=seed)
+    history = handgrad.fit(model, X, y, optimizer=Adam(1e-3), epochs=3, batch_size=50,
+                           seed=seed, **kwargs)
+    return model, history
+
+
+def test_same_seed_gives_bit_identical_weights(digits):
+    a, _ = train_once(digits, seed=3)
+    b, _ = train_once(digits, seed=3)
+    c, _ = train_once(digits, seed=4)
+    np.testing.assert_array_equal(a.param_buffer, b.param_buffer)
+    assert not np.array_equal(a.param_buffer, c.param_buffer)
+
+
+def test_learns_the_digits(digits):
+    X, y, Xt, yt = digits
+    model = handgrad.MLP(64, 128, 10, seed=0)
+    history = handgrad.fit(model, X, y, epochs=25, batch_size=32, seed=0,
+                           validation_data=(Xt, yt))
+    assert history.train_loss[-1] < history.train_loss[0] / 5
+    _, acc = model.evaluate(Xt, yt)
+    assert acc >= 0.95
+    assert history.val_accuracy[-1] == pytest.approx(acc)
+
+
+def test_history_records_every_epoch(digits):
+    _, history = train_once(digits)
+    assert history.epochs == [0, 1, 2]
+    assert len(history.train_loss) == 3 and all(np.isfinite(history.train_loss))
+    assert all(0 <= a <= 1 for a in history.train_accuracy)
+    assert history.val_loss == [None, None, None]
+    assert history.to_dict()["seed"] == 0
+    again = handgrad.History.from_dict(history.to_dict())
+    assert again == history
+
+
+def test_epoch_loss_is_the_mean_of_the_batch_losses(digits):
+    X, y, _, _ = digits
+    X, y = X[:100], y[:100]
+    losses = []
+
+    class Record(Callback):
+        def on_batch_end(self, batch, loss):
+            losses.append(loss)
+
+    model = handgrad.MLP(64, 8, 10, seed=0)
+    history = handgrad.fit(model, X, y, optimizer=SGD(0.01), epochs=1, batch_size=30,
+                           seed=0, callbacks=[Record()])
+    sizes = [30, 30, 30, 10]
+    assert history.train_loss[0] == pytest.approx(np.dot(losses, sizes) / 100, rel=1e-12)
+
+
+def test_stopped_trainer_resumes_bit_identically(digits):
+    X, y, _, _ = digits
+    reference = handgrad.MLP(64, 16, 10, seed=1)
+    opt = SGD(0.05, momentum=0.9, nesterov=True)
+    full = Trainer(reference, X, y, optimizer=opt, epochs=3, batch_size=64, seed=9)
+    full.run()
+
+    class StopAt(Callback):
+        def __init__(self, n):
+            self.n, self.seen = n, 0
+
+        def on_batch_end(self, batch, loss):
+            self.seen += 1
+            if self.seen == self.n:
+                raise StopTraining
+
+    model = handgrad.MLP(64, 16, 10, seed=1)
+    opt1 = SGD(0.05, momentum=0.9, nesterov=True)
+    first = Trainer(model, X, y, optimizer=opt1, epochs=3, batch_size=64, seed=9,
+                    callbacks=[StopAt(30)])  # mid-way through the second epoch
+    first.run()
+    assert not first.finished and first.epoch == 1
+    state, opt_state = first.state_dict(), opt1.state_dict()
+    weights = model.param_buffer.copy()
+
+    resumed_model = handgrad.MLP(64, 16, 10, seed=123)  # different init: weights come back
+    resumed_model.param_buffer[...] = weights
+    opt2 = SGD(0.5)
+    opt2.load_state_dict(opt_state)
+    second = Trainer(resumed_model, X, y, optimizer=opt2, epochs=3, batch_size=64, seed=0)
+    second.load_state_dict(state)
+    history = second.run()
+    np.testing.assert_array_equal(resumed_model.param_buffer, reference.param_buffer)
+    assert history.train_loss == full.history.train_loss
+
+
+def test_resume_refuses_different_data(digits):
+    X, y, _, _ = digits
+    t = Trainer(handgrad.MLP(64, 4, 10), X, y, epochs=1, batch_size=64, seed=0)
+    state = t.state_dict()
+    other = Trainer(handgrad.MLP(64, 4, 10), X[:500], y[:500], epochs=1, batch_size=64)
+    with pytest.raises(ValueError, match="n_rows"):
+        other.load_state_dict(state)
+
+
+def test_epoch_end_callback_can_stop_early(digits):
+    class StopAfterTwo(Callback):
+        def on_epoch_end(self, epoch, history):
+            return epoch == 1
+
+    _, history = train_once(digits, callbacks=[StopAfterTwo()])
+    assert history.epochs == [0, 1] and history.stopped_early
+
+
+def test_sample_weights_equal_to_repeating_rows(rng):
+    """Weight 2 on a row equals that row appearing twice (full-batch gradient descent)."""
+    X = rng.normal(size=(6, 3))
+    y = np.array([0, 1, 2, 0, 1, 2])
+    s = np.array([2.0, 1, 1, 1, 1, 1])
+    a = handgrad.MLP(3, 4, 3, dtype="float64", seed=0)
+    b = handgrad.MLP(3, 4, 3, dtype="float64", seed=0)
+    handgrad.fit(a, X, y, optimizer=SGD(0.1), epochs=5, batch_size=6, shuffle=False,
+                 sample_weight=s)
+    handgrad.fit(b, np.vstack([X, X[:1]]), np.append(y, y[0]), optimizer=SGD(0.1), epochs=5,
+                 batch_size=7, shuffle=False)
+    np.testing.assert_allclose(a.param_buffer, b.param_buffer, rtol=1e-12)
+
+
+def test_soft_targets_train(rng):
+    X = rng.normal(size=(40, 5))
+    Y = rng.dirichlet(np.ones(3), size=40)
+    model = handgrad.MLP(5, 8, 3, seed=0)
+    history = handgrad.fit(model, X, Y, epochs=3, batch_size=8, seed=0)
+    assert np.all(np.isfinite(history.train_loss))
+
+
+def test_training_allocates_no_large_arrays_per_step(digits):
+    import tracemalloc
+
+    X, y, _, _ = digits
+    X = np.tile(X, (4, 1))[:4096]
+    y = np.tile(y, 4)[:4096]
+    model = handgrad.MLP(64, 256, 10, seed=0)
+    opt = Adam()
+    handgrad.fit(model, X, y, optimizer=opt, epochs=1, batch_size=128, seed=0)  # warm up
+    tracemalloc.start()
+    handgrad.fit(model, X, y, optimizer=opt, epochs=1, batch_size=128, seed=0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # One step's activations are 128 × 256 × 4 bytes = 128 KiB; with buffers reused, the
+    # only new allocations are the batch buffers built once per call and small temporaries.
+    one_activation = 128 * 256 * 4
+    assert peak < 6 * one_activation, peak
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": -1}, "epochs"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"optimizer": "adam"}, "optimizer"),
+    ({"validation_data": (np.zeros((2, 64)),)}, "validation_data"),
+])
+def test_bad_fit_arguments_raise(digits, kwargs, message):
+    X, y, _, _ = digits
+    with pytest.raises(ValueError, match=message):
+        handgrad.fit(handgrad.MLP(64, 4, 10), X, y, **kwargs)
