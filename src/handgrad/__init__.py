@@ -3,9 +3,11 @@
 from . import optim
 from .datasets import DataError
 from .model import MLP, MLPConfig, gradcheck
-from .train import Callback, History, fit
+from .serialization import ModelFileError, load, load_checkpoint, save, save_checkpoint
+from .train import Callback, History, StopTraining, Trainer, fit
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "MLPConfig", "Callback", "DataError", "History", "fit", "gradcheck",
-           "optim", "__version__"]
+__all__ = ["MLP", "MLPConfig", "Callback", "DataError", "History", "ModelFileError",
+           "StopTraining", "Trainer", "fit", "gradcheck", "load", "load_checkpoint", "optim",
+           "save", "save_checkpoint", "__version__"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__  # noqa: F401  (set before the import below)
 from ._progress import progress_bar
 from .datasets import NAMED, DataError, Preprocessor, load_dataset, stratified_split
 from .metrics import classification_report, format_report
@@ -132,7 +132,12 @@ class _ExplicitStore(argparse.Action):
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows each option's default, except where there is none (None) or it is a flag."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser():
@@ -161,22 +166,26 @@ def build_parser():
     data.add_argument("--val-fraction", type=fraction, default=0.1,
                       help="fraction of the training set held out for validation (0: none)")
     net = t.add_argument_group("network")
-    net.add_argument("--hidden", type=hidden_sizes, default=(256,),
+    net.add_argument("--hidden", type=hidden_sizes, default="256",
                      help="hidden layer sizes, e.g. 800 or 512,256; 'none' for none")
-    net.add_argument("--activation", choices=ACTIVATIONS, default="relu")
-    net.add_argument("--dtype", choices=DTYPES, default="float32")
+    net.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                     help="hidden-layer activation (relu is the specification's)")
+    net.add_argument("--dtype", choices=DTYPES, default="float32",
+                     help="floating-point type of weights and arithmetic")
     opt = t.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=non_negative_int, default=30, action=_ExplicitStore,
                      help="training epochs (with --resume: the total to reach)")
-    opt.add_argument("--batch-size", type=positive_int, default=32)
-    opt.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam")
+    opt.add_argument("--batch-size", type=positive_int, default=32, help="examples per step")
+    opt.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam",
+                     help="update rule (PyTorch's formulas)")
     opt.add_argument("--lr", type=positive_float, default=None,
                      help="learning rate (default: 1e-3 for adam/adamw, 0.01 for sgd)")
     opt.add_argument("--momentum", type=non_negative_float, default=0.0, help="SGD momentum")
     opt.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
     opt.add_argument("--weight-decay", type=non_negative_float, default=None,
                      help="L2 (sgd, adam) or decoupled (adamw, default 0.01) weight decay")
-    opt.add_argument("--seed", type=non_negative_int, default=0)
+    opt.add_argument("--seed", type=non_negative_int, default=0,
+                     help="seed of the initial weights, the shuffles and the validation split")
     out = t.add_argument_group("output")
     out.add_argument("--out", type=Path, default=None, help="save the trained model here")
     out.add_argument("--checkpoint-dir", type=Path, default=None,
@@ -191,23 +200,23 @@ def build_parser():
 
     e = sub.add_parser("evaluate", formatter_class=_Formatter,
                        help="accuracy, per-class scores and confusion matrix")
-    e.add_argument("model", type=Path)
+    e.add_argument("model", type=Path, help="a model file written by handgrad train --out")
     e.add_argument("--dataset", default=None,
                    help="data set to evaluate on (default: the one the model was trained on)")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = sub.add_parser("predict", formatter_class=_Formatter,
                        help="classify images or IDX/CSV/NPY files")
-    p.add_argument("model", type=Path)
+    p.add_argument("model", type=Path, help="a model file written by handgrad train --out")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                    help="PNG/JPEG images, or IDX, CSV or .npy files of examples")
     p.add_argument("--top", type=positive_int, default=1, help="show the top K classes")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the predictions as JSON")
 
     i = sub.add_parser("info", formatter_class=_Formatter,
                        help="architecture, parameters and metadata of a model file")
-    i.add_argument("model", type=Path)
-    i.add_argument("--json", action="store_true")
+    i.add_argument("model", type=Path, help="a model file")
+    i.add_argument("--json", action="store_true", help="print the information as JSON")
 
     g = sub.add_parser("gradcheck", formatter_class=_Formatter,
                        help="check the hand-derived gradients by finite differences")
@@ -215,8 +224,10 @@ def build_parser():
                    help="a model file (default: a fresh network)")
     g.add_argument("--inputs", type=positive_int, default=20,
                    help="inputs of the fresh network")
-    g.add_argument("--hidden", type=hidden_sizes, default=(16,))
-    g.add_argument("--classes", type=positive_int, default=5)
+    g.add_argument("--hidden", type=hidden_sizes, default="16",
+                   help="hidden layer sizes of the fresh network")
+    g.add_argument("--classes", type=positive_int, default=5,
+                   help="classes of the fresh network")
     g.add_argument("--activation", choices=ACTIVATIONS, default="relu")
     g.add_argument("--batch-size", type=positive_int, default=8)
     g.add_argument("--max-checks", type=positive_int, default=50,
@@ -224,12 +235,13 @@ def build_parser():
     g.add_argument("--tolerance", type=positive_float, default=1e-5,
                    help="largest relative error that passes")
     g.add_argument("--seed", type=non_negative_int, default=0)
-    g.add_argument("--json", action="store_true")
+    g.add_argument("--json", action="store_true", help="print the errors as JSON")
 
     r = sub.add_parser("report", formatter_class=_Formatter,
                        help="PNG figures of a model: curves, confusion matrix, weights")
-    r.add_argument("model", type=Path)
-    r.add_argument("--out", type=Path, default=Path("report"), metavar="DIR")
+    r.add_argument("model", type=Path, help="a model file")
+    r.add_argument("--out", type=Path, default="report", metavar="DIR",
+                   help="folder for the PNG files")
     r.add_argument("--dataset", default=None,
                    help="data set for the confusion matrix (default: the training one)")
     return parser
