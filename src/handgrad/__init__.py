@@ -11,3 +11,20 @@ __version__ = "0.1.0"
 __all__ = ["MLP", "MLPConfig", "Callback", "DataError", "History", "ModelFileError",
            "StopTraining", "Trainer", "fit", "gradcheck", "load", "load_checkpoint", "optim",
            "save", "save_checkpoint", "__version__"]
+
+
+def __getattr__(name):
+    # Optional parts load on first use, so the core needs NumPy alone.
+    if name == "MLPClassifier":
+        from .sklearn import MLPClassifier
+
+        return MLPClassifier
+    if name in ("export_onnx", "to_onnx_bytes"):
+        from . import onnx
+
+        return getattr(onnx, name)
+    if name == "to_torch":
+        from .torch_bridge import to_torch
+
+        return to_torch
+    raise AttributeError(f"module 'handgrad' has no attribute {name!r}")

@@ -237,6 +237,11 @@ def build_parser():
     g.add_argument("--seed", type=non_negative_int, default=0)
     g.add_argument("--json", action="store_true", help="print the errors as JSON")
 
+    x = sub.add_parser("export", formatter_class=_Formatter,
+                       help="write a model as ONNX (preprocessing included)")
+    x.add_argument("model", type=Path, help="a model file")
+    x.add_argument("out", type=Path, help="the .onnx file to write")
+
     r = sub.add_parser("report", formatter_class=_Formatter,
                        help="PNG figures of a model: curves, confusion matrix, weights")
     r.add_argument("model", type=Path, help="a model file")
@@ -262,7 +267,8 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return ExitCode.USAGE
     command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-               "info": cmd_info, "gradcheck": cmd_gradcheck, "report": cmd_report}[args.command]
+               "info": cmd_info, "gradcheck": cmd_gradcheck, "report": cmd_report,
+               "export": cmd_export}[args.command]
     try:
         return int(command(args))
     except CLIError as exc:
@@ -712,4 +718,16 @@ def cmd_report(args):
         ds = None
     for f in _write_plots(model, ds, args.out):
         print(f"figure written to {f}")
+    return ExitCode.OK
+
+
+def cmd_export(args):
+    from .onnx import export_onnx
+
+    model = load(args.model)
+    _check_writable(args.out, "file")
+    export_onnx(model, args.out)
+    shape = model.preprocessor.input_shape if model.preprocessor else (model.n_inputs,)
+    print(f"wrote {args.out}: input (N, {', '.join(map(str, shape))}) of raw values, "
+          f"outputs probabilities (N, {model.n_classes}) and label (N,)")
     return ExitCode.OK

@@ -371,6 +371,21 @@ class MLP:
         clone.training = dict(self.training)
         return clone
 
+    def __getstate__(self):
+        # Workspaces are scratch space: rebuilt on demand, never pickled.
+        state = self.__dict__.copy()
+        state["_workspaces"] = {}
+        del state["params"], state["grads"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        # Buffers may come back read-only (e.g. joblib memory maps): own writable copies.
+        self.param_buffer = np.array(self.param_buffer, copy=True)
+        self.grad_buffer = np.array(self.grad_buffer, copy=True)
+        self.params = self._views(self.param_buffer)
+        self.grads = self._views(self.grad_buffer)
+
     def __repr__(self):
         hidden = ", ".join(str(h) for h in self.config.hidden)
         return (f"MLP({self.n_inputs}, ({hidden}), {self.n_classes}, "

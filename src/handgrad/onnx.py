@@ -1,0 +1,98 @@
+"""ONNX export (needs the ``onnx`` package): Gemm / activation / Softmax nodes.
+
+The graph takes raw examples (shaped as the model's training data, e.g.
+(N, 28, 28) pixel values 0–255, with a dynamic batch dimension N), applies the
+stored preprocessing (flatten, then divide or standardise, as
+:class:`handgrad.datasets.Preprocessor` does), runs F1–F4 layer by layer and
+outputs ``probabilities`` (N, M) and ``label`` (N,), the most probable class
+index. The class names are stored in the model's ``metadata_props``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import atomic_write
+
+OPSET = 17
+ACTIVATION_OPS = {"relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid", "identity": None}
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise RuntimeError("ONNX export needs the 'onnx' package: pip install 'handgrad[onnx]'") \
+            from None
+    return onnx
+
+
+def to_onnx_model(model, fold_preprocessing=True):
+    """Build the ``onnx.ModelProto`` of ``model`` (checked with ``full_check=True``)."""
+    onnx = _onnx()
+    from onnx import TensorProto, helper, numpy_helper
+
+    elem = TensorProto.FLOAT if model.dtype == np.float32 else TensorProto.DOUBLE
+    prep = model.preprocessor if fold_preprocessing else None
+    input_shape = list(prep.input_shape) if prep is not None else [model.n_inputs]
+    nodes, inits = [], []
+
+    def const(name, value):
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=model.dtype), name))
+        return name
+
+    x = "input"
+    if len(input_shape) > 1:
+        nodes.append(helper.make_node("Flatten", [x], ["flat"], axis=1))
+        x = "flat"
+    if prep is not None and prep.scaling == "divide":
+        nodes.append(helper.make_node("Div", [x, const("scale", prep.scale)], ["scaled"]))
+        x = "scaled"
+    elif prep is not None and prep.scaling == "standardize":
+        nodes.append(helper.make_node("Sub", [x, const("mean", prep.mean)], ["centred"]))
+        nodes.append(helper.make_node("Div", ["centred", const("std", prep.std)], ["scaled"]))
+        x = "scaled"
+    K = model.n_layers
+    for l in range(1, K + 1):
+        W = const(f"W{l}", model.params[f"W{l}"])  # (out, in), as stored: transB=1
+        b = const(f"b{l}", model.params[f"b{l}"])
+        q = f"Q{l}" if l < K else "logits"
+        nodes.append(helper.make_node("Gemm", [x, W, b], [q], transB=1))  # F1 / F3
+        x = q
+        op = ACTIVATION_OPS[model.config.activation]
+        if l < K and op is not None:
+            nodes.append(helper.make_node(op, [q], [f"h{l}"]))  # F2
+            x = f"h{l}"
+    nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1))  # F4
+    nodes.append(helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0))
+    graph = helper.make_graph(
+        nodes, "handgrad_mlp",
+        [helper.make_tensor_value_info("input", elem, ["N", *input_shape])],
+        [helper.make_tensor_value_info("probabilities", elem, ["N", model.n_classes]),
+         helper.make_tensor_value_info("label", TensorProto.INT64, ["N"])],
+        inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="handgrad")
+    proto.ir_version = 9  # readable by onnxruntime releases from 1.16 on
+    helper.set_model_props(proto, {
+        "classes": json.dumps(model.classes),
+        "architecture": json.dumps(model.config.to_dict()),
+    })
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def to_onnx_bytes(model, fold_preprocessing=True):
+    return to_onnx_model(model, fold_preprocessing).SerializeToString()
+
+
+def export_onnx(model, path, fold_preprocessing=True):
+    """Write ``model`` as an ONNX file (atomically); returns the path."""
+    data = to_onnx_bytes(model, fold_preprocessing)
+    path = Path(path)
+    with atomic_write(path) as f:
+        f.write(data)
+    return path

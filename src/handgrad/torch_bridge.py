@@ -1,0 +1,32 @@
+"""Hand a model to PyTorch (needs torch): an ``nn.Sequential`` with identical outputs."""
+
+from __future__ import annotations
+
+
+def to_torch(model, probabilities=False):
+    """``nn.Sequential`` of ``Linear`` and activation modules with ``model``'s weights.
+
+    It maps rows (N, D), already preprocessed (see ``model.prepare``), to logits;
+    with ``probabilities=True`` a final ``Softmax(dim=1)`` gives ``predict_proba``'s
+    values. The dtype follows the model (float32 or float64).
+    """
+    try:
+        import torch
+    except ImportError:
+        raise RuntimeError("to_torch needs PyTorch installed") from None
+    acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "logistic": torch.nn.Sigmoid,
+            "identity": torch.nn.Identity}
+    dtype = torch.float32 if model.config.dtype == "float32" else torch.float64
+    layers = []
+    sizes = model.config.layer_sizes
+    for l in range(1, model.n_layers + 1):
+        linear = torch.nn.Linear(sizes[l - 1], sizes[l], dtype=dtype)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(model.params[f"W{l}"]))  # (out, in) as stored
+            linear.bias.copy_(torch.from_numpy(model.params[f"b{l}"]))
+        layers.append(linear)
+        if l < model.n_layers:
+            layers.append(acts[model.config.activation]())
+    if probabilities:
+        layers.append(torch.nn.Softmax(dim=1))
+    return torch.nn.Sequential(*layers)
