@@ -39,3 +39,15 @@ def _fsync_dir(directory):
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def remove_stale_temporaries(path):
+    """Delete temporary files that an earlier, killed write to ``path`` left behind."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    removed = []
+    for tmp in directory.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed

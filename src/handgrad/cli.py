@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from enum import IntEnum
@@ -20,13 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__  # noqa: F401  (set before the import below)
+from ._atomic import remove_stale_temporaries
 from ._progress import progress_bar
 from .datasets import NAMED, DataError, Preprocessor, load_dataset, stratified_split
 from .metrics import classification_report, format_report
-from .model import ACTIVATIONS, DTYPES, MLP, gradcheck
+from .model import ACTIVATIONS, DTYPES, MLP, PREDICT_CHUNK, gradcheck
 from .optim import OPTIMIZERS, make_optimizer
 from .serialization import ModelFileError, load, load_checkpoint, save, save_checkpoint
-from .train import Callback, StopTraining, Trainer
+from .train import Callback, DivergenceError, StopTraining, Trainer
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -36,6 +38,7 @@ class ExitCode(IntEnum):
     ERROR = 1  # training failed or a check did not pass
     USAGE = 2  # bad command-line arguments
     DATA = 3  # a data or model file is missing, damaged or unsuitable
+    DIVERGED = 4  # the loss or gradient became NaN or infinite
     INTERRUPTED = 130  # Ctrl-C (SIGINT): a checkpoint was saved
     TERMINATED = 143  # SIGTERM: a checkpoint was saved
 
@@ -187,6 +190,9 @@ def build_parser():
     opt.add_argument("--seed", type=non_negative_int, default=0,
                      help="seed of the initial weights, the shuffles and the validation split")
     out = t.add_argument_group("output")
+    opt.add_argument("--on-divergence", choices=("stop", "backoff"), default="stop",
+                     help="when the loss becomes NaN/inf: stop, or halve the learning rate "
+                          "and retry from the last epoch (up to 5 times)")
     out.add_argument("--out", type=Path, default=None, help="save the trained model here")
     out.add_argument("--checkpoint-dir", type=Path, default=None,
                      help=f"write {CHECKPOINT_NAME} here after every epoch")
@@ -284,6 +290,8 @@ def main(argv=None) -> int:
 def _describe(exc):
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
     return str(exc)
 
 
@@ -307,8 +315,13 @@ def _label_column(text):
 
 
 def _check_writable(path, what):
-    """Fail before training, not after it, when an output cannot be written."""
-    directory = Path(path).parent if what == "file" else Path(path)
+    """Fail before training, not after it, when an output cannot be written.
+
+    Probes by creating (and removing) a file, which also catches read-only file
+    systems and, for root, what permission bits would not.
+    """
+    path = Path(path)
+    directory = path.parent if what == "file" else path
     if what == "dir":
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -316,10 +329,14 @@ def _check_writable(path, what):
             raise CLIError(f"{directory}: cannot create folder: {exc.strerror}") from None
     if not directory.is_dir():
         raise CLIError(f"{path}: folder {directory} does not exist")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise CLIError(f"{path}: folder {directory} is not writable")
-    if what == "file" and Path(path).is_dir():
+    if what == "file" and path.is_dir():
         raise CLIError(f"{path}: is a folder; give a file name such as model.safetensors")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".handgrad-write-test.", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CLIError(f"{path}: folder {directory} is not writable ({exc.strerror})") from None
 
 
 class _Progress(Callback):
@@ -434,6 +451,10 @@ def cmd_train(args):
     if args.plot is not None:
         _check_writable(args.plot, "dir")
 
+    for target in (args.out, None if args.checkpoint_dir is None
+                   else args.checkpoint_dir / CHECKPOINT_NAME):
+        if target is not None:
+            remove_stale_temporaries(target)  # left by a run killed mid-write
     resumed = None
     if args.resume is not None:
         model, opt_state, trainer_state, settings = load_checkpoint(args.resume)
@@ -487,7 +508,8 @@ def cmd_train(args):
     t0 = time.perf_counter()
     stopper.install()
     try:
-        trainer.run()
+        _run_with_divergence_policy(trainer, model, optimizer, args.on_divergence,
+                                    ckpt_path, write_checkpoint, stream)
     finally:
         stopper.restore()
         progress.close()
@@ -530,6 +552,57 @@ def cmd_train(args):
         for f in figures:
             print(f"figure written to {f}")
     return ExitCode.OK
+
+
+MAX_BACKOFFS = 5
+
+
+class _Snapshot(Callback):
+    """The state at the end of the last epoch, to retry from after a divergence."""
+
+    def __init__(self, trainer, model, optimizer):
+        self.trainer, self.model, self.optimizer = trainer, model, optimizer
+        self.take()
+
+    def take(self):
+        self.state = (self.model.param_buffer.copy(), self.optimizer.state_dict(),
+                      self.trainer.state_dict())
+
+    def restore(self):
+        params, opt_state, trainer_state = self.state
+        self.model.param_buffer[...] = params
+        lr = self.optimizer.lr
+        self.optimizer.load_state_dict(opt_state)
+        self.optimizer.lr = lr
+        self.trainer.load_state_dict(trainer_state)
+
+    def on_epoch_end(self, epoch, history):
+        self.take()
+        return False
+
+
+def _run_with_divergence_policy(trainer, model, optimizer, policy, ckpt_path, write_checkpoint,
+                                stream):
+    snapshot = _Snapshot(trainer, model, optimizer) if policy == "backoff" else None
+    if snapshot is not None:
+        trainer.callbacks.append(snapshot)
+    backoffs = 0
+    while True:
+        try:
+            return trainer.run()
+        except DivergenceError as exc:
+            if snapshot is None or backoffs >= MAX_BACKOFFS:
+                if ckpt_path is not None:
+                    write_checkpoint(ckpt_path)  # the last finite weights, resumable
+                hint = (f"; the last finite weights are in {ckpt_path}" if ckpt_path else "")
+                if backoffs:
+                    hint += f" (after {backoffs} learning-rate back-offs)"
+                raise CLIError(f"{exc}{hint}", ExitCode.DIVERGED) from None
+            backoffs += 1
+            snapshot.restore()
+            optimizer.lr *= 0.5
+            print(f"diverged at epoch {exc.epoch + 1}, batch {exc.batch + 1}: retrying from "
+                  f"epoch {trainer.epoch + 1} with learning rate {optimizer.lr:g}", file=stream)
 
 
 def _default_checkpoint(out):
@@ -605,7 +678,7 @@ def _read_inputs(path, model):
         img = load_digit_image(path, shape if len(shape) == 2 else (28, 28), max_value)
         return [str(path)], img[None]
     if suffix == ".npy":
-        arr = load_npy(path)
+        arr = load_npy(path, mmap=True)  # read chunk by chunk, however large
     elif suffix == ".csv":
         arr, _, _ = load_csv(path, label_column=None)
     else:
@@ -617,29 +690,49 @@ def _read_inputs(path, model):
     else:
         raise DataError(f"{path}: examples of shape {arr.shape[1:]}, the model takes "
                         f"{tuple(shape)} (or rows of {model.n_inputs} values)")
-    return [f"{path}[{i}]" for i in range(len(arr))], arr
+    return _IndexNames(str(path), len(arr)), arr
+
+
+class _IndexNames:
+    """``path[i]`` for each row, made on demand (no list of a million strings)."""
+
+    def __init__(self, path, n):
+        self.path, self.n = path, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, item):
+        return [f"{self.path}[{i}]" for i in range(self.n)[item]]
 
 
 def cmd_predict(args):
+    """Prints as it goes: memory stays bounded however many rows the inputs hold."""
     model = load(args.model)
     classes = model.classes or [str(i) for i in range(model.n_classes)]
-    results = []
+    first = True
+    if args.json:
+        sys.stdout.write("[")
     for path in args.inputs:
         names, raw = _read_inputs(path, model)
-        P = model.predict_proba(model.prepare(raw))  # (N, M)
-        for name, p in zip(names, P):
-            top = np.argsort(-p)[:args.top]
-            results.append({"input": name, "class": classes[top[0]],
+        for start in range(0, len(raw), PREDICT_CHUNK):
+            P = model.predict_proba(model.prepare(raw[start:start + PREDICT_CHUNK]))  # (B, M)
+            chunk_names = names[start:start + PREDICT_CHUNK]
+            width = max(len(n) for n in chunk_names)
+            for name, p in zip(chunk_names, P):
+                top = np.argsort(-p)[:args.top]
+                if args.json:
+                    item = {"input": name, "class": classes[top[0]],
                             "probability": float(p[top[0]]),
                             "top": [{"class": classes[k], "probability": float(p[k])}
-                                    for k in top]})
+                                    for k in top]}
+                    sys.stdout.write(("\n " if first else ",\n ") + json.dumps(item))
+                else:
+                    extra = "".join(f"  {classes[k]} {p[k]:.4f}" for k in top[1:])
+                    print(f"{name:<{width}}  {classes[top[0]]}  {p[top[0]]:.4f}{extra}")
+                first = False
     if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        width = max(len(r["input"]) for r in results)
-        for r in results:
-            extra = "".join(f"  {t['class']} {t['probability']:.4f}" for t in r["top"][1:])
-            print(f"{r['input']:<{width}}  {r['class']}  {r['probability']:.4f}{extra}")
+        sys.stdout.write("\n]\n")
     return ExitCode.OK
 
 

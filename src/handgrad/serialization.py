@@ -75,8 +75,11 @@ def _write(path, tensors, metadata):
     payload = _safetensors().save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
                                   metadata=metadata)
     path = Path(path)
-    with atomic_write(path) as f:
-        f.write(payload)
+    try:
+        with atomic_write(path) as f:
+            f.write(payload)
+    except OSError as exc:  # ENOSPC, EACCES, EROFS...: name the file we were writing
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
 
 

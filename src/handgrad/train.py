@@ -11,6 +11,7 @@ optimizer's state) continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -80,6 +81,28 @@ class StopTraining(Exception):
     """Raised by a callback's ``on_batch_end`` to stop after the current batch."""
 
 
+class DivergenceError(ArithmeticError):
+    """The loss or the gradient became NaN or infinite.
+
+    Raised before the optimizer step, so the model keeps its last finite weights
+    and the trainer's position still points at the offending batch.
+    """
+
+    def __init__(self, epoch, batch, loss, lr, grad_finite=True):
+        if not math.isfinite(loss):
+            what = f"the loss became {loss}"
+        elif math.isfinite(loss) and loss > 0 and grad_finite:
+            what = f"the loss exploded to {loss:.3g}"
+        else:
+            what = "the gradient became non-finite"
+        super().__init__(
+            f"training diverged: {what} "
+            f"at epoch {epoch + 1}, batch {batch + 1}; the learning rate ({lr:g}) is most "
+            f"likely too high: try a smaller --lr, or --on-divergence backoff to halve it and "
+            f"retry automatically")
+        self.epoch, self.batch, self.loss, self.lr = epoch, batch, loss, lr
+
+
 class Trainer:
     """Mini-batch training whose position can be saved and restored after any batch.
 
@@ -88,7 +111,7 @@ class Trainer:
 
     def __init__(self, model, X, y, *, optimizer=None, epochs=10, batch_size=128,
                  shuffle=True, seed=None, sample_weight=None, validation_data=None,
-                 callbacks=()):
+                 callbacks=(), max_loss=None):
         if optimizer is None:
             optimizer = Adam()
         if not isinstance(optimizer, Optimizer):
@@ -111,6 +134,9 @@ class Trainer:
             seed = int(np.random.SeedSequence().entropy % (1 << 63))
         self.history = History(seed=int(seed))
         self.callbacks = list(callbacks)
+        # A batch loss above this is divergence, not learning: ln M is the loss of a
+        # uniform guess, and 10^4 ln M nats means P(correct) ≈ M^(−10^4).
+        self.max_loss = 1e4 * math.log(model.n_classes) if max_loss is None else float(max_loss)
         N = self.X.shape[0]
         self.batch_size = min(int(batch_size), N)
         self.n_batches = -(-N // self.batch_size)
@@ -136,6 +162,10 @@ class Trainer:
         Returns the :class:`History`. After a stop, ``finished`` is False and
         ``run`` (or a Trainer restored from ``state_dict``) carries on.
         """
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._run()  # overflow shows up as a DivergenceError instead
+
+    def _run(self):
         model, optimizer, B = self.model, self.optimizer, self.batch_size
         while not self.finished:
             epoch = self.epoch
@@ -150,6 +180,11 @@ class Trainer:
                     xb, tb, sb = self._gather(order[i * B:(i + 1) * B])  # (B, D), (B,)|(B, M)
                     w = 1.0 / xb.shape[0] if sb is None else (sb / sb.sum()).astype(model.dtype)
                     loss = model._loss_and_grads(xb, tb, w)
+                    # g·g is finite only if every gradient entry is (one BLAS pass)
+                    g = model.grad_buffer
+                    grad_ok = math.isfinite(float(np.dot(g, g)))
+                    if not (grad_ok and loss <= self.max_loss):  # also catches NaN loss
+                        raise DivergenceError(epoch, i, loss, optimizer.lr, grad_ok)
                     optimizer.step(model.param_buffer, model.grad_buffer)
                     self._accumulate(xb, tb, sb, loss)
                     self.batch += 1
@@ -158,6 +193,9 @@ class Trainer:
             except StopTraining:
                 self._sums[3] += time.perf_counter() - t0
                 return self.history
+            except DivergenceError:
+                self._sums[3] += time.perf_counter() - t0
+                raise
             self._sums[3] += time.perf_counter() - t0
             self._end_epoch(epoch)
         return self.history

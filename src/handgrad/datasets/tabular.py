@@ -136,11 +136,15 @@ def _labels_array(labels):
     return np.array(labels, dtype=str)
 
 
-def load_npy(path, max_bytes=DEFAULT_MAX_NPY_BYTES):
-    """One array from a ``.npy`` file; object (pickled) arrays are refused."""
-    path = _open_checked(path, max_bytes, ".npy")
+def load_npy(path, max_bytes=DEFAULT_MAX_NPY_BYTES, mmap=False):
+    """One array from a ``.npy`` file; object (pickled) arrays are refused.
+
+    ``mmap=True`` maps the file read-only instead of reading it (no size limit
+    then): for inputs larger than memory, processed in chunks by the caller.
+    """
+    path = _open_checked(path, float("inf") if mmap else max_bytes, ".npy")
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
             raise DataError(f"{path}: holds pickled objects, which handgrad never loads; "
