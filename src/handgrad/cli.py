@@ -190,6 +190,46 @@ def build_parser():
     opt.add_argument("--seed", type=non_negative_int, default=0,
                      help="seed of the initial weights, the shuffles and the validation split")
     out = t.add_argument_group("output")
+    reg = t.add_argument_group("regularisation, schedules and augmentation")
+    reg.add_argument("--dropout", type=fraction, default=0.0,
+                     help="dropout rate of the hidden units (inverted dropout)")
+    reg.add_argument("--input-dropout", type=fraction, default=0.0,
+                     help="dropout rate of the inputs")
+    reg.add_argument("--label-smoothing", type=fraction, default=0.0,
+                     help="ε: targets become (1 − ε) one-hot + ε / classes")
+    reg.add_argument("--max-norm", type=positive_float, default=None,
+                     help="cap each unit's incoming weight vector at this L2 norm")
+    reg.add_argument("--schedule", choices=("constant", "step", "cosine", "plateau"),
+                     default="constant", help="learning-rate schedule")
+    reg.add_argument("--warmup-epochs", type=non_negative_int, default=0,
+                     help="cosine: epochs of linear warm-up")
+    reg.add_argument("--min-lr", type=non_negative_float, default=0.0,
+                     help="cosine: final learning rate")
+    reg.add_argument("--step-size", type=positive_int, default=10,
+                     help="step: epochs between decays")
+    reg.add_argument("--gamma", type=positive_float, default=0.1,
+                     help="step: decay factor; plateau: factor on a plateau")
+    reg.add_argument("--early-stopping", action="store_true",
+                     help="stop when validation loss stalls and keep the best epoch's weights")
+    reg.add_argument("--n-iter-no-change", type=positive_int, default=10,
+                     help="epochs without improvement before early stopping or a plateau step")
+    reg.add_argument("--tol", type=non_negative_float, default=1e-4,
+                     help="improvement that counts, for early stopping and plateau")
+    reg.add_argument("--augment", choices=("none", "affine", "elastic"), default="none",
+                     help="random distortions of image inputs: affine maps, or affine plus "
+                          "Simard-style elastic fields")
+    reg.add_argument("--rotation", type=non_negative_float, default=10.0,
+                     help="augment: largest rotation in degrees")
+    reg.add_argument("--zoom", type=fraction, default=0.1,
+                     help="augment: largest relative zoom")
+    reg.add_argument("--shear", type=non_negative_float, default=10.0,
+                     help="augment: largest shear in degrees")
+    reg.add_argument("--translate", type=non_negative_float, default=2.0,
+                     help="augment: largest shift in pixels")
+    reg.add_argument("--elastic-alpha", type=non_negative_float, default=34.0,
+                     help="augment elastic: displacement scale in pixels")
+    reg.add_argument("--elastic-sigma", type=positive_float, default=4.0,
+                     help="augment elastic: smoothness of the displacement field in pixels")
     opt.add_argument("--on-divergence", choices=("stop", "backoff"), default="stop",
                      help="when the loss becomes NaN/inf: stop, or halve the learning rate "
                           "and retry from the last epoch (up to 5 times)")
@@ -423,7 +463,59 @@ def _settings_from_args(args):
         "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
         "momentum": args.momentum, "nesterov": args.nesterov,
         "weight_decay": args.weight_decay, "seed": args.seed,
+        "dropout": args.dropout, "input_dropout": args.input_dropout,
+        "label_smoothing": args.label_smoothing, "max_norm": args.max_norm,
+        "schedule": args.schedule, "warmup_epochs": args.warmup_epochs, "min_lr": args.min_lr,
+        "step_size": args.step_size, "gamma": args.gamma,
+        "early_stopping": args.early_stopping, "n_iter_no_change": args.n_iter_no_change,
+        "tol": args.tol, "augment": args.augment, "rotation": args.rotation, "zoom": args.zoom,
+        "shear": args.shear, "translate": args.translate,
+        "elastic_alpha": args.elastic_alpha, "elastic_sigma": args.elastic_sigma,
     }
+
+
+def _training_extras(settings, model, optimizer):
+    """Trainer options and callbacks (schedules, early stopping) from the settings."""
+    from .augment import Augmenter
+    from .model import Dropout
+    from .schedules import CosineWithWarmup, EarlyStopping, ReduceOnPlateau, StepLR
+
+    get = settings.get
+    options = {"label_smoothing": get("label_smoothing", 0.0), "max_norm": get("max_norm")}
+    if get("dropout", 0.0) or get("input_dropout", 0.0):
+        options["dropout"] = Dropout(get("input_dropout", 0.0), get("dropout", 0.0))
+    if get("augment", "none") != "none":
+        shape = model.preprocessor.input_shape if model.preprocessor else None
+        if shape is None or len(shape) != 2:
+            raise CLIError(f"--augment needs image data; this data set's examples have shape "
+                           f"{shape}", ExitCode.USAGE)
+        if model.preprocessor.scaling == "standardize":
+            raise CLIError("--augment needs --scaling divide or none (a zero background)",
+                           ExitCode.USAGE)
+        options["augment"] = Augmenter(
+            shape, rotation=get("rotation"), scale=get("zoom"), shear=get("shear"),
+            translate=get("translate"),
+            elastic_alpha=get("elastic_alpha") if get("augment") == "elastic" else 0.0,
+            elastic_sigma=get("elastic_sigma"), seed=get("seed"))
+    callbacks = []
+    schedule, epochs = get("schedule", "constant"), settings["epochs"]
+    if schedule == "step":
+        callbacks.append(StepLR(optimizer, get("step_size"), get("gamma")))
+    elif schedule == "cosine":
+        if get("warmup_epochs", 0) >= epochs:
+            raise CLIError(f"--warmup-epochs {get('warmup_epochs')} must be below --epochs "
+                           f"{epochs}", ExitCode.USAGE)
+        callbacks.append(CosineWithWarmup(optimizer, epochs, get("warmup_epochs", 0),
+                                          min(get("min_lr", 0.0), optimizer.lr)))
+    elif schedule == "plateau":
+        callbacks.append(ReduceOnPlateau(optimizer, factor=min(get("gamma"), 0.99),
+                                         patience=get("n_iter_no_change"), tol=get("tol")))
+    if get("early_stopping"):
+        if not settings["val_fraction"]:
+            raise CLIError("--early-stopping needs a validation split (--val-fraction > 0)",
+                           ExitCode.USAGE)
+        callbacks.append(EarlyStopping(model, "val_loss", get("n_iter_no_change"), get("tol")))
+    return options, callbacks
 
 
 def _prepare_data(settings, progress):
@@ -485,14 +577,17 @@ def cmd_train(args):
     progress = _Progress(settings["epochs"], stream, quiet=not show)
     stopper = _SignalStop()
     ckpt_path = None if args.checkpoint_dir is None else args.checkpoint_dir / CHECKPOINT_NAME
+    options, extra_callbacks = _training_extras(settings, model, optimizer)
     trainer = Trainer(model, X, y_train, optimizer=optimizer, epochs=settings["epochs"],
                       batch_size=settings["batch_size"], seed=settings["seed"],
-                      validation_data=val)
+                      validation_data=val, **options)
 
     def write_checkpoint(path):
         save_checkpoint(path, model, optimizer, trainer.state_dict(), settings)
 
-    trainer.callbacks = [progress, stopper, _Checkpointer(ckpt_path, write_checkpoint)]
+    # the checkpointer runs last, after schedules and early stopping updated their state
+    trainer.callbacks = [progress, stopper, *extra_callbacks,
+                         _Checkpointer(ckpt_path, write_checkpoint)]
     if resumed is not None:
         optimizer.load_state_dict(resumed[0])
         trainer.load_state_dict(resumed[1])

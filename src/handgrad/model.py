@@ -109,6 +109,26 @@ def activation_backward(name, G, Q, h, scratch):
     return G
 
 
+def dropout_forward(x, keep, rng, mask, out):
+    """Inverted dropout: ``out = x ⊙ m``, ``m_j = 1[u_j < keep] / keep``, ``u ~ U[0, 1)``.
+
+    Dividing by ``keep`` at training time makes the expected output equal ``x``, so
+    prediction uses the network unchanged. ``mask`` (B, H) keeps ``m`` for the backward.
+    """
+    rng.random(out=mask, dtype=mask.dtype)  # (B, H)  u
+    mask += keep  # u + keep ≥ 1 exactly when u ≥ 1 − keep: probability keep
+    np.floor(mask, out=mask)  # 1 with probability keep, else 0
+    mask *= 1.0 / keep  # m
+    np.multiply(x, mask, out=out)  # (B, H)
+    return out
+
+
+def dropout_backward(G, mask):
+    """``∂L/∂x = ∂L/∂out ⊙ m`` in place: out = x ⊙ m is linear in x with the mask fixed."""
+    G *= mask  # (B, H)
+    return G
+
+
 def softmax_cross_entropy_forward(O, target, w, logP, P, row):
     """F4–F5: ``P = softmax(O)`` and the weighted loss ``Σ_n w_n L_n``.
 
@@ -155,6 +175,29 @@ def softmax_cross_entropy_backward(P, target, w, out):
 # --------------------------------------------------------------------------- #
 # The model
 # --------------------------------------------------------------------------- #
+
+
+@dataclass
+class Dropout:
+    """Training-time dropout rates: of the inputs, and of every hidden layer's units.
+
+    ``rng`` draws the masks; the trainer gives each batch its own, seeded from the
+    run's seed, epoch and batch, so runs (and resumed runs) are reproducible.
+    """
+
+    input_rate: float = 0.0
+    hidden_rate: float = 0.5
+    rng: object = None
+
+    def __post_init__(self):
+        for name in ("input_rate", "hidden_rate"):
+            rate = getattr(self, name)
+            if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
+                raise ValueError(f"dropout {name} must lie in [0, 1), got {rate!r}")
+
+    @property
+    def active(self):
+        return self.input_rate > 0 or self.hidden_rate > 0
 
 
 @dataclass(frozen=True)
@@ -243,6 +286,17 @@ class Workspace:
     P: np.ndarray = None
     logP: np.ndarray = None
     row: np.ndarray = None
+    inputs: list = field(default_factory=list)  # what each layer received (after dropout)
+    mask: list = field(default_factory=list)  # dropout masks: [0] inputs, [l] hidden layer l
+    dropped: list = field(default_factory=list)  # dropout outputs, same indexing
+
+    def dropout_buffers(self, config):
+        if not self.mask:
+            dt = np.dtype(config.dtype)
+            for width in config.layer_sizes[:-1]:
+                self.mask.append(np.empty((self.batch_size, width), dt))  # (B, H)
+                self.dropped.append(np.empty((self.batch_size, width), dt))  # (B, H)
+        return self.mask, self.dropped
 
     @classmethod
     def build(cls, config, batch_size):
@@ -402,44 +456,62 @@ class MLP:
 
     # -- forward and backward over the whole network --------------------------
 
-    def forward(self, X, ws):
-        """F1–F4 for every layer; returns the logits O (a view into ``ws``)."""
+    def forward(self, X, ws, dropout=None):
+        """F1–F4 for every layer; returns the logits O (a view into ``ws``).
+
+        With ``dropout`` (training only), inputs and hidden units are dropped and
+        the masks kept in ``ws`` for :meth:`backward`.
+        """
         act = self.config.activation
-        inp = X  # (B, D)
         K = self.n_layers
+        drop = dropout is not None and dropout.active
+        if drop:
+            masks, dropped = ws.dropout_buffers(self.config)
+        inp = X  # (B, D)
+        if drop and dropout.input_rate:
+            inp = dropout_forward(X, 1.0 - dropout.input_rate, dropout.rng, masks[0], dropped[0])
+        ws.inputs = [inp]
         for l in range(1, K + 1):
             Q = linear_forward(inp, self.params[f"W{l}"], self.params[f"b{l}"],
                                ws.Q[l - 1])  # (B, H)  F1 / F3
             if l < K:
                 inp = activation_forward(act, Q, ws.h[l - 1])  # (B, H)  F2
+                if drop and dropout.hidden_rate:
+                    inp = dropout_forward(inp, 1.0 - dropout.hidden_rate, dropout.rng,
+                                          masks[l], dropped[l])  # (B, H)
+                ws.inputs.append(inp)
         return ws.Q[K - 1]  # (B, M)  O
 
-    def backward(self, X, target, w, ws):
+    def backward(self, X, target, w, ws, dropout=None):
         """B2–B7 layer by layer, from the output down; fills ``self.grads``.
 
-        Must follow :meth:`forward` and the loss on the same ``ws``.
+        Must follow :meth:`forward` (with the same ``dropout``) and the loss on the
+        same ``ws``.
         """
         act = self.config.activation
         K = self.n_layers
+        drop_hidden = dropout is not None and dropout.hidden_rate > 0
         G = softmax_cross_entropy_backward(ws.P, target, w, ws.G[K - 1])  # (B, M)  B2
         for l in range(K, 0, -1):
-            inp = X if l == 1 else ws.h[l - 2]  # (B, D) input of layer l
+            inp = ws.inputs[l - 1]  # (B, D) what layer l received in the forward pass
             dX = None if l == 1 else ws.G[l - 2]
             # B3, B4 for the output layer; B7 for the layers beneath; B5 into dX
             linear_backward(G, inp, self.params[f"W{l}"], self.grads[f"W{l}"],
                             self.grads[f"b{l}"], dX)
             if l > 1:
+                if drop_hidden:
+                    dropout_backward(dX, ws.mask[l - 1])  # through the dropped units
                 # B6: ∂L/∂Q of layer l−1 from ∂L/∂h (just written into dX)
                 G = activation_backward(act, dX, ws.Q[l - 2], ws.h[l - 2],
                                         ws.scratch[l - 2])
         return self.grads
 
-    def _loss_and_grads(self, X, target, w):
+    def _loss_and_grads(self, X, target, w, dropout=None):
         """One training step's maths on validated, model-dtype inputs."""
         ws = self.workspace(X.shape[0])
-        O = self.forward(X, ws)
+        O = self.forward(X, ws, dropout)
         loss = softmax_cross_entropy_forward(O, target, w, ws.logP, ws.P, ws.row)
-        self.backward(X, target, w, ws)
+        self.backward(X, target, w, ws, dropout)
         return loss
 
     # -- public API -------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .model import check_sample_weight
+from .model import Dropout, check_sample_weight
 from .optim import Adam, Optimizer
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time")
@@ -70,11 +70,17 @@ class Callback:
     def on_epoch_begin(self, epoch, n_batches):
         pass
 
+    def on_batch_begin(self, batch):
+        pass
+
     def on_batch_end(self, batch, loss):
         pass
 
     def on_epoch_end(self, epoch, history):
         return False
+
+    def on_train_end(self, history):
+        pass
 
 
 class StopTraining(Exception):
@@ -111,7 +117,8 @@ class Trainer:
 
     def __init__(self, model, X, y, *, optimizer=None, epochs=10, batch_size=128,
                  shuffle=True, seed=None, sample_weight=None, validation_data=None,
-                 callbacks=(), max_loss=None):
+                 callbacks=(), max_loss=None, dropout=None, label_smoothing=0.0,
+                 max_norm=None, augment=None):
         if optimizer is None:
             optimizer = Adam()
         if not isinstance(optimizer, Optimizer):
@@ -137,13 +144,28 @@ class Trainer:
         # A batch loss above this is divergence, not learning: ln M is the loss of a
         # uniform guess, and 10^4 ln M nats means P(correct) ≈ M^(−10^4).
         self.max_loss = 1e4 * math.log(model.n_classes) if max_loss is None else float(max_loss)
+        # regularisation and augmentation (training time only)
+        if dropout is not None and not isinstance(dropout, Dropout):
+            raise ValueError(f"dropout must be a handgrad.model.Dropout, got {dropout!r}")
+        self.dropout = dropout if dropout is not None and dropout.active else None
+        if not (isinstance(label_smoothing, (int, float)) and 0 <= label_smoothing < 1):
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
+        if label_smoothing and self.target.ndim != 1:
+            raise ValueError("label_smoothing needs integer labels, not probability rows")
+        self.label_smoothing = float(label_smoothing)
+        if max_norm is not None and not (isinstance(max_norm, (int, float)) and max_norm > 0):
+            raise ValueError(f"max_norm must be a positive number, got {max_norm!r}")
+        self.max_norm = max_norm
+        self.augment = augment
         N = self.X.shape[0]
         self.batch_size = min(int(batch_size), N)
         self.n_batches = -(-N // self.batch_size)
         # position: the next batch to run, and the running sums of the current epoch
         self.epoch, self.batch = 0, 0
         self._sums = [0.0, 0.0, 0.0, 0.0]  # loss·w, correct·w, w, seconds
-        self._gather = _BatchGatherer(self.X, self.target, self.s)
+        self._gather = _BatchGatherer(self.X, self.target, self.s,
+                                      model.n_classes if self.label_smoothing else 0,
+                                      self.label_smoothing)
 
     @property
     def finished(self):
@@ -177,15 +199,25 @@ class Trainer:
             try:
                 while self.batch < self.n_batches:
                     i = self.batch
+                    for cb in self.callbacks:
+                        cb.on_batch_begin(i)  # e.g. a learning-rate schedule
                     xb, tb, sb = self._gather(order[i * B:(i + 1) * B])  # (B, D), (B,)|(B, M)
+                    if self.augment is not None or self.dropout is not None:
+                        rng = np.random.default_rng([self.history.seed, epoch, i, 1])
+                        if self.augment is not None:
+                            self.augment(xb, rng)  # in place, on this batch's copy
+                        if self.dropout is not None:
+                            self.dropout.rng = rng
                     w = 1.0 / xb.shape[0] if sb is None else (sb / sb.sum()).astype(model.dtype)
-                    loss = model._loss_and_grads(xb, tb, w)
+                    loss = model._loss_and_grads(xb, tb, w, self.dropout)
                     # g·g is finite only if every gradient entry is (one BLAS pass)
                     g = model.grad_buffer
                     grad_ok = math.isfinite(float(np.dot(g, g)))
                     if not (grad_ok and loss <= self.max_loss):  # also catches NaN loss
                         raise DivergenceError(epoch, i, loss, optimizer.lr, grad_ok)
                     optimizer.step(model.param_buffer, model.grad_buffer)
+                    if self.max_norm is not None:
+                        apply_max_norm(model, self.max_norm)
                     self._accumulate(xb, tb, sb, loss)
                     self.batch += 1
                     for cb in self.callbacks:
@@ -198,6 +230,8 @@ class Trainer:
                 raise
             self._sums[3] += time.perf_counter() - t0
             self._end_epoch(epoch)
+        for cb in self.callbacks:
+            cb.on_train_end(self.history)
         return self.history
 
     def _accumulate(self, xb, tb, sb, loss):
@@ -235,7 +269,9 @@ class Trainer:
         return {"epoch": self.epoch, "batch": self.batch, "epochs": self.epochs,
                 "batch_size": self.batch_size, "n_rows": int(self.X.shape[0]),
                 "shuffle": self.shuffle, "sums": list(self._sums),
-                "history": self.history.to_dict()}
+                "history": self.history.to_dict(),
+                "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None
+                              for cb in self.callbacks]}
 
     def load_state_dict(self, state):
         """Continue from a saved position; the data and batch size must match."""
@@ -250,27 +286,47 @@ class Trainer:
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
         self._sums = [float(v) for v in state["sums"]]
         self.history = History.from_dict(state["history"])
+        saved = state.get("callbacks") or []
+        for cb, cb_state in zip(self.callbacks, saved):
+            if cb_state is not None and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(cb_state)
 
 
 def fit(model, X, y, *, optimizer=None, epochs=10, batch_size=128, shuffle=True, seed=None,
-        sample_weight=None, validation_data=None, callbacks=()):
+        sample_weight=None, validation_data=None, callbacks=(), **options):
     """Train ``model`` in place by mini-batch gradient descent; returns a :class:`History`.
 
     ``y`` is integer labels (N,) or class probabilities (N, M). ``optimizer``
     defaults to ``Adam(lr=1e-3)``. ``validation_data`` is ``(X_val, y_val)``.
     Each batch's loss is its own weighted mean (``Σ s_n L_n / Σ s_n``).
+    ``options`` are :class:`Trainer`'s: ``dropout``, ``label_smoothing``,
+    ``max_norm``, ``augment``, ``max_loss``.
     """
     trainer = Trainer(model, X, y, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
                       shuffle=shuffle, seed=seed, sample_weight=sample_weight,
-                      validation_data=validation_data, callbacks=callbacks)
+                      validation_data=validation_data, callbacks=callbacks, **options)
     return trainer.run()
 
 
-class _BatchGatherer:
-    """Copies a batch's rows into preallocated contiguous buffers (one set per size)."""
+def apply_max_norm(model, c):
+    """Max-norm: rescale each unit's incoming weight vector (a row of W) to norm ≤ c."""
+    for l in range(1, model.n_layers + 1):
+        W = model.params[f"W{l}"]  # (H, D)
+        norms = np.sqrt(np.einsum("hd,hd->h", W, W))  # (H,)
+        over = norms > c
+        if over.any():
+            W[over] *= (c / norms[over])[:, None]
 
-    def __init__(self, X, target, s):
+
+class _BatchGatherer:
+    """Copies a batch's rows into preallocated contiguous buffers (one set per size).
+
+    With label smoothing, integer labels become rows ``(1 − ε) onehot + ε/M``.
+    """
+
+    def __init__(self, X, target, s, n_classes=0, smoothing=0.0):
         self.X, self.target, self.s = X, target, s
+        self.n_classes, self.smoothing = n_classes, smoothing
         self.buffers = {}
 
     def __call__(self, idx):
@@ -289,6 +345,13 @@ class _BatchGatherer:
         np.take(self.target, idx, axis=0, out=tb, mode="clip")
         if sb is not None:
             np.take(self.s, idx, out=sb, mode="clip")
+        if self.smoothing:
+            rows = self.buffers.get(("smooth", n))
+            if rows is None:
+                rows = self.buffers[("smooth", n)] = np.empty((n, self.n_classes), self.X.dtype)
+            rows.fill(self.smoothing / self.n_classes)  # (B, M)
+            rows[np.arange(n), tb] += 1.0 - self.smoothing
+            return xb, rows, sb
         return xb, tb, sb
 
 
