@@ -28,7 +28,7 @@ from .metrics import classification_report, format_report
 from .model import ACTIVATIONS, DTYPES, MLP, PREDICT_CHUNK, gradcheck
 from .optim import OPTIMIZERS, make_optimizer
 from .serialization import ModelFileError, load, load_checkpoint, save, save_checkpoint
-from .train import Callback, DivergenceError, StopTraining, Trainer
+from .train import Callback, DivergenceError, Trainer
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -230,6 +230,13 @@ def build_parser():
                      help="augment elastic: displacement scale in pixels")
     reg.add_argument("--elastic-sigma", type=positive_float, default=4.0,
                      help="augment elastic: smoothness of the displacement field in pixels")
+    dist = t.add_argument_group("distributed (run under mpiexec)")
+    dist.add_argument("--distributed", action="store_true",
+                      help="data-parallel training over MPI: mpiexec -n 4 handgrad train "
+                           "--distributed ...")
+    dist.add_argument("--virtual-shards", type=positive_int, default=12,
+                      help="the data is cut into this many shards; any number of ranks up "
+                           "to it trains on exactly the same batches")
     opt.add_argument("--on-divergence", choices=("stop", "backoff"), default="stop",
                      help="when the loss becomes NaN/inf: stop, or halve the learning rate "
                           "and retry from the last epoch (up to 5 times)")
@@ -429,11 +436,12 @@ class _Checkpointer(Callback):
         return False
 
 
-class _SignalStop(Callback):
-    """SIGINT/SIGTERM ask training to stop after the current batch; a second one
-    stops at once."""
+class _SignalStop:
+    """SIGINT/SIGTERM ask the trainer to stop after the current batch; a second
+    signal stops at once."""
 
-    def __init__(self):
+    def __init__(self, trainer=None):
+        self.trainer = trainer
         self.signum = None
         self._previous = {}
 
@@ -449,10 +457,8 @@ class _SignalStop(Callback):
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-
-    def on_batch_end(self, batch, loss):
-        if self.signum is not None:
-            raise StopTraining
+        if self.trainer is not None:
+            self.trainer.request_stop()
 
 
 def _settings_from_args(args):
@@ -471,6 +477,7 @@ def _settings_from_args(args):
         "tol": args.tol, "augment": args.augment, "rotation": args.rotation, "zoom": args.zoom,
         "shear": args.shear, "translate": args.translate,
         "elastic_alpha": args.elastic_alpha, "elastic_sigma": args.elastic_sigma,
+        "virtual_shards": args.virtual_shards,
     }
 
 
@@ -533,14 +540,98 @@ def _prepare_data(settings, progress):
     return ds, x_train, y_train, x_val, y_val
 
 
+def _prepare_rows(model, raw):
+    """``model.prepare``, allowing the empty share a rank may hold of a small set."""
+    if len(raw) == 0:
+        return np.empty((0, model.n_inputs), model.dtype)
+    return model.prepare(raw)
+
+
+def _prepare_shard(settings, comm, show):
+    """This rank's training, validation and test rows, reading only those where it can.
+
+    The validation split and the shard layout are computed from the labels alone,
+    identically on every rank; image rows are then read from the IDX files by range.
+    """
+    from types import SimpleNamespace
+
+    from .datasets import load_idx
+    from .datasets.mnist import DATASETS as FAMILY, PARTS, find_part, mnist_files
+    from .distributed import ShardLayout, split_rows
+
+    spec = settings["dataset"]
+    folder = None
+    if spec in FAMILY:
+        if comm.rank == 0:
+            mnist_files(name=spec, progress=show)  # downloads, once, on rank 0
+        comm.Barrier()
+        folder = mnist_files(name=spec, download_missing=False)
+    elif Path(spec).is_dir():
+        folder = Path(spec)
+    if folder is not None and all(find_part(folder, p) for p in PARTS):
+        files = {p: find_part(folder, p) for p in PARTS}
+        y_all = load_idx(files["train-labels-idx1-ubyte"]).astype(np.int64)
+        y_test_all = load_idx(files["t10k-labels-idx1-ubyte"]).astype(np.int64)
+
+        def train_rows(lo, hi):
+            return load_idx(files["train-images-idx3-ubyte"], rows=(lo, hi))
+
+        n_test = len(y_test_all)
+        a, b = split_rows(n_test, comm)
+        x_test = load_idx(files["t10k-images-idx3-ubyte"], rows=(a, b))
+        y_test = y_test_all[a:b]
+        classes = (list(FAMILY[spec].classes) if spec in FAMILY
+                   else [str(i) for i in range(int(max(y_all.max(), y_test_all.max())) + 1)])
+        name = spec if spec in FAMILY else Path(spec).name
+    else:  # CSV, npz, digits: no partial reads, so load and slice
+        ds = load_dataset(spec, label_column=_label_column(settings["label_column"]),
+                          progress=show)
+        y_all = ds.y_train
+
+        def train_rows(lo, hi):
+            return ds.x_train[lo:hi]
+
+        a, b = split_rows(len(ds.x_test), comm)
+        x_test, y_test, classes, name = ds.x_test[a:b], ds.y_test[a:b], ds.classes, ds.name
+    if settings["val_fraction"] > 0:
+        tr, va = stratified_split(y_all, settings["val_fraction"], settings["seed"])
+    else:
+        tr, va = np.arange(len(y_all)), np.arange(0)
+    layout = ShardLayout(len(tr), settings["batch_size"], settings.get("virtual_shards", 12),
+                         comm.size)
+    start, stop = layout.rank_rows(comm.rank)
+    lo = 0 if comm.rank == 0 else int(tr[start])  # this rank's range of the original file
+    hi = len(y_all) if comm.rank == comm.size - 1 else int(tr[stop])
+    images = train_rows(lo, hi)
+    mine = tr[start:stop]
+    val_mine = va[(va >= lo) & (va < hi)]
+    x_val = images[val_mine - lo] if len(va) else None
+    y_val = y_all[val_mine] if len(va) else None
+    ds = SimpleNamespace(name=name, classes=classes, n_classes=len(classes),
+                         x_test=x_test, y_test=y_test)
+    return ds, images[mine - lo], y_all[mine], x_val, y_val, len(tr)
+
+
 def cmd_train(args):
+    if not args.distributed:
+        return _train(args, comm=None)
+    from .distributed import _mpi, run_or_abort
+
+    comm = _mpi().COMM_WORLD
+    # an error on any rank (bad data, a full disk on rank 0...) ends every rank at once,
+    # rather than leaving the others waiting in a collective for ever
+    return run_or_abort(comm, _train, args, comm)
+
+
+def _train(args, comm):
+    rank0 = comm is None or comm.rank == 0
     stream = sys.stderr if args.json else sys.stdout
-    show = not args.quiet
-    if args.out is not None:
+    show = not args.quiet and rank0
+    if rank0 and args.out is not None:
         _check_writable(args.out, "file")
-    if args.checkpoint_dir is not None:
+    if rank0 and args.checkpoint_dir is not None:
         _check_writable(args.checkpoint_dir, "dir")
-    if args.plot is not None:
+    if rank0 and args.plot is not None:
         _check_writable(args.plot, "dir")
 
     for target in (args.out, None if args.checkpoint_dir is None
@@ -557,9 +648,13 @@ def cmd_train(args):
         settings = _settings_from_args(args)
         model = None
 
-    ds, x_train, y_train, x_val, y_val = _prepare_data(settings, progress=show)
+    if comm is None:
+        ds, x_train, y_train, x_val, y_val = _prepare_data(settings, progress=show)
+        n_rows = len(x_train)
+    else:
+        ds, x_train, y_train, x_val, y_val, n_rows = _prepare_shard(settings, comm, show)
     if model is None:
-        prep = Preprocessor(settings["scaling"]).fit(x_train)
+        prep = Preprocessor(settings["scaling"]).fit(x_train, comm=comm)
         model = MLP(prep.n_features, tuple(settings["hidden"]), ds.n_classes,
                     activation=settings["activation"], dtype=settings["dtype"],
                     seed=settings["seed"])
@@ -569,7 +664,7 @@ def cmd_train(args):
         raise CLIError(f"{args.resume}: the checkpoint does not match data set "
                        f"{settings['dataset']!r}")
     X = model.prepare(x_train)  # (N, D)
-    val = None if x_val is None else (model.prepare(x_val), y_val)
+    val = None if x_val is None else (_prepare_rows(model, x_val), y_val)
 
     optimizer = make_optimizer(settings["optimizer"], settings["lr"], settings["momentum"],
                                settings["weight_decay"], settings["nesterov"])
@@ -578,16 +673,26 @@ def cmd_train(args):
     stopper = _SignalStop()
     ckpt_path = None if args.checkpoint_dir is None else args.checkpoint_dir / CHECKPOINT_NAME
     options, extra_callbacks = _training_extras(settings, model, optimizer)
-    trainer = Trainer(model, X, y_train, optimizer=optimizer, epochs=settings["epochs"],
-                      batch_size=settings["batch_size"], seed=settings["seed"],
-                      validation_data=val, **options)
+    if comm is None:
+        trainer = Trainer(model, X, y_train, optimizer=optimizer, epochs=settings["epochs"],
+                          batch_size=settings["batch_size"], seed=settings["seed"],
+                          validation_data=val, **options)
+    else:
+        from .distributed import DistributedTrainer
+
+        trainer = DistributedTrainer(model, X, y_train, comm=comm, n_rows=n_rows,
+                                     virtual_shards=settings.get("virtual_shards", 12),
+                                     optimizer=optimizer, epochs=settings["epochs"],
+                                     batch_size=settings["batch_size"], seed=settings["seed"],
+                                     validation_data=val, **options)
 
     def write_checkpoint(path):
-        save_checkpoint(path, model, optimizer, trainer.state_dict(), settings)
+        if rank0:  # every rank holds the same weights and state: one writer
+            save_checkpoint(path, model, optimizer, trainer.state_dict(), settings)
 
     # the checkpointer runs last, after schedules and early stopping updated their state
-    trainer.callbacks = [progress, stopper, *extra_callbacks,
-                         _Checkpointer(ckpt_path, write_checkpoint)]
+    stopper.trainer = trainer
+    trainer.callbacks = [progress, *extra_callbacks, _Checkpointer(ckpt_path, write_checkpoint)]
     if resumed is not None:
         optimizer.load_state_dict(resumed[0])
         trainer.load_state_dict(resumed[1])
@@ -595,11 +700,15 @@ def cmd_train(args):
             print(f"resuming from {args.resume} at epoch {trainer.epoch + 1}, "
                   f"batch {trainer.batch + 1}", file=stream)
 
+    n_val, n_test = (0 if val is None else len(val[0])), len(ds.x_test)
+    if comm is not None:  # every rank joins these collectives, printing or not
+        n_val, n_test = comm.allreduce(n_val), comm.allreduce(n_test)
     if show:
         sizes = "-".join(str(s) for s in model.config.layer_sizes)
+        where = "" if comm is None else f" over {comm.size} MPI ranks"
         print(f"training {sizes} ({model.config.activation}, {model.config.dtype}) on "
-              f"{ds.name}: {len(X)} train, {0 if val is None else len(val[0])} validation, "
-              f"{len(ds.x_test)} test examples", file=stream)
+              f"{ds.name}{where}: {n_rows} train, {n_val} validation, {n_test} test examples",
+              file=stream)
     t0 = time.perf_counter()
     stopper.install()
     try:
@@ -610,16 +719,28 @@ def cmd_train(args):
         progress.close()
     train_time = time.perf_counter() - t0
 
-    if stopper.signum is not None:
+    if stopper.signum is not None or trainer.stop_requested or not trainer.finished:
         path = ckpt_path or _default_checkpoint(args.out)
         write_checkpoint(path)
+        if not rank0:
+            return ExitCode.INTERRUPTED
+        if stopper.signum is None:
+            stopper.signum = signal.SIGINT  # another rank was interrupted
         name = "SIGTERM" if stopper.signum == signal.SIGTERM else "Ctrl-C"
         print(f"handgrad: {name}: stopped at epoch {trainer.epoch + 1}, batch {trainer.batch}; "
               f"checkpoint saved to {path}; continue with: handgrad train --resume {path}",
               file=sys.stderr)
         return ExitCode.TERMINATED if stopper.signum == signal.SIGTERM else ExitCode.INTERRUPTED
 
-    test_loss, test_acc = model.evaluate(model.prepare(ds.x_test), ds.y_test)
+    if comm is None:
+        test_loss, test_acc = model.evaluate(model.prepare(ds.x_test), ds.y_test)
+    else:
+        from .distributed import evaluate_distributed
+
+        test_loss, test_acc = evaluate_distributed(model, _prepare_rows(model, ds.x_test),
+                                                   ds.y_test, comm)
+        if not rank0:
+            return ExitCode.OK
     history = trainer.history.to_dict()
     model.training = {
         "dataset": settings["dataset"], "settings": settings, "history": history,
@@ -641,7 +762,7 @@ def cmd_train(args):
         print(json.dumps(summary, indent=2))
     else:
         print(f"test accuracy {test_acc:.4f}  test loss {test_loss:.6f}  "
-              f"({len(ds.x_test)} examples, trained in {train_time:.1f}s)")
+              f"({n_test} examples, trained in {train_time:.1f}s)")
         if args.out is not None:
             print(f"model saved to {args.out}")
         for f in figures:

@@ -163,6 +163,7 @@ class Trainer:
         # position: the next batch to run, and the running sums of the current epoch
         self.epoch, self.batch = 0, 0
         self._sums = [0.0, 0.0, 0.0, 0.0]  # loss·w, correct·w, w, seconds
+        self.stop_requested = False
         self._gather = _BatchGatherer(self.X, self.target, self.s,
                                       model.n_classes if self.label_smoothing else 0,
                                       self.label_smoothing)
@@ -188,7 +189,7 @@ class Trainer:
             return self._run()  # overflow shows up as a DivergenceError instead
 
     def _run(self):
-        model, optimizer, B = self.model, self.optimizer, self.batch_size
+        model, optimizer = self.model, self.optimizer
         while not self.finished:
             epoch = self.epoch
             order = self.order(epoch)
@@ -201,15 +202,14 @@ class Trainer:
                     i = self.batch
                     for cb in self.callbacks:
                         cb.on_batch_begin(i)  # e.g. a learning-rate schedule
-                    xb, tb, sb = self._gather(order[i * B:(i + 1) * B])  # (B, D), (B,)|(B, M)
+                    xb, tb, sb = self._gather(self.batch_rows(order, i))  # (B, D), (B,)|(B, M)
                     if self.augment is not None or self.dropout is not None:
                         rng = np.random.default_rng([self.history.seed, epoch, i, 1])
                         if self.augment is not None:
                             self.augment(xb, rng)  # in place, on this batch's copy
                         if self.dropout is not None:
                             self.dropout.rng = rng
-                    w = 1.0 / xb.shape[0] if sb is None else (sb / sb.sum()).astype(model.dtype)
-                    loss = model._loss_and_grads(xb, tb, w, self.dropout)
+                    loss, batch_w, correct = self._step_gradient(xb, tb, sb)
                     # g·g is finite only if every gradient entry is (one BLAS pass)
                     g = model.grad_buffer
                     grad_ok = math.isfinite(float(np.dot(g, g)))
@@ -218,10 +218,14 @@ class Trainer:
                     optimizer.step(model.param_buffer, model.grad_buffer)
                     if self.max_norm is not None:
                         apply_max_norm(model, self.max_norm)
-                    self._accumulate(xb, tb, sb, loss)
+                    self._sums[0] += loss * batch_w
+                    self._sums[1] += correct
+                    self._sums[2] += batch_w
                     self.batch += 1
                     for cb in self.callbacks:
                         cb.on_batch_end(i, loss)
+                    if self._agree_to_stop():
+                        raise StopTraining
             except StopTraining:
                 self._sums[3] += time.perf_counter() - t0
                 return self.history
@@ -234,22 +238,44 @@ class Trainer:
             cb.on_train_end(self.history)
         return self.history
 
-    def _accumulate(self, xb, tb, sb, loss):
+    # -- the parts a distributed trainer replaces ---------------------------------
+
+    def batch_rows(self, order, i):
+        """Row indices (into X) of batch ``i`` of an epoch whose row order is ``order``."""
+        B = self.batch_size
+        return order[i * B:(i + 1) * B]
+
+    def _step_gradient(self, xb, tb, sb):
+        """Loss and gradient of one batch; returns ``(loss, batch weight, weighted hits)``."""
+        model = self.model
+        w = 1.0 / xb.shape[0] if sb is None else (sb / sb.sum()).astype(model.dtype)
+        loss = model._loss_and_grads(xb, tb, w, self.dropout)
+        return loss, float(xb.shape[0] if sb is None else sb.sum()), self._hits(xb, tb, sb)
+
+    def _hits(self, xb, tb, sb):
         # The forward pass already holds this batch's logits: train accuracy for free.
         O = self.model.workspace(xb.shape[0]).Q[-1]  # (B, M)
         labels = tb if tb.ndim == 1 else tb.argmax(axis=1)  # (B,)
         hits = np.argmax(O, axis=1) == labels  # (B,)
-        batch_w = float(xb.shape[0] if sb is None else sb.sum())
-        self._sums[0] += loss * batch_w
-        self._sums[1] += float(hits.sum() if sb is None else np.dot(hits, sb))
-        self._sums[2] += batch_w
+        return float(hits.sum() if sb is None else np.dot(hits, sb))
+
+    def _agree_to_stop(self):
+        """After a batch: stop now? (``request_stop`` was called, e.g. on Ctrl-C)."""
+        return self.stop_requested
+
+    def request_stop(self):
+        """Ask training to stop after the current batch (safe from a signal handler)."""
+        self.stop_requested = True
+
+    def _validate(self):
+        return self.model.evaluate(*self.validation)
 
     def _end_epoch(self, epoch):
         loss_w, correct_w, total_w, seconds = self._sums
         metrics = {"train_loss": loss_w / total_w, "train_accuracy": correct_w / total_w}
         if self.validation is not None:
             t0 = time.perf_counter()
-            metrics["val_loss"], metrics["val_accuracy"] = self.model.evaluate(*self.validation)
+            metrics["val_loss"], metrics["val_accuracy"] = self._validate()
             seconds += time.perf_counter() - t0
         metrics["epoch_time"] = seconds
         self.history.record(epoch, **metrics)
@@ -293,7 +319,7 @@ class Trainer:
 
 
 def fit(model, X, y, *, optimizer=None, epochs=10, batch_size=128, shuffle=True, seed=None,
-        sample_weight=None, validation_data=None, callbacks=(), **options):
+        sample_weight=None, validation_data=None, callbacks=(), comm=None, **options):
     """Train ``model`` in place by mini-batch gradient descent; returns a :class:`History`.
 
     ``y`` is integer labels (N,) or class probabilities (N, M). ``optimizer``
@@ -301,7 +327,19 @@ def fit(model, X, y, *, optimizer=None, epochs=10, batch_size=128, shuffle=True,
     Each batch's loss is its own weighted mean (``Σ s_n L_n / Σ s_n``).
     ``options`` are :class:`Trainer`'s: ``dropout``, ``label_smoothing``,
     ``max_norm``, ``augment``, ``max_loss``.
+
+    With an MPI communicator ``comm`` (e.g. ``MPI.COMM_WORLD``, under mpiexec),
+    training is data-parallel: every rank passes the same ``X``, ``y`` (and
+    validation data), keeps only its shard and its share of the validation rows,
+    and ends with the same weights (see :mod:`handgrad.distributed`; the option
+    ``virtual_shards`` sets the shard count, 12 by default).
     """
+    if comm is not None:
+        from .distributed import fit_distributed
+
+        return fit_distributed(model, X, y, comm=comm, optimizer=optimizer, epochs=epochs,
+                               batch_size=batch_size, seed=seed, sample_weight=sample_weight,
+                               validation_data=validation_data, callbacks=callbacks, **options)
     trainer = Trainer(model, X, y, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
                       shuffle=shuffle, seed=seed, sample_weight=sample_weight,
                       validation_data=validation_data, callbacks=callbacks, **options)

@@ -42,10 +42,13 @@ DEFAULT_MAX_BYTES = 4 << 30  # 4 GiB: the largest payload load_idx allocates by 
 READ_CHUNK = 1 << 22
 
 
-def load_idx(path, max_bytes=DEFAULT_MAX_BYTES):
+def load_idx(path, max_bytes=DEFAULT_MAX_BYTES, rows=None):
     """Read an IDX file (plain or gzip) into an array of its header's shape.
 
     Returns native-byte-order uint8, int8, int16, int32, float32 or float64.
+    ``rows=(start, stop)`` reads only those entries of the first dimension: a plain
+    file seeks straight to them, a gzip file is inflated only up to ``stop`` (so a
+    rank of a distributed job reads its shard, not the whole file).
     Raises :class:`DataError` naming the file for anything malformed.
     """
     path = Path(path)
@@ -63,14 +66,14 @@ def load_idx(path, max_bytes=DEFAULT_MAX_BYTES):
         stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
         try:
             return _read_idx(stream, path, compressed, max_bytes,
-                             None if compressed else os.fstat(raw.fileno()).st_size)
+                             None if compressed else os.fstat(raw.fileno()).st_size, rows)
         except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
             raise DataError(f"{path}: corrupt gzip data ({exc})") from None
         except OSError as exc:
             raise DataError(f"{path}: cannot read: {exc}") from None
 
 
-def _read_idx(stream, path, compressed, max_bytes, file_size):
+def _read_idx(stream, path, compressed, max_bytes, file_size, rows=None):
     header = stream.read(4)
     if len(header) < 4:
         raise DataError(f"{path}: too short to be an IDX file ({len(header)} bytes)")
@@ -100,6 +103,8 @@ def _read_idx(stream, path, compressed, max_bytes, file_size):
         what = "truncated" if file_size < header_size + n_bytes else "has trailing bytes"
         raise DataError(f"{path}: {what}: shape {shape} needs {header_size + n_bytes:,} bytes, "
                         f"the file has {file_size:,}")
+    if rows is not None:
+        return _read_rows(stream, path, shape, dtype, rows, header_size, compressed)
     out = np.empty(shape, dtype)  # bounded by max_bytes above
     view = memoryview(out.reshape(-1).view(np.uint8))
     got = 0
@@ -113,6 +118,29 @@ def _read_idx(stream, path, compressed, max_bytes, file_size):
         raise DataError(f"{path}: has trailing bytes after the {n_bytes:,} bytes of "
                         f"data that its header declares")
     return out.astype(dtype.newbyteorder("="), copy=False)
+
+
+def _read_rows(stream, path, shape, dtype, rows, header_size, compressed):
+    start, stop = rows
+    if not 0 <= start <= stop <= shape[0]:
+        raise DataError(f"{path}: rows {start}:{stop} out of range for {shape[0]} entries")
+    row_bytes = math.prod(shape[1:]) * dtype.itemsize
+    if compressed:
+        skip = start * row_bytes
+        while skip:  # inflate and discard the rows before ours, a chunk at a time
+            got = len(stream.read(min(skip, READ_CHUNK)))
+            if not got:
+                raise DataError(f"{path}: truncated before row {start}")
+            skip -= got
+    else:
+        stream.seek(header_size + start * row_bytes)
+    n_bytes = (stop - start) * row_bytes
+    data = stream.read(n_bytes)
+    if len(data) != n_bytes:
+        raise DataError(f"{path}: truncated: rows {start}:{stop} need {n_bytes:,} bytes, "
+                        f"{len(data):,} present")
+    out = np.frombuffer(data, dtype).reshape((stop - start, *shape[1:]))
+    return out.astype(dtype.newbyteorder("="))
 
 
 def save_idx(path, array):

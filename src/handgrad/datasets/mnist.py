@@ -125,6 +125,16 @@ def load_mnist(root=None, name="mnist", *, download_missing=True, mirrors=None,
     and (N,). ``mirrors`` overrides the data set's mirror URLs (base URLs
     ending in ``/``).
     """
+    folder = mnist_files(root, name, download_missing=download_missing, mirrors=mirrors,
+                         progress=progress, timeout=timeout)
+    x_train, y_train = _load_pair(folder, "train")
+    x_test, y_test = _load_pair(folder, "t10k")
+    return (x_train, y_train), (x_test, y_test)
+
+
+def mnist_files(root=None, name="mnist", *, download_missing=True, mirrors=None,
+                progress=True, timeout=30.0):
+    """The folder holding all four files of ``name``, downloading missing ones."""
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     member = DATASETS[name]
@@ -146,9 +156,7 @@ def load_mnist(root=None, name="mnist", *, download_missing=True, mirrors=None,
             raise DataError(_offline_message(member, folder, missing, errors))
     elif missing:
         raise DataError(_offline_message(member, folder, missing, []))
-    x_train, y_train = _load_pair(folder, "train")
-    x_test, y_test = _load_pair(folder, "t10k")
-    return (x_train, y_train), (x_test, y_test)
+    return folder
 
 
 def _offline_message(member, folder, missing, errors):

@@ -48,18 +48,33 @@ class Preprocessor:
     def n_features(self):
         return math.prod(self.input_shape)
 
-    def fit(self, X):
+    def fit(self, X, comm=None):
+        """Fit to the training examples ``X``.
+
+        With an MPI ``comm`` each rank passes its own rows and the statistics are
+        those of all ranks' rows together (the same on every rank).
+        """
         X = _as_numeric(X, "training data")
-        if X.ndim < 2 or X.shape[0] == 0:
+        if X.ndim < 2 or (X.shape[0] == 0 and comm is None):
             raise DataError(f"training data must have shape (n_samples, ...), got {X.shape}")
         self.input_shape = tuple(int(d) for d in X.shape[1:])
+        flat = X.reshape(X.shape[0], -1)
         if self.scaling == "divide" and self.scale is None:
-            peak = float(np.abs(X).max())
+            peak = float(np.abs(flat).max()) if flat.size else 0.0
+            if comm is not None:
+                peak = comm.allreduce(peak, op=_mpi_op("MAX"))
             self.scale = peak if peak > 0 else 1.0
         if self.scaling == "standardize":
-            flat = X.reshape(X.shape[0], -1)
-            self.mean = flat.mean(axis=0, dtype=np.float64)  # (D,)
-            std = flat.std(axis=0, dtype=np.float64)  # (D,)
+            n = float(flat.shape[0])
+            total = flat.sum(axis=0, dtype=np.float64)  # (D,)
+            if comm is not None:
+                n = comm.allreduce(n)
+                total = comm.allreduce(total)
+            self.mean = total / n  # (D,)
+            sq = ((flat - self.mean) ** 2).sum(axis=0)  # (D,) around the global mean
+            if comm is not None:
+                sq = comm.allreduce(sq)
+            std = np.sqrt(sq / n)  # (D,)
             self.std = np.where(std > 0, std, 1.0)  # (D,)
         return self
 
@@ -122,6 +137,12 @@ class Preprocessor:
 
     def __repr__(self):
         return f"Preprocessor(scaling={self.scaling!r}, input_shape={self.input_shape})"
+
+
+def _mpi_op(name):
+    from mpi4py import MPI
+
+    return getattr(MPI, name)
 
 
 def _as_numeric(X, what):

@@ -1,0 +1,221 @@
+"""Synchronous data-parallel training over MPI (needs mpi4py).
+
+The loss is a weighted mean over examples, so the gradient of a global batch is the
+weighted sum of its parts' gradients: every rank computes the gradient of its part
+of the batch (weighted so the parts add up), one in-place ``Allreduce`` on the flat
+gradient buffer sums them, and every rank applies the same optimizer step. Weights
+stay identical on all ranks without ever being sent.
+
+Batches that do not depend on the number of ranks. The training rows are cut into
+``V`` contiguous *virtual shards* (``V`` = ``virtual_shards``, default 12); each epoch,
+shard ``v`` shuffles its own rows with ``default_rng([seed, epoch, v])`` and gives
+``B_v`` of them to every global batch (the ``B`` rows of a batch split as evenly as
+possible over the ``V`` shards). Ranks own whole shards (contiguous groups, so uneven
+counts are fine as long as ranks ≤ V), and so a rank reads only its shards' rows. Any
+number of ranks up to ``V`` — one included — sees exactly the same global batches: the
+weights equal those of single-process training up to the rounding of the gradient sum
+(the order in which the parts are added). With ``V = 1`` on one rank the order is
+:class:`~handgrad.train.Trainer`'s own.
+
+Shape key: N training rows in all, n this rank's rows, B global batch, D inputs.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import numpy as np
+
+from .train import Trainer
+
+DEFAULT_VIRTUAL_SHARDS = 12
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise RuntimeError("distributed training needs mpi4py: pip install 'handgrad[mpi]'") \
+            from None
+    return MPI
+
+
+class ShardLayout:
+    """Which rows each virtual shard and each rank holds, and each shard's batch share."""
+
+    def __init__(self, n_rows, batch_size, virtual_shards, size):
+        if virtual_shards < 1:
+            raise ValueError(f"virtual_shards must be at least 1, got {virtual_shards}")
+        if size > virtual_shards:
+            raise ValueError(f"{size} ranks but only {virtual_shards} virtual shards: each rank "
+                             f"needs at least one; raise --virtual-shards")
+        if n_rows < virtual_shards:
+            raise ValueError(f"{n_rows} training rows cannot fill {virtual_shards} shards")
+        self.n_rows, self.V, self.size = int(n_rows), int(virtual_shards), int(size)
+        self.batch_size = min(int(batch_size), self.n_rows)
+        bounds = np.linspace(0, n_rows, self.V + 1).astype(np.int64)  # as np.array_split
+        self.shard_start, self.shard_stop = bounds[:-1], bounds[1:]
+        self.shard_rows = self.shard_stop - self.shard_start  # (V,)
+        share = np.linspace(0, self.batch_size, self.V + 1).astype(np.int64)
+        self.share = np.maximum(share[1:] - share[:-1], 1)  # (V,) rows per batch per shard
+        self.n_batches = int(np.max(-(-self.shard_rows // self.share)))
+        owners = np.linspace(0, self.V, size + 1).astype(np.int64)
+        self.rank_shards = [range(owners[r], owners[r + 1]) for r in range(size)]
+
+    def rank_rows(self, rank):
+        """The contiguous row range ``(start, stop)`` that ``rank`` holds."""
+        shards = self.rank_shards[rank]
+        return int(self.shard_start[shards[0]]), int(self.shard_stop[shards[-1]])
+
+    def batch_count(self, i):
+        """Rows in global batch ``i`` (known to every rank without communication)."""
+        lo = np.minimum(i * self.share, self.shard_rows)
+        hi = np.minimum((i + 1) * self.share, self.shard_rows)
+        return int((hi - lo).sum())
+
+
+class DistributedTrainer(Trainer):
+    """A :class:`~handgrad.train.Trainer` over ``comm``: this rank's rows only.
+
+    ``X`` and ``y`` are the rows ``layout.rank_rows(comm.rank)`` of the training
+    set; ``validation_data``, if given, is this rank's share of the validation set
+    (any split: metrics are summed over ranks).
+    """
+
+    def __init__(self, model, X, y, *, comm, n_rows, virtual_shards=DEFAULT_VIRTUAL_SHARDS,
+                 batch_size=128, **kwargs):
+        self.comm = comm
+        self.layout = ShardLayout(n_rows, batch_size, virtual_shards, comm.size)
+        start, stop = self.layout.rank_rows(comm.rank)
+        if len(X) != stop - start:
+            raise ValueError(f"rank {comm.rank} holds {len(X)} rows but its shards span rows "
+                             f"{start}:{stop} ({stop - start} rows)")
+        self.row_offset = start
+        validation = kwargs.pop("validation_data", None)  # this rank's share: may be empty
+        super().__init__(model, X, y, batch_size=batch_size, **kwargs)
+        if validation is not None:
+            X_val = np.asarray(validation[0], dtype=model.dtype)
+            self.validation = (X_val, np.asarray(validation[1]))
+        if self.s is not None:
+            raise ValueError("distributed training does not take sample weights")
+        self.batch_size = self.layout.batch_size
+        self.n_batches = self.layout.n_batches
+        self._scalars = np.zeros(3)  # loss contribution, hits, stop flag: one tiny Allreduce
+
+    def order(self, epoch):
+        """Per owned shard, its rows in this epoch's order (local indices)."""
+        L = self.layout
+        orders = []
+        for v in L.rank_shards[self.comm.rank]:
+            key = [self.history.seed, epoch] if L.V == 1 else [self.history.seed, epoch, v]
+            perm = np.random.default_rng(key).permutation(int(L.shard_rows[v]))
+            orders.append(perm + (int(L.shard_start[v]) - self.row_offset))
+        return orders
+
+    def batch_rows(self, order, i):
+        L = self.layout
+        parts = [perm[i * L.share[v]:(i + 1) * L.share[v]]
+                 for v, perm in zip(L.rank_shards[self.comm.rank], order)]
+        return np.concatenate(parts)
+
+    def _step_gradient(self, xb, tb, sb):
+        model = self.model
+        MPI = _mpi()
+        count = self.layout.batch_count(self.batch)  # the global batch's rows
+        if len(xb):
+            loss = model._loss_and_grads(xb, tb, 1.0 / count, self.dropout)  # Σ_local L_n / B
+            hits = self._hits(xb, tb, sb)
+        else:
+            model.grad_buffer[...] = 0.0
+            loss = hits = 0.0
+        self.comm.Allreduce(MPI.IN_PLACE, model.grad_buffer, op=MPI.SUM)  # the whole gradient
+        self._scalars[:] = (loss, hits, float(self.stop_requested))
+        self.comm.Allreduce(MPI.IN_PLACE, self._scalars, op=MPI.SUM)
+        self._stop_votes = self._scalars[2]
+        return float(self._scalars[0]), float(count), float(self._scalars[1])
+
+    def _agree_to_stop(self):
+        # every rank voted in the last Allreduce, so all stop after the same batch
+        return getattr(self, "_stop_votes", 0.0) > 0
+
+    def _validate(self):
+        return evaluate_distributed(self.model, *self.validation, comm=self.comm)
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["n_rows"] = self.layout.n_rows
+        state["virtual_shards"] = self.layout.V
+        return state
+
+    def load_state_dict(self, state):
+        if state.get("virtual_shards", 1) != self.layout.V:
+            raise ValueError(f"cannot resume: the checkpoint used {state.get('virtual_shards')} "
+                             f"virtual shards, this run {self.layout.V}; pass the same "
+                             f"--virtual-shards")
+        if state["n_rows"] != self.layout.n_rows:
+            raise ValueError(f"cannot resume: the checkpoint has n_rows={state['n_rows']} but "
+                             f"this run has {self.layout.n_rows}; resume with the same data")
+        super().load_state_dict(dict(state, n_rows=len(self.X)))  # the rest as any trainer
+
+
+def evaluate_distributed(model, X, y, comm):
+    """``(loss, accuracy)`` over all ranks' rows (each rank passes its own)."""
+    MPI = _mpi()
+    sums = np.zeros(3)
+    if len(X):
+        loss, acc = model.evaluate(X, y)
+        sums[:] = (loss * len(X), acc * len(X), len(X))
+    comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
+    if sums[2] == 0:
+        raise ValueError("no rows to evaluate on any rank")
+    return float(sums[0] / sums[2]), float(sums[1] / sums[2])
+
+
+def split_rows(n_rows, comm):
+    """An even contiguous split of ``n_rows`` (e.g. test rows): this rank's ``(start, stop)``."""
+    bounds = np.linspace(0, n_rows, comm.size + 1).astype(np.int64)
+    return int(bounds[comm.rank]), int(bounds[comm.rank + 1])
+
+
+def run_or_abort(comm, fn, *args, **kwargs):
+    """Run ``fn``; if it raises on any rank, report and abort the whole job.
+
+    Without this a failing rank would leave the others waiting in an Allreduce
+    for ever. ``MPI.Abort`` ends every rank; mpiexec then exits non-zero.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        if comm.size == 1:
+            raise
+        sys.stderr.write(f"handgrad: error on rank {comm.rank} of {comm.size}: "
+                         f"{type(exc).__name__}: {exc}; aborting all ranks\n")
+        if getattr(exc, "__traceback__", None) is not None and "--traceback" in sys.argv:
+            traceback.print_exc()
+        sys.stderr.flush()
+        comm.Abort(1)
+
+
+def fit_distributed(model, X, y, *, comm, optimizer=None, epochs=10, batch_size=128, seed=None,
+                    sample_weight=None, validation_data=None, callbacks=(),
+                    virtual_shards=DEFAULT_VIRTUAL_SHARDS, **options):
+    """:func:`handgrad.fit` over ``comm``: each rank passes the whole data, keeps its shard."""
+    if sample_weight is not None:
+        raise ValueError("distributed training does not take sample weights")
+    if seed is None:  # every rank must shuffle alike: rank 0 picks the seed
+        seed = comm.bcast(int(np.random.SeedSequence().entropy % (1 << 63)), root=0)
+    layout = ShardLayout(len(X), batch_size, virtual_shards, comm.size)
+    start, stop = layout.rank_rows(comm.rank)
+    val = None
+    if validation_data is not None:
+        Xv, yv = validation_data
+        a, b = split_rows(len(Xv), comm)
+        val = (model.check_X(Xv)[a:b], np.asarray(yv)[a:b])
+    trainer = DistributedTrainer(model, X[start:stop], np.asarray(y)[start:stop], comm=comm,
+                                 n_rows=len(X), virtual_shards=virtual_shards,
+                                 optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                                 seed=seed, validation_data=val, callbacks=callbacks, **options)
+    return run_or_abort(comm, trainer.run)
