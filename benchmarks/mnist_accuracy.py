@@ -37,14 +37,13 @@ COMMON = ["--dataset", "mnist", "--hidden", "800", "--seed", "0", "--val-fractio
 RECIPES = {
     "smoke": COMMON + ["--epochs", "1", "--batch-size", "128", "--optimizer", "adam"],
     "plain": COMMON + [
-        "--epochs", "100", "--batch-size", "128", "--optimizer", "sgd", "--lr", "0.05",
+        "--epochs", "200", "--batch-size", "128", "--optimizer", "sgd", "--lr", "0.1",
         "--momentum", "0.9", "--nesterov", "--schedule", "cosine", "--warmup-epochs", "2",
-        "--dropout", "0.5", "--input-dropout", "0.2", "--max-norm", "3.5",
-        "--label-smoothing", "0.1"],
+        "--dropout", "0.5", "--input-dropout", "0.2", "--max-norm", "3.5"],
     "elastic": COMMON + [
-        "--epochs", "150", "--batch-size", "128", "--optimizer", "sgd", "--lr", "0.05",
+        "--epochs", "120", "--batch-size", "128", "--optimizer", "sgd", "--lr", "0.1",
         "--momentum", "0.9", "--nesterov", "--schedule", "cosine", "--warmup-epochs", "2",
-        "--dropout", "0.5", "--max-norm", "3.5", "--label-smoothing", "0.1",
+        "--dropout", "0.5", "--max-norm", "3.5",
         "--augment", "elastic", "--rotation", "10", "--zoom", "0.1", "--shear", "10",
         "--translate", "2", "--elastic-alpha", "34", "--elastic-sigma", "4"],
 }

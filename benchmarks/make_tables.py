@@ -1,0 +1,155 @@
+"""Regenerate the README's result tables from the JSON files in benchmarks/results/.
+
+    python benchmarks/make_tables.py            # rewrites the marked sections of README.md
+    python benchmarks/make_tables.py --check    # exit 1 if README.md is out of date
+
+Each table sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers; nothing
+in them is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parent / "README.md"
+RESULTS = HERE / "results"
+
+
+def _load(name):
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _machine(doc):
+    m = doc.get("machine", {})
+    blas = ", ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')})"
+                     for b in m.get("blas", []) if b.get("internal_api") != "openmp")
+    return (f"{m.get('cpu_count')} cores, Python {m.get('python')}, NumPy {m.get('numpy')}"
+            + (f", {blas}" if blas else "") + f"; {doc.get('date')}")
+
+
+def speed_table():
+    doc = _load("speed.json")
+    if doc is None:
+        return "_No speed results yet: run `python benchmarks/speed.py`._"
+    lines = [
+        f"Measured by `python benchmarks/{doc['command']}` on {_machine(doc)}, torch "
+        f"{doc['torch']}, {doc['threads']} threads; float32 GEMM throughput "
+        f"{doc['gemm_throughput_gflops']:.0f} GFLOP/s (2048² sgemm). Seconds per MNIST epoch "
+        f"(60,000 images, 784-H-10), medians of interleaved repeats; ratios > 1 mean handgrad "
+        f"is faster. *GEMM bound*: the epoch's matrix-product FLOPs at that throughput; "
+        f"*own-shape GEMMs*: the same products at the epoch's own shapes, back to back.",
+        "",
+        "| optimizer | H | batch | handgrad s | PyTorch s | vs PyTorch | scikit-learn s "
+        "| vs scikit-learn | % of GEMM bound | % of own-shape GEMMs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["results"]:
+        s = r["seconds"]
+        sk = f"{s['sklearn']:.3f}" if s.get("sklearn") else "–"
+        skr = f"{r['speedup_vs_sklearn']:.2f}×" if r.get("speedup_vs_sklearn") else "–"
+        lines.append(
+            f"| {r['optimizer']} | {r['hidden']} | {r['batch']} | {s['handgrad']:.3f} | "
+            f"{s['torch']:.3f} | {r['speedup_vs_torch']:.2f}× | {sk} | {skr} | "
+            f"{100 * r['gemm_efficiency']:.0f}% | {100 * r['shaped_gemm_efficiency']:.0f}% |")
+    p = doc.get("predict") or {}
+    if p.get("handgrad_s"):
+        ort = (f", onnxruntime {1e3 * p['onnxruntime_s']:.1f} ms "
+               f"({p['onnxruntime_s'] / p['handgrad_s']:.2f}× handgrad's time)"
+               if p.get("onnxruntime_s") else "")
+        lines += ["", f"`predict_proba` on the 10,000 test images (784-256-10): handgrad "
+                      f"{1e3 * p['handgrad_s']:.1f} ms{ort}."]
+    return "\n".join(lines)
+
+
+def accuracy_table():
+    rows = [_load(f"accuracy-{t}.json") for t in ("plain", "elastic")]
+    lines = ["| target | published | handgrad test error | target met | epochs | "
+             "training time | command |", "|---|---|---|---|---|---|---|"]
+    for doc, label in zip(rows, ("784-800-10, no augmentation",
+                                 "784-800-10, elastic + affine augmentation")):
+        if doc is None:
+            lines.append(f"| {label} | | not run yet | | | | |")
+            continue
+        lines.append(
+            f"| {label} (≤ {doc['target_error_percent']}%) | {doc['published_error_percent']}% "
+            f"| **{doc['test_error_percent']:.2f}%** | {'yes' if doc['met'] else 'no'} | "
+            f"{doc['epochs']} | {doc['train_time_s'] / 60:.1f} min | `{doc['command']}` |")
+    done = [d for d in rows if d]
+    if done:
+        lines += ["", f"Machine: {_machine(done[0])}. Published: LeCun's MNIST table, "
+                      f"\"2-layer NN, 800 HU, Cross-Entropy Loss\" (Simard, Steinkraus & Platt, "
+                      f"ICDAR 2003). Regenerate: `python benchmarks/mnist_accuracy.py plain "
+                      f"elastic`."]
+    t98 = _load("accuracy-time98.json")
+    if t98 is not None:
+        setup = t98["setup"]
+        lines += ["", f"Time to {100 * setup['goal']:.0f}% test accuracy, 784-{setup['hidden']}"
+                      f"-10, Adam (lr {setup['lr']}), batch {setup['batch']}, same run "
+                      f"(`python benchmarks/mnist_accuracy.py time98`):", "",
+                  "| library | epochs | training seconds | test accuracy then |",
+                  "|---|---|---|---|"]
+        for name, lib in t98["libraries"].items():
+            r = lib["reached"]
+            if r is None:
+                last = lib["curve"][-1]
+                lines.append(f"| {name} | not within {setup['max_epochs']} | – | "
+                             f"{last['test_accuracy']:.4f} |")
+            else:
+                lines.append(f"| {name} | {r['epoch']} | {r['train_seconds']:.1f} | "
+                             f"{r['test_accuracy']:.4f} |")
+    return "\n".join(lines)
+
+
+def scaling_table():
+    doc = _load("scaling.json")
+    if doc is None:
+        return "_No scaling results yet: run `python benchmarks/scaling.py`._"
+    lines = [f"Measured by `python benchmarks/scaling.py` on {doc['cpu_count']} cores "
+             f"({doc['date']}); BLAS threads per rank = cores / ranks.", "",
+             "| H | batch | ranks | examples/s | step ms | gradient MB | Allreduce ms |",
+             "|---|---|---|---|---|---|---|"]
+    for r in doc["results"]:
+        lines.append(f"| {r['hidden']} | {r['batch']} | {r['ranks']} | "
+                     f"{r['examples_per_second']:.0f} | {1e3 * r['step_seconds']:.2f} | "
+                     f"{r['gradient_bytes'] / 1e6:.2f} | {1e3 * r['allreduce_seconds']:.3f} |")
+    return "\n".join(lines)
+
+
+SECTIONS = {"speed-table": speed_table, "accuracy-table": accuracy_table,
+            "scaling-table": scaling_table}
+
+
+def render(text):
+    for name, fn in SECTIONS.items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"README.md has no <!-- {name}:start --> ... :end --> markers")
+        text = pattern.sub(lambda m: m.group(1) + fn() + "\n" + m.group(2), text)
+    return text
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    old = README.read_text()
+    new = render(old)
+    if args.check:
+        if new != old:
+            print("README.md tables are out of date: run python benchmarks/make_tables.py")
+            return 1
+        return 0
+    README.write_text(new)
+    print("README.md tables regenerated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
