@@ -56,44 +56,27 @@ class CLIError(Exception):
 # --------------------------------------------------------------------------- #
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+def _number_type(convert, noun, accept, requirement):
+    """An argparse type that converts, checks, and names the bad value when it fails."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {requirement}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
-
-
-def positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
-def non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a non-negative number")
-    return value
+positive_int = _number_type(int, "a whole number", lambda v: v > 0, "at least 1")
+non_negative_int = _number_type(int, "a whole number", lambda v: v >= 0, "0 or more")
+positive_float = _number_type(float, "a number", lambda v: math.isfinite(v) and v > 0,
+                              "a positive number")
+non_negative_float = _number_type(float, "a number", lambda v: math.isfinite(v) and v >= 0,
+                                  "a non-negative number")
 
 
 def fraction(text):

@@ -540,25 +540,28 @@ class MLP:
             return self.check_X(X_raw)
         return self.check_X(self.preprocessor.transform(X_raw, self.dtype))
 
-    def logits(self, X, batch_size=PREDICT_CHUNK):
-        X = self.check_X(X, convert=False)
-        out = np.empty((X.shape[0], self.n_classes), self.dtype)  # (N, M)
+    def _forward_chunks(self, X, batch_size):
+        """``(start, stop, O, ws)`` per chunk of checked rows: memory bounded by the chunk."""
         for start in range(0, X.shape[0], batch_size):
             chunk = np.asarray(X[start:start + batch_size], dtype=self.dtype)  # (B, D)
             ws = self.workspace(chunk.shape[0])
-            out[start:start + chunk.shape[0]] = self.forward(chunk, ws)
+            yield start, start + chunk.shape[0], self.forward(chunk, ws), ws  # O: (B, M)
+
+    def logits(self, X, batch_size=PREDICT_CHUNK):
+        """The outputs O (N, M) before the softmax, in chunks."""
+        X = self.check_X(X, convert=False)
+        out = np.empty((len(X), self.n_classes), self.dtype)  # (N, M)
+        for start, stop, O, _ in self._forward_chunks(X, batch_size):
+            out[start:stop] = O
         return out
 
     def predict_proba(self, X, batch_size=PREDICT_CHUNK):
         """Class probabilities (N, M), evaluated ``batch_size`` rows at a time."""
         X = self.check_X(X, convert=False)
-        out = np.empty((X.shape[0], self.n_classes), self.dtype)  # (N, M)
-        for start in range(0, X.shape[0], batch_size):
-            chunk = np.asarray(X[start:start + batch_size], dtype=self.dtype)  # (B, D)
-            ws = self.workspace(chunk.shape[0])
-            O = self.forward(chunk, ws)  # (B, M)
+        out = np.empty((len(X), self.n_classes), self.dtype)  # (N, M)
+        for start, stop, O, ws in self._forward_chunks(X, batch_size):
             log_softmax(O, out=ws.logP, row=ws.row)
-            np.exp(ws.logP, out=out[start:start + chunk.shape[0]])  # (B, M)  F4
+            np.exp(ws.logP, out=out[start:stop])  # (B, M)  F4
         return out
 
     def predict(self, X, batch_size=PREDICT_CHUNK):
