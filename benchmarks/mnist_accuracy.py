@@ -41,11 +41,11 @@ RECIPES = {
         "--momentum", "0.9", "--nesterov", "--schedule", "cosine", "--warmup-epochs", "2",
         "--dropout", "0.5", "--input-dropout", "0.2", "--max-norm", "3.5"],
     "elastic": COMMON + [
-        "--epochs", "120", "--batch-size", "128", "--optimizer", "sgd", "--lr", "0.1",
+        "--epochs", "160", "--batch-size", "128", "--optimizer", "sgd", "--lr", "0.1",
         "--momentum", "0.9", "--nesterov", "--schedule", "cosine", "--warmup-epochs", "2",
-        "--dropout", "0.5", "--max-norm", "3.5",
-        "--augment", "elastic", "--rotation", "10", "--zoom", "0.1", "--shear", "10",
-        "--translate", "2", "--elastic-alpha", "34", "--elastic-sigma", "4"],
+        "--dropout", "0.2", "--max-norm", "3.5",
+        "--augment", "elastic", "--rotation", "8", "--zoom", "0.08", "--shear", "8",
+        "--translate", "1.5", "--elastic-alpha", "34", "--elastic-sigma", "4"],
 }
 PUBLISHED = {"plain": 1.6, "elastic": 0.7}
 TARGETS = {"smoke": None, "plain": 1.3, "elastic": 0.9}
