@@ -86,6 +86,13 @@ def accuracy_table():
                       f"\"2-layer NN, 800 HU, Cross-Entropy Loss\" (Simard, Steinkraus & Platt, "
                       f"ICDAR 2003). Regenerate: `python benchmarks/mnist_accuracy.py plain "
                       f"elastic`."]
+    cost = _load("augment-cost.json")
+    if cost is not None:
+        lines += ["", f"Augmentation (elastic + affine, as in target 2) costs "
+                      f"{cost['augment_seconds_per_epoch']:.2f} s per MNIST epoch against "
+                      f"{cost['train_seconds_per_epoch']:.2f} s of training (784-800-10, batch "
+                      f"128, SGD): {100 * cost['fraction_of_epoch']:.0f}% of an augmented epoch "
+                      f"(`python benchmarks/mnist_accuracy.py augment-cost`)."]
     t98 = _load("accuracy-time98.json")
     if t98 is not None:
         setup = t98["setup"]

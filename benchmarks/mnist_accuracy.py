@@ -12,6 +12,7 @@ accuracy (evaluated after every epoch).
     python benchmarks/mnist_accuracy.py plain          # target 1 (<= 1.3%)
     python benchmarks/mnist_accuracy.py elastic        # target 2 (<= 0.9%)
     python benchmarks/mnist_accuracy.py time98         # target 3
+    python benchmarks/mnist_accuracy.py augment-cost   # augmentation's share of an epoch
     python benchmarks/mnist_accuracy.py smoke          # a 1-epoch check (CI runs this)
     python benchmarks/make_tables.py                   # regenerates the README's tables
 """
@@ -184,16 +185,48 @@ def run_time98(out_dir):
     return result
 
 
+def run_augment_cost(out_dir):
+    """Seconds per epoch spent distorting batches vs training on them (784-800-10, B=128)."""
+    import handgrad
+    from handgrad.augment import Augmenter
+
+    X, y, _, _ = _mnist()
+    aug = Augmenter((28, 28), rotation=8, scale=0.08, shear=8, translate=1.5,
+                    elastic_alpha=34, elastic_sigma=4)
+    B = 128
+    rows = np.empty((B, 784), np.float32)
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    for start in range(0, len(X), B):
+        rows[:len(X[start:start + B])] = X[start:start + B]
+        aug(rows[:len(X[start:start + B])], rng)
+    augment_s = time.perf_counter() - t0
+    model = handgrad.MLP(784, 800, 10, seed=0)
+    t0 = time.perf_counter()
+    handgrad.fit(model, X, y, optimizer=handgrad.optim.SGD(0.05, momentum=0.9), epochs=1,
+                 batch_size=B, seed=0)
+    train_s = time.perf_counter() - t0
+    result = {"target": "augment-cost", "augment_seconds_per_epoch": augment_s,
+              "train_seconds_per_epoch": train_s, "fraction_of_epoch": augment_s /
+              (augment_s + train_s), "machine": machine_info(), "date": time.strftime("%Y-%m-%d")}
+    (out_dir / "augment-cost.json").write_text(json.dumps(result, indent=1))
+    print(f"augmentation: {augment_s:.2f} s per epoch, training {train_s:.2f} s "
+          f"({100 * result['fraction_of_epoch']:.0f}% of an augmented epoch)")
+    return result
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("targets", nargs="+", choices=[*RECIPES, "time98"])
+    ap.add_argument("targets", nargs="+", choices=[*RECIPES, "time98", "augment-cost"])
     ap.add_argument("--out-dir", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for target in args.targets:
         if target == "time98":
             run_time98(args.out_dir)
+        elif target == "augment-cost":
+            run_augment_cost(args.out_dir)
         else:
             run_recipe(target, args.out_dir)
     return 0
