@@ -72,14 +72,20 @@ def test_metadata_carries_format_and_version(tmp_path, model):
     assert json.loads(meta["config"])["hidden"] == [5, 3]
 
 
-def rewrite_metadata(path, **changes):
-    """Rewrite a model file's metadata in place (a valid safetensors file)."""
-    from safetensors.numpy import load_file, save_file
+def read_parts(path):
+    """A model file's ``(metadata, tensors)``, read with safetensors itself."""
+    from safetensors.numpy import load_file
 
     data = path.read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
-    meta = json.loads(data[8:8 + n])["__metadata__"]
-    tensors = load_file(str(path))
+    return json.loads(data[8:8 + n])["__metadata__"], load_file(str(path))
+
+
+def rewrite_metadata(path, **changes):
+    """Rewrite a model file's metadata in place (a valid safetensors file)."""
+    from safetensors.numpy import save_file
+
+    meta, tensors = read_parts(path)
     meta.update(changes)
     for k in [k for k, v in changes.items() if v is None]:
         del meta[k]
@@ -109,13 +115,10 @@ def test_bad_metadata_raises_model_file_error(tmp_path, model, changes, message)
 
 
 def test_non_finite_weights_are_refused(tmp_path, model):
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import save_file
 
     path = save(model, tmp_path / "m.safetensors")
-    data = path.read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    meta = json.loads(data[8:8 + n])["__metadata__"]
-    tensors = load_file(str(path))
+    meta, tensors = read_parts(path)
     tensors["b2"][1] = np.nan
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(ModelFileError, match="b2 holds NaN"):
@@ -126,13 +129,10 @@ def test_non_finite_weights_are_refused(tmp_path, model):
 
 
 def test_missing_tensor_and_wrong_dtype(tmp_path, model):
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import save_file
 
     path = save(model, tmp_path / "m.safetensors")
-    data = path.read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    meta = json.loads(data[8:8 + n])["__metadata__"]
-    tensors = load_file(str(path))
+    meta, tensors = read_parts(path)
     save_file({k: v for k, v in tensors.items() if k != "W3"}, str(path), metadata=meta)
     with pytest.raises(ModelFileError, match="W3"):
         load(path)
