@@ -232,3 +232,23 @@ def test_train_on_real_mnist(mnist_dir, tmp_path):
     summary = json.loads(r.stdout)
     assert summary["layer_sizes"] == [784, 64, 10]
     assert summary["test_accuracy"] > 0.9
+
+
+def test_resume_with_schedule_and_early_stopping_is_bit_identical(tmp_path):
+    """Stateful callbacks (plateau schedule, early stopping with its best weights, kept as a
+    tensor in the checkpoint) come back on resume."""
+    common = ["--hidden", "16", "--batch-size", "64", "--quiet", "--seed", "4",
+              "--schedule", "plateau", "--n-iter-no-change", "2", "--early-stopping",
+              "--dropout", "0.1", "--label-smoothing", "0.05"]
+    assert main(["train", *common, "--epochs", "12",
+                 "--out", str(tmp_path / "full.safetensors")]) == 0
+    assert main(["train", *common, "--epochs", "5", "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    ck = tmp_path / "ck" / "checkpoint.safetensors"
+    _, _, state, _ = handgrad.load_checkpoint(ck)
+    assert any(isinstance(c, dict) and isinstance(c.get("best_params"), np.ndarray)
+               for c in state["callbacks"])
+    assert main(["train", "--resume", str(ck), "--epochs", "12", "--quiet",
+                 "--out", str(tmp_path / "resumed.safetensors")]) == 0
+    full = handgrad.load(tmp_path / "full.safetensors")
+    resumed = handgrad.load(tmp_path / "resumed.safetensors")
+    np.testing.assert_array_equal(full.param_buffer, resumed.param_buffer)

@@ -152,8 +152,9 @@ class EarlyStopping(Callback):
             self.model.param_buffer[...] = self.best_params
 
     def state_dict(self):
+        # best_params is an array: checkpoints store it as a tensor, not as JSON
         return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                "best_params": None if self.best_params is None else self.best_params.tolist()}
+                "best_params": None if self.best_params is None else self.best_params.copy()}
 
     def load_state_dict(self, state):
         self.best, self.best_epoch = state["best"], state["best_epoch"]

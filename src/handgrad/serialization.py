@@ -103,6 +103,18 @@ def save_checkpoint(path, model, optimizer, trainer_state, settings=None):
                 tensors[f"optimizer/{key}/{name}"] = value
             else:
                 scalars.setdefault(key, {})[name] = value
+    trainer_state = dict(trainer_state)
+    callback_states = []
+    for i, cb_state in enumerate(trainer_state.get("callbacks") or []):
+        if isinstance(cb_state, dict):  # arrays in a callback's state travel as tensors
+            cb_state = dict(cb_state)
+            for key, value in cb_state.items():
+                if isinstance(value, np.ndarray):
+                    name = f"callback/{i}/{key}"
+                    tensors[name] = value
+                    cb_state[key] = {"tensor": name}
+        callback_states.append(cb_state)
+    trainer_state["callbacks"] = callback_states
     metadata = _model_metadata(model, CHECKPOINT_FORMAT)
     metadata["checkpoint"] = json.dumps({
         "optimizer": {"type": opt["type"], "hyperparameters": opt["hyperparameters"],
@@ -244,6 +256,11 @@ def load_checkpoint(path, optimizer=None):
         opt_state = {"type": opt["type"], "hyperparameters": opt["hyperparameters"],
                      "state": state}
         trainer_state, settings = ck["trainer"], ck["settings"]
+        for cb_state in trainer_state.get("callbacks") or []:
+            if isinstance(cb_state, dict):
+                for key, value in cb_state.items():
+                    if isinstance(value, dict) and set(value) == {"tensor"}:
+                        cb_state[key] = tensors[value["tensor"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: damaged checkpoint metadata ({exc})") from None
     for key, st in state.items():
