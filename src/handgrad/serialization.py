@@ -114,7 +114,8 @@ def save_checkpoint(path, model, optimizer, trainer_state, settings=None):
                     tensors[name] = value
                     cb_state[key] = {"tensor": name}
         callback_states.append(cb_state)
-    trainer_state["callbacks"] = callback_states
+    if "callbacks" in trainer_state:
+        trainer_state["callbacks"] = callback_states
     metadata = _model_metadata(model, CHECKPOINT_FORMAT)
     metadata["checkpoint"] = json.dumps({
         "optimizer": {"type": opt["type"], "hyperparameters": opt["hyperparameters"],
