@@ -23,6 +23,7 @@ Shape key: N training rows in all, n this rank's rows, B global batch, D inputs.
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -196,6 +197,7 @@ def run_or_abort(comm, fn, *args, **kwargs):
         if getattr(exc, "__traceback__", None) is not None and "--traceback" in sys.argv:
             traceback.print_exc()
         sys.stderr.flush()
+        time.sleep(0.5)  # let mpiexec forward the message before Abort tears the job down
         comm.Abort(1)
 
 
