@@ -965,7 +965,10 @@ def cmd_info(args):
         print(f"inputs       {tuple(p['input_shape'])}, scaling {p['scaling']}"
               + (f" (÷ {p['scale']:g})" if p["scaling"] == "divide" else ""))
     tr = model.training
-    if tr:
+    if tr.get("estimator"):
+        print(f"trained by   {tr['estimator']}: {tr.get('n_iter')} iterations, "
+              f"final loss {tr.get('loss')}")
+    elif tr.get("dataset"):
         s = tr.get("settings", {})
         print(f"trained on   {tr.get('dataset')}: {len(tr.get('history', {}).get('epochs', []))} "
               f"epochs, {s.get('optimizer')} lr {s.get('lr')}, batch {s.get('batch_size')}, "
