@@ -103,6 +103,7 @@ class DistributedTrainer(Trainer):
         self.batch_size = self.layout.batch_size
         self.n_batches = self.layout.n_batches
         self._scalars = np.zeros(3)  # loss contribution, hits, stop flag: one tiny Allreduce
+        self._stop_votes = 0.0  # ranks that asked to stop, as of the last batch
 
     def order(self, epoch):
         """Per owned shard, its rows in this epoch's order (local indices)."""
@@ -138,7 +139,7 @@ class DistributedTrainer(Trainer):
 
     def _agree_to_stop(self):
         # every rank voted in the last Allreduce, so all stop after the same batch
-        return getattr(self, "_stop_votes", 0.0) > 0
+        return self._stop_votes > 0
 
     def _validate(self):
         return evaluate_distributed(self.model, *self.validation, comm=self.comm)

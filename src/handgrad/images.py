@@ -63,11 +63,10 @@ def mnist_style(gray, size=FIELD, box=BOX):
     a = np.asarray(gray, dtype=np.float64)
     if a.ndim != 2 or a.size == 0:
         raise DataError(f"expected a 2-D grayscale image, got shape {a.shape}")
-    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
-    if np.median(border) > 127:  # dark ink on a light background: invert
-        a = 255.0 - a
-    a -= np.median(border) if np.median(border) <= 127 else 255.0 - np.median(border)
-    a = np.clip(a, 0, None)
+    background = float(np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])))
+    if background > 127:  # dark ink on a light background: invert
+        a, background = 255.0 - a, 255.0 - background
+    a = np.clip(a - background, 0, None)  # the background becomes 0
     peak = a.max()
     if peak <= 0:
         raise DataError("the image is blank: no digit found")

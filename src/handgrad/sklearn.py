@@ -260,7 +260,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         B = min(200, N) if self.batch_size == "auto" else min(int(self.batch_size), N)
         if self.batch_size != "auto" and self.batch_size > N and not incremental:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going "
-                          "to be clipped", UserWarning)
+                          "to be clipped", UserWarning, stacklevel=3)
         epochs = 1 if incremental else self.max_iter
         for _ in range(epochs):
             order = rng.permutation(N) if self.shuffle else np.arange(N)
@@ -299,7 +299,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             if not incremental:
                 warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                               f"reached and the optimization hasn't converged yet.",
-                              ConvergenceWarning)
+                              ConvergenceWarning, stacklevel=3)
         if self.early_stopping and not incremental and self._best_params is not None:
             model.param_buffer[...] = self._best_params
 
@@ -347,7 +347,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if result.status == 1:
             warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iterations "
                           f"({result.message}); increase max_iter or scale the data",
-                          ConvergenceWarning)
+                          ConvergenceWarning, stacklevel=3)
 
     # -- prediction ---------------------------------------------------------------
 

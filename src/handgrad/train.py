@@ -377,8 +377,8 @@ class _BatchGatherer:
                 None if self.s is None else np.empty(n),  # (B,)
             )
         xb, tb, sb = bufs
-        # mode="clip" skips a slow bounds-checking path (1.5x faster gathers); the
-        # indices come from a permutation of range(N), so they are always in range.
+        # mode="clip" skips take's slower bounds-checking path; the indices come
+        # from a permutation of range(N), so they are always in range.
         np.take(self.X, idx, axis=0, out=xb, mode="clip")
         np.take(self.target, idx, axis=0, out=tb, mode="clip")
         if sb is not None:
