@@ -54,6 +54,18 @@ def test_linear_layer_gradients_match_finite_differences(rng):
     np.testing.assert_allclose(dW, numeric_grad(loss, W), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(db, numeric_grad(loss, b), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(dX, numeric_grad(loss, X), rtol=1e-7, atol=1e-9)
+    # B3 as a matrix-vector product with a vector of ones: the same sums
+    db_ones = np.empty_like(b)
+    linear_backward(R, X, W, np.empty_like(W), db_ones, None, np.ones(B))
+    np.testing.assert_allclose(db_ones, db, rtol=1e-14, atol=1e-15)
+
+
+def test_output_layer_buffers_are_stored_by_column():
+    # The softmax reduces over the M classes; see model._by_column.
+    ws = handgrad.MLP(6, 5, 4, seed=0).workspace(7)
+    for a in (ws.Q[-1], ws.G[-1], ws.P, ws.logP):
+        assert a.shape == (7, 4) and a.flags.f_contiguous and not a.flags.c_contiguous
+    assert ws.Q[0].flags.c_contiguous and ws.ones.shape == (7,) and (ws.ones == 1).all()
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
@@ -142,8 +154,8 @@ def test_gradcheck_detects_a_wrong_gradient(rng, monkeypatch):
     X, y = rng.normal(size=(5, 3)), rng.integers(0, 2, size=5)
     original = hm.linear_backward
 
-    def broken(G, X, W, dW, db, dX=None):
-        out = original(G, X, W, dW, db, dX)
+    def broken(G, X, W, dW, db, dX=None, ones=None):
+        out = original(G, X, W, dW, db, dX, ones)
         db *= 1.1  # a 10% error in every bias gradient
         return out
 

@@ -137,3 +137,29 @@ def test_step_allocates_no_new_arrays_after_the_first():
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         assert peak < 100_000, (type(opt).__name__, peak)  # far below one 400 kB array
+
+
+@pytest.mark.parametrize("name, kwargs", CASES)
+def test_blocked_update_equals_torch_across_block_boundaries(name, kwargs):
+    """A flat buffer longer than several update blocks, ending in a partial block."""
+    from handgrad.optim import BLOCK
+
+    rng = np.random.default_rng(1)
+    n = 2 * BLOCK + 1234
+    p = rng.normal(size=n)
+    tp = torch.tensor(p.copy(), requires_grad=False)
+    opt, topt = OURS[name](**kwargs), THEIRS[name]([tp], **kwargs)
+    for _ in range(5):
+        g = rng.normal(size=n)
+        opt.step(p, g)
+        tp.grad = torch.tensor(g)
+        topt.step()
+    np.testing.assert_allclose(p, tp.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_non_contiguous_arrays_update_in_place_as_one_block():
+    base = np.arange(24.0).reshape(4, 6)
+    p = base[:, ::2]  # a strided view: updated in place, not a copy
+    SGD(0.5).step({"w": p}, {"w": np.ones_like(p)})
+    np.testing.assert_array_equal(base[:, ::2], np.arange(24.0).reshape(4, 6)[:, ::2] - 0.5)
+    np.testing.assert_array_equal(base[:, 1::2], np.arange(24.0).reshape(4, 6)[:, 1::2])

@@ -48,15 +48,20 @@ def linear_forward(X, W, b, out):
     return out
 
 
-def linear_backward(G, X, W, dW, db, dX=None):
+def linear_backward(G, X, W, dW, db, dX=None, ones=None):
     """Gradients of a linear layer given ``G = ∂L/∂out`` (B, H).
 
     B4 (and B7 one layer down): ``∂L/∂W = Gᵀ X``; B3 (and B7): ``∂L/∂b = Σ_n G[n]``;
     B5: ``∂L/∂X = G W``, only needed below the first layer (the gradient with respect
-    to the data itself is never used, so ``dX`` is None there).
+    to the data itself is never used, so ``dX`` is None there). ``ones`` (B,), if
+    given, turns B3's column sums into one BLAS matrix-vector product, which is
+    faster than NumPy's reduction over the batch axis.
     """
     np.matmul(G.T, X, out=dW)  # (H, D) = (H, B) @ (B, D)   B4 / B7
-    np.sum(G, axis=0, out=db)  # (H,)                       B3 / B7
+    if ones is None:
+        np.sum(G, axis=0, out=db)  # (H,)                   B3 / B7
+    else:
+        np.matmul(ones, G, out=db)  # (H,) = (B,) @ (B, H)  B3 / B7
     if dX is not None:
         np.matmul(G, W, out=dX)  # (B, D) = (B, H) @ (H, D)  B5
     return dX
@@ -286,6 +291,7 @@ class Workspace:
     P: np.ndarray = None
     logP: np.ndarray = None
     row: np.ndarray = None
+    ones: np.ndarray = None  # (B,) of 1: the batch sums of B3 as a matrix-vector product
     inputs: list = field(default_factory=list)  # what each layer received (after dropout)
     mask: list = field(default_factory=list)  # dropout masks: [0] inputs, [l] hidden layer l
     dropped: list = field(default_factory=list)  # dropout outputs, same indexing
@@ -305,16 +311,32 @@ class Workspace:
         ws = cls(batch_size)
         for i, width in enumerate(sizes[1:]):
             hidden_layer = i < len(sizes) - 2
-            ws.Q.append(np.empty((batch_size, width), dt))  # (B, H)
-            ws.G.append(np.empty((batch_size, width), dt))  # (B, H)
+            if hidden_layer:
+                ws.Q.append(np.empty((batch_size, width), dt))  # (B, H)
+                ws.G.append(np.empty((batch_size, width), dt))  # (B, H)
+            else:
+                ws.Q.append(_by_column(batch_size, width, dt))  # (B, M)  O
+                ws.G.append(_by_column(batch_size, width, dt))  # (B, M)  ∂L/∂O
             if hidden_layer:
                 ws.h.append(np.empty((batch_size, width), dt))  # (B, H)
                 scratch_dt = bool if config.activation == "relu" else dt
                 ws.scratch.append(np.empty((batch_size, width), scratch_dt))  # (B, H)
-        ws.P = np.empty((batch_size, config.n_classes), dt)  # (B, M)
-        ws.logP = np.empty((batch_size, config.n_classes), dt)  # (B, M)
+        ws.P = _by_column(batch_size, config.n_classes, dt)  # (B, M)
+        ws.logP = _by_column(batch_size, config.n_classes, dt)  # (B, M)
         ws.row = np.empty((batch_size, 1), dt)  # (B, 1)
+        ws.ones = np.ones(batch_size, dt)  # (B,)
         return ws
+
+
+def _by_column(rows, cols, dtype):
+    """An uninitialised (rows, cols) array stored column by column (Fortran order).
+
+    For the (B, M) arrays of the output layer: the softmax reduces each row over
+    M ≈ 10 classes, and NumPy reduces a short axis about 4× faster when its
+    elements are B apart in memory (one vector operation per class) than when
+    they are adjacent (one short loop per row).
+    """
+    return np.empty((cols, rows), dtype).T
 
 
 class MLP:
@@ -497,7 +519,7 @@ class MLP:
             dX = None if l == 1 else ws.G[l - 2]
             # B3, B4 for the output layer; B7 for the layers beneath; B5 into dX
             linear_backward(G, inp, self.params[f"W{l}"], self.grads[f"W{l}"],
-                            self.grads[f"b{l}"], dX)
+                            self.grads[f"b{l}"], dX, ws.ones)
             if l > 1:
                 if drop_hidden:
                     dropout_backward(dX, ws.mask[l - 1])  # through the dropped units
@@ -726,10 +748,10 @@ def gradcheck(model, X, y, sample_weight=None, *, eps=1e-5, max_checks=None, see
     rng = np.random.default_rng(seed)
     worst = {}
     for name, p in m64.params.items():
-        flat = p.reshape(-1)
-        idx = np.arange(flat.size)
-        if max_checks is not None and flat.size > max_checks:
-            idx = rng.choice(flat.size, size=max_checks, replace=False)
+        flat = p.flat  # writes through to the parameter whatever its memory layout
+        idx = np.arange(p.size)
+        if max_checks is not None and p.size > max_checks:
+            idx = rng.choice(p.size, size=max_checks, replace=False)
         errors = []
         for i in idx:
             old = flat[i]
