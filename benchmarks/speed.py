@@ -174,7 +174,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hidden", type=int, nargs="+", default=[128, 256, 800])
-    ap.add_argument("--batch", type=int, nargs="+", default=[32, 128, 512])
+    ap.add_argument("--batch", type=int, nargs="+", default=[32, 128, 256, 512])
     ap.add_argument("--optimizer", nargs="+", default=["sgd", "adam"],
                     choices=["sgd", "adam"])
     ap.add_argument("--repeats", type=int, default=3)
