@@ -57,6 +57,7 @@ def speed_table():
             f"| {r['optimizer']} | {r['hidden']} | {r['batch']} | {s['handgrad']:.3f} | "
             f"{s['torch']:.3f} | {r['speedup_vs_torch']:.2f}× | {sk} | {skr} | "
             f"{100 * r['gemm_efficiency']:.0f}% | {100 * r['shaped_gemm_efficiency']:.0f}% |")
+    lines += _speed_targets(doc)
     p = doc.get("predict") or {}
     if p.get("handgrad_s"):
         ort = (f", onnxruntime {1e3 * p['onnxruntime_s']:.1f} ms "
@@ -65,6 +66,35 @@ def speed_table():
         lines += ["", f"`predict_proba` on the 10,000 test images (784-256-10): handgrad "
                       f"{1e3 * p['handgrad_s']:.1f} ms{ort}."]
     return "\n".join(lines)
+
+
+def _speed_targets(doc):
+    """Issue #6's targets against this run: measured value and whether it is met."""
+    rows = {(r["optimizer"], r["hidden"], r["batch"]): r for r in doc["results"]}
+    checks = []
+    for opt in ("sgd", "adam"):
+        r = rows.get((opt, 256, 128))
+        if r:
+            checks.append((f"784-256-10, batch 128, {opt}: ≥ 1.5× PyTorch's speed",
+                           f"{r['speedup_vs_torch']:.2f}×", r["speedup_vs_torch"] >= 1.5))
+            if r.get("speedup_vs_sklearn"):
+                checks.append((f"784-256-10, batch 128, {opt}: ≥ 3× scikit-learn's speed",
+                               f"{r['speedup_vs_sklearn']:.2f}×", r["speedup_vs_sklearn"] >= 3))
+    r = rows.get(("sgd", 256, 256))
+    if r:
+        checks.append(("784-256-10, batch 256, sgd: ≥ 75% of the GEMM bound",
+                       f"{100 * r['gemm_efficiency']:.0f}%", r["gemm_efficiency"] >= 0.75))
+    p = doc.get("predict") or {}
+    if p.get("handgrad_s") and p.get("onnxruntime_s"):
+        checks.append(("`predict_proba`, 10,000 images: at least as fast as onnxruntime",
+                       f"handgrad {p['onnxruntime_s'] / p['handgrad_s']:.2f}× as fast",
+                       p["handgrad_s"] <= p["onnxruntime_s"]))
+    if not checks:
+        return []
+    out = ["", "Targets of the speed issue, in this run:", "",
+           "| target | measured | met |", "|---|---|---|"]
+    out += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks]
+    return out
 
 
 def accuracy_table():
