@@ -442,3 +442,18 @@ def test_set_params_checks_names_shapes_and_values(small):
         small.set_params(good | {"W1": np.zeros((3, 3))})
     with pytest.raises(ValueError, match="NaN"):
         small.set_params(good | {"b1": np.full(4, np.nan)})
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_all_finite_exact_even_when_the_sum_overflows(dtype):
+    from handgrad.model import _all_finite
+
+    big = np.full(1000, np.finfo(dtype).max / 2, dtype)  # finite, but the sum overflows
+    assert _all_finite(big)
+    for bad in (np.nan, np.inf, -np.inf):
+        a = big.copy()
+        a[-1] = bad
+        assert not _all_finite(a)
+        b = np.zeros((7, 3), dtype)
+        b[6, 2] = bad
+        assert not _all_finite(b) and not _all_finite(b.T)

@@ -632,9 +632,11 @@ class MLP:
         if np.issubdtype(X.dtype, np.floating) and not _all_finite(X):
             raise ValueError("X contains NaN or infinite values")
         if convert:
+            narrowing = (np.issubdtype(X.dtype, np.floating)
+                         and np.finfo(X.dtype).max > np.finfo(self.dtype).max)
             with np.errstate(over="ignore"):  # reported below with a clearer message
                 X = np.ascontiguousarray(X, dtype=self.dtype)
-            if not _all_finite(X):  # e.g. float64 values beyond float32's range
+            if narrowing and not _all_finite(X):  # float64 values beyond float32's range
                 raise ValueError(f"X has values too large for {self.dtype.name}")
         return X
 
@@ -646,11 +648,13 @@ class MLP:
 def _all_finite(a):
     """True when no element is NaN or ±inf.
 
-    Fast path: a float64 sum is finite exactly when every element is finite,
-    unless finite float64 values overflow it; only then check element by element.
+    Fast path: one sum in the array's own precision (a single pass, with no
+    conversion). A NaN or ±inf element makes the sum NaN or ±inf, so a finite sum
+    proves every element finite; only a sum that overflowed from finite values
+    needs the element-by-element check.
     """
     with np.errstate(over="ignore", invalid="ignore"):
-        if math.isfinite(float(np.sum(a, dtype=np.float64))):
+        if math.isfinite(float(np.sum(a))):
             return True
     flat = a.reshape(-1) if a.flags.c_contiguous else np.ravel(a)
     chunk = 1 << 20
