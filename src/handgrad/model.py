@@ -314,13 +314,12 @@ class Workspace:
             if hidden_layer:
                 ws.Q.append(np.empty((batch_size, width), dt))  # (B, H)
                 ws.G.append(np.empty((batch_size, width), dt))  # (B, H)
-            else:
-                ws.Q.append(_by_column(batch_size, width, dt))  # (B, M)  O
-                ws.G.append(_by_column(batch_size, width, dt))  # (B, M)  ∂L/∂O
-            if hidden_layer:
                 ws.h.append(np.empty((batch_size, width), dt))  # (B, H)
                 scratch_dt = bool if config.activation == "relu" else dt
                 ws.scratch.append(np.empty((batch_size, width), scratch_dt))  # (B, H)
+            else:
+                ws.Q.append(_by_column(batch_size, width, dt))  # (B, M)  O
+                ws.G.append(_by_column(batch_size, width, dt))  # (B, M)  ∂L/∂O
         ws.P = _by_column(batch_size, config.n_classes, dt)  # (B, M)
         ws.logP = _by_column(batch_size, config.n_classes, dt)  # (B, M)
         ws.row = np.empty((batch_size, 1), dt)  # (B, 1)
@@ -332,9 +331,9 @@ def _by_column(rows, cols, dtype):
     """An uninitialised (rows, cols) array stored column by column (Fortran order).
 
     For the (B, M) arrays of the output layer: the softmax reduces each row over
-    M ≈ 10 classes, and NumPy reduces a short axis about 4× faster when its
-    elements are B apart in memory (one vector operation per class) than when
-    they are adjacent (one short loop per row).
+    M ≈ 10 classes, and NumPy reduces a short axis much faster when its elements
+    are B apart in memory (one vector operation per class) than when they are
+    adjacent (one short loop per row).
     """
     return np.empty((cols, rows), dtype).T
 
