@@ -158,8 +158,26 @@ def scaling_table():
     return "\n".join(lines)
 
 
+# Nominal link rates (bytes/s) for the scaling model: inputs, not measurements.
+LINKS = (("10 Gb/s Ethernet", 10e9 / 8), ("200 Gb/s InfiniBand", 200e9 / 8))
+
+
+def scaling_model():
+    """The communication model's figures, computed from the architecture."""
+    import handgrad
+
+    n = handgrad.MLP(784, 800, 10).n_params
+    grad = 4 * n  # float32 bytes sent per step, whatever the batch
+    ring = 2 * grad  # a ring all-reduce moves about twice the buffer per rank
+    times = "; ".join(f"{name} ({rate / 1e9:.2f} GB/s): {1e3 * ring / rate:.2f} ms"
+                      for name, rate in LINKS)
+    return (f"784-800-10 has {n:,} parameters, a {grad / 1e6:.2f} MB float32 gradient; a ring "
+            f"all-reduce moves about {ring / 1e6:.2f} MB per rank per step. At nominal link "
+            f"rates that exchange takes: {times}.")
+
+
 SECTIONS = {"speed-table": speed_table, "accuracy-table": accuracy_table,
-            "scaling-table": scaling_table}
+            "scaling-model": scaling_model, "scaling-table": scaling_table}
 
 
 def render(text):

@@ -54,7 +54,7 @@ def test_linear_layer_gradients_match_finite_differences(rng):
     np.testing.assert_allclose(dW, numeric_grad(loss, W), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(db, numeric_grad(loss, b), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(dX, numeric_grad(loss, X), rtol=1e-7, atol=1e-9)
-    # B3 as a matrix-vector product with a vector of ones: the same sums
+    # a caller's reused vector of ones gives the same B3 sums
     db_ones = np.empty_like(b)
     linear_backward(R, X, W, np.empty_like(W), db_ones, None, np.ones(B))
     np.testing.assert_allclose(db_ones, db, rtol=1e-14, atol=1e-15)

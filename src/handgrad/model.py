@@ -53,15 +53,14 @@ def linear_backward(G, X, W, dW, db, dX=None, ones=None):
 
     B4 (and B7 one layer down): ``∂L/∂W = Gᵀ X``; B3 (and B7): ``∂L/∂b = Σ_n G[n]``;
     B5: ``∂L/∂X = G W``, only needed below the first layer (the gradient with respect
-    to the data itself is never used, so ``dX`` is None there). ``ones`` (B,), if
-    given, turns B3's column sums into one BLAS matrix-vector product, which is
-    faster than NumPy's reduction over the batch axis.
+    to the data itself is never used, so ``dX`` is None there). B3's sum over the
+    batch is a BLAS matrix-vector product with a vector of ones, faster than NumPy's
+    reduction over the batch axis; a training loop passes ``ones`` (B,) to reuse one.
     """
     np.matmul(G.T, X, out=dW)  # (H, D) = (H, B) @ (B, D)   B4 / B7
     if ones is None:
-        np.sum(G, axis=0, out=db)  # (H,)                   B3 / B7
-    else:
-        np.matmul(ones, G, out=db)  # (H,) = (B,) @ (B, H)  B3 / B7
+        ones = np.ones(G.shape[0], G.dtype)  # (B,)
+    np.matmul(ones, G, out=db)  # (H,) = (B,) @ (B, H)      B3 / B7
     if dX is not None:
         np.matmul(G, W, out=dX)  # (B, D) = (B, H) @ (H, D)  B5
     return dX
