@@ -137,6 +137,14 @@ class DistributedTrainer(Trainer):
         self._stop_votes = self._scalars[2]
         return float(self._scalars[0]), float(count), float(self._scalars[1])
 
+    def _fused_lr(self):
+        # The update waits for the Allreduce: it needs every rank's gradient.
+        return None
+
+    def _gradient_bounded(self, xb):
+        # A bound on this rank's share says nothing about the sum over ranks.
+        return False
+
     def _agree_to_stop(self):
         # every rank voted in the last Allreduce, so all stop after the same batch
         return self._stop_votes > 0

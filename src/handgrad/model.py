@@ -27,6 +27,8 @@ from numbers import Integral
 
 import numpy as np
 
+from . import _blas
+
 ACTIVATIONS = ("relu", "tanh", "logistic", "identity")
 DTYPES = ("float32", "float64")
 
@@ -53,17 +55,33 @@ def linear_backward(G, X, W, dW, db, dX=None, ones=None):
 
     B4 (and B7 one layer down): ``∂L/∂W = Gᵀ X``; B3 (and B7): ``∂L/∂b = Σ_n G[n]``;
     B5: ``∂L/∂X = G W``, only needed below the first layer (the gradient with respect
-    to the data itself is never used, so ``dX`` is None there). B3's sum over the
-    batch is a BLAS matrix-vector product with a vector of ones, faster than NumPy's
-    reduction over the batch axis; a training loop passes ``ones`` (B,) to reuse one.
+    to the data itself is never used, so ``dX`` is None there). ``dW`` and ``db``
+    None skip B3/B4, so the backward pass can first carry ``∂L/∂Q`` down through
+    every layer and then form the weight gradients (or fuse them into an update,
+    :func:`linear_sgd_update`). B3's sum over the batch is a BLAS matrix-vector
+    product with a vector of ones, faster than NumPy's reduction over the batch
+    axis; a training loop passes ``ones`` (B,) to reuse one.
     """
-    np.matmul(G.T, X, out=dW)  # (H, D) = (H, B) @ (B, D)   B4 / B7
-    if ones is None:
-        ones = np.ones(G.shape[0], G.dtype)  # (B,)
-    np.matmul(ones, G, out=db)  # (H,) = (B,) @ (B, H)      B3 / B7
+    if dW is not None:
+        np.matmul(G.T, X, out=dW)  # (H, D) = (H, B) @ (B, D)   B4 / B7
+        if ones is None:
+            ones = np.ones(G.shape[0], G.dtype)  # (B,)
+        np.matmul(ones, G, out=db)  # (H,) = (B,) @ (B, H)      B3 / B7
     if dX is not None:
         np.matmul(G, W, out=dX)  # (B, D) = (B, H) @ (H, D)  B5
     return dX
+
+
+def linear_sgd_update(G, X, W, b, lr, ones):
+    """B4 and B3 fused with plain SGD: ``W ← W − lr GᵀX`` and ``b ← b − lr Σ_n G[n]``.
+
+    The GEMM accumulates ``−lr GᵀX`` straight into W (BLAS β = 1), so ∂L/∂W is never
+    written out and read back by a separate update pass. The values equal
+    :func:`linear_backward` followed by ``SGD(lr)`` up to rounding (the BLAS adds
+    the product with one rounding fewer). B5 must already have used the old W.
+    """
+    _blas.gemm(-lr, G.T, X, 1.0, W)  # (H, D) += −lr (H, B) @ (B, D)   B4 / B7 + SGD
+    _blas.gemm(-lr, ones[None, :], G, 1.0, b[None, :])  # (1, H) += −lr (1, B) @ (B, H)  B3
 
 
 def activation_forward(name, Q, out):
@@ -508,30 +526,74 @@ class MLP:
         Must follow :meth:`forward` (with the same ``dropout``) and the loss on the
         same ``ws``.
         """
+        self._backward_deltas(target, w, ws, dropout)
+        self._weight_grads(ws)
+        return self.grads
+
+    def _backward_deltas(self, target, w, ws, dropout=None):
+        """B2, then B5 and B6 down through every layer: ``ws.G[ℓ-1] = ∂L/∂Q`` of layer ℓ.
+
+        Only the weights' current values are read, so the weight gradients (or a
+        fused update of the weights) can follow for all layers at once.
+        """
         act = self.config.activation
         K = self.n_layers
         drop_hidden = dropout is not None and dropout.hidden_rate > 0
         G = softmax_cross_entropy_backward(ws.P, target, w, ws.G[K - 1])  # (B, M)  B2
-        for l in range(K, 0, -1):
-            inp = ws.inputs[l - 1]  # (B, D) what layer l received in the forward pass
-            dX = None if l == 1 else ws.G[l - 2]
-            # B3, B4 for the output layer; B7 for the layers beneath; B5 into dX
-            linear_backward(G, inp, self.params[f"W{l}"], self.grads[f"W{l}"],
-                            self.grads[f"b{l}"], dX, ws.ones)
-            if l > 1:
-                if drop_hidden:
-                    dropout_backward(dX, ws.mask[l - 1])  # through the dropped units
-                # B6: ∂L/∂Q of layer l−1 from ∂L/∂h (just written into dX)
-                G = activation_backward(act, dX, ws.Q[l - 2], ws.h[l - 2],
-                                        ws.scratch[l - 2])
-        return self.grads
+        for l in range(K, 1, -1):
+            dX = ws.G[l - 2]  # (B, H) of layer l−1
+            linear_backward(G, None, self.params[f"W{l}"], None, None, dX)  # B5 into dX
+            if drop_hidden:
+                dropout_backward(dX, ws.mask[l - 1])  # through the dropped units
+            # B6: ∂L/∂Q of layer l−1 from ∂L/∂h (just written into dX)
+            G = activation_backward(act, dX, ws.Q[l - 2], ws.h[l - 2], ws.scratch[l - 2])
 
-    def _loss_and_grads(self, X, target, w, dropout=None):
-        """One training step's maths on validated, model-dtype inputs."""
+    def _weight_grads(self, ws):
+        """B3, B4 for the output layer and B7 beneath, from :meth:`_backward_deltas`."""
+        for l in range(1, self.n_layers + 1):
+            linear_backward(ws.G[l - 1], ws.inputs[l - 1], self.params[f"W{l}"],
+                            self.grads[f"W{l}"], self.grads[f"b{l}"], None, ws.ones)
+
+    def _sgd_update(self, ws, lr):
+        """Plain SGD fused into the weight-gradient GEMMs: ``p ← p − lr ∂L/∂p``.
+
+        Follows :meth:`_backward_deltas`; ``grad_buffer`` is left untouched.
+        """
+        for l in range(1, self.n_layers + 1):
+            linear_sgd_update(ws.G[l - 1], ws.inputs[l - 1], self.params[f"W{l}"],
+                              self.params[f"b{l}"], lr, ws.ones)
+
+    def _grads_bounded(self, ws):
+        """True when no entry of the gradient from ``ws`` can be NaN or infinite.
+
+        For a layer with input A (B, D) and ``G = ∂L/∂Q`` (B, H), Cauchy–Schwarz
+        bounds every entry: ``|Σ_n G[n,j] A[n,k]| ≤ ‖G‖ ‖A‖`` (B4/B7) and
+        ``|Σ_n G[n,j]| ≤ √B ‖G‖`` (B3), with Frobenius norms. Finite norms whose
+        product stays far below the dtype's largest value (the margin covers the
+        rounding of the sums) prove the gradient finite, from a few dot products
+        over (B, H) arrays instead of a pass over every gradient entry. False means
+        only "not proven": check the gradient itself.
+        """
+        limit = float(np.finfo(self.dtype).max) / 4
+        root_B = math.sqrt(ws.batch_size)
+        for G, A in zip(ws.G, ws.inputs):
+            bound = math.sqrt(_square_norm(G)) * max(math.sqrt(_square_norm(A)), root_B)
+            if not bound < limit:  # NaN lands here too
+                return False
+        return True
+
+    def _loss_and_deltas(self, X, target, w, dropout=None):
+        """Forward, loss and :meth:`_backward_deltas` on validated inputs; returns the loss."""
         ws = self.workspace(X.shape[0])
         O = self.forward(X, ws, dropout)
         loss = softmax_cross_entropy_forward(O, target, w, ws.logP, ws.P, ws.row)
-        self.backward(X, target, w, ws, dropout)
+        self._backward_deltas(target, w, ws, dropout)
+        return loss
+
+    def _loss_and_grads(self, X, target, w, dropout=None):
+        """One training step's maths on validated, model-dtype inputs."""
+        loss = self._loss_and_deltas(X, target, w, dropout)
+        self._weight_grads(self.workspace(X.shape[0]))
         return loss
 
     # -- public API -------------------------------------------------------------
@@ -657,6 +719,18 @@ def _all_finite(a):
     flat = a.reshape(-1) if a.flags.c_contiguous else np.ravel(a)
     chunk = 1 << 20
     return all(np.isfinite(flat[i:i + chunk]).all() for i in range(0, flat.size, chunk))
+
+
+def _square_norm(a):
+    """``‖a‖²`` as a Python float, one BLAS dot over a C- or F-ordered array's memory."""
+    if a.flags.c_contiguous:
+        flat = a.reshape(-1)  # a view
+    elif a.flags.f_contiguous:
+        flat = a.T.reshape(-1)  # a view of the same memory
+    else:
+        flat = np.ravel(a)  # a copy: strided input
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.dot(flat, flat))
 
 
 def log_softmax(O, out, row):

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .model import Dropout, check_sample_weight
+from . import _blas
+from .model import Dropout, _all_finite, check_sample_weight
 from .optim import Adam, Optimizer
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time")
@@ -209,13 +210,7 @@ class Trainer:
                             self.augment(xb, rng)  # in place, on this batch's copy
                         if self.dropout is not None:
                             self.dropout.rng = rng
-                    loss, batch_w, correct = self._step_gradient(xb, tb, sb)
-                    # g·g is finite only if every gradient entry is (one BLAS pass)
-                    g = model.grad_buffer
-                    grad_ok = math.isfinite(float(np.dot(g, g)))
-                    if not (grad_ok and loss <= self.max_loss):  # also catches NaN loss
-                        raise DivergenceError(epoch, i, loss, optimizer.lr, grad_ok)
-                    optimizer.step(model.param_buffer, model.grad_buffer)
+                    loss, batch_w, correct = self._train_step(xb, tb, sb, epoch, i)
                     if self.max_norm is not None:
                         apply_max_norm(model, self.max_norm)
                     self._sums[0] += loss * batch_w
@@ -245,11 +240,54 @@ class Trainer:
         B = self.batch_size
         return order[i * B:(i + 1) * B]
 
-    def _step_gradient(self, xb, tb, sb):
-        """Loss and gradient of one batch; returns ``(loss, batch weight, weighted hits)``."""
+    def _train_step(self, xb, tb, sb, epoch, i):
+        """Gradient, divergence check and update of one batch.
+
+        Returns ``(loss, batch weight, weighted hits)``; raises :class:`DivergenceError`
+        before anything is updated. With plain SGD (``p ← p − lr g``) the update is
+        fused into the weight-gradient GEMMs (:meth:`MLP._sgd_update`): the gradient is
+        never written out, read back and swept again by the optimizer. That needs
+        the gradient proven finite before it exists, which the norms of each layer's
+        ∂L/∂Q and input do (:meth:`MLP._grads_bounded`); when they cannot, the step
+        falls back to the gradient, its exact check and the optimizer.
+        """
+        model, optimizer = self.model, self.optimizer
+        lr = self._fused_lr()
+        if lr is None:
+            loss, batch_w, correct = self._step_gradient(xb, tb, sb)
+        else:
+            loss, batch_w, correct = self._step_gradient(xb, tb, sb, weights=False)
+        if not loss <= self.max_loss:  # also catches a NaN loss
+            raise DivergenceError(epoch, i, loss, optimizer.lr)
+        bounded = self._gradient_bounded(xb)
+        if lr is not None and bounded:
+            model._sgd_update(model.workspace(xb.shape[0]), lr)
+            return loss, batch_w, correct
+        if lr is not None:
+            model._weight_grads(model.workspace(xb.shape[0]))
+        if not (bounded or _all_finite(model.grad_buffer)):
+            raise DivergenceError(epoch, i, loss, optimizer.lr, grad_finite=False)
+        optimizer.step(model.param_buffer, model.grad_buffer)
+        return loss, batch_w, correct
+
+    def _fused_lr(self):
+        """The plain-SGD learning rate to fuse into the GEMMs, or None: not fusable."""
+        return self.optimizer.plain_lr() if _blas.available(self.model.dtype) else None
+
+    def _gradient_bounded(self, xb):
+        """True when the last backward's gradient is proven finite without reading it."""
+        return self.model._grads_bounded(self.model.workspace(xb.shape[0]))
+
+    def _step_gradient(self, xb, tb, sb, weights=True):
+        """Loss and gradient of one batch; returns ``(loss, batch weight, weighted hits)``.
+
+        ``weights=False`` stops after ∂L/∂Q of every layer, for a fused update.
+        """
         model = self.model
         w = 1.0 / xb.shape[0] if sb is None else (sb / sb.sum()).astype(model.dtype)
-        loss = model._loss_and_grads(xb, tb, w, self.dropout)
+        loss = model._loss_and_deltas(xb, tb, w, self.dropout)
+        if weights:
+            model._weight_grads(model.workspace(xb.shape[0]))
         return loss, float(xb.shape[0] if sb is None else sb.sum()), self._hits(xb, tb, sb)
 
     def _hits(self, xb, tb, sb):
