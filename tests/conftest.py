@@ -20,3 +20,16 @@ def mnist_dir():
     if not (path / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"real MNIST not found under {path}")
     return path
+
+
+@pytest.fixture(params=["blas", "numpy"])
+def blas_mode(request, monkeypatch):
+    """Run a test with NumPy's BLAS routines (handgrad._blas) and with its plain-NumPy
+    fallbacks, as on a NumPy built against a BLAS the module cannot find."""
+    from handgrad import _blas
+
+    if request.param == "numpy":
+        monkeypatch.setattr(_blas, "_routines", {})
+    elif not _blas.available():
+        pytest.skip("NumPy's BLAS routines were not found: only the NumPy fallback runs")
+    return request.param

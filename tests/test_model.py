@@ -458,3 +458,31 @@ def test_all_finite_exact_even_when_the_sum_overflows(dtype):
         b = np.zeros((7, 3), dtype)
         b[6, 2] = bad
         assert not _all_finite(b) and not _all_finite(b.T)
+
+
+def test_gradient_bound_proves_ordinary_gradients_finite_and_refuses_overflow(rng):
+    model = handgrad.MLP(6, 5, 3, seed=0)  # float32
+    X, y = rng.normal(size=(8, 6)).astype(np.float32), rng.integers(0, 3, 8)
+    model.loss_and_grads(X, y)
+    ws = model.workspace(8)
+    assert model._grads_bounded(ws)
+    ws.inputs[0][0, 0] = 1e30  # ‖X‖² overflows float32: nothing is proven
+    assert not model._grads_bounded(ws)
+    ws.inputs[0][0, 0] = 0.0
+    ws.G[0][1, 2] = np.nan
+    assert not model._grads_bounded(ws)
+
+
+def test_gradient_bound_holds_for_every_entry(rng):
+    """Whatever the scale, every |gradient entry| is at most the layer's bound
+    ‖G‖ max(‖A‖, √B) that _grads_bounded compares with the dtype's limit."""
+    for scale in (1e-3, 1.0, 1e3):
+        model = handgrad.MLP(6, (5, 4), 3, dtype="float64", seed=1)
+        model.param_buffer *= scale
+        X, y = scale * rng.normal(size=(9, 6)), rng.integers(0, 3, 9)
+        model.loss_and_grads(X, y)
+        ws = model.workspace(9)
+        for l, (G, A) in enumerate(zip(ws.G, ws.inputs), start=1):
+            bound = np.linalg.norm(G) * max(np.linalg.norm(A), 3.0)
+            assert np.abs(model.grads[f"W{l}"]).max() <= bound
+            assert np.abs(model.grads[f"b{l}"]).max() <= bound

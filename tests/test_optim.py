@@ -19,6 +19,13 @@ CASES = [
     ("adamw", {"lr": 1e-2}),
     ("adamw", {"lr": 3e-3, "betas": (0.85, 0.995), "weight_decay": 0.1}),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _both_blas_modes(blas_mode):
+    """Every test here runs with the BLAS passes and with their plain-NumPy fallbacks."""
+
+
 OURS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 THEIRS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 

@@ -5,6 +5,7 @@ import pytest
 
 import handgrad
 from handgrad.datasets import Preprocessor, load_dataset
+from handgrad.model import Dropout
 from handgrad.optim import SGD, Adam
 from handgrad.train import Callback, StopTraining, Trainer
 
@@ -146,7 +147,8 @@ def test_soft_targets_train(rng):
     assert np.all(np.isfinite(history.train_loss))
 
 
-def test_no_memory_is_allocated_per_training_step():
+@pytest.mark.parametrize("optimizer", [Adam, lambda: SGD(0.05)], ids=["adam", "fused-sgd"])
+def test_no_memory_is_allocated_per_training_step(optimizer):
     """Once buffers exist, an epoch allocates only its row permutation (N int64) and small
     per-step temporaries that are freed at once: the peak does not grow with the steps."""
     import tracemalloc
@@ -156,7 +158,7 @@ def test_no_memory_is_allocated_per_training_step():
     X = rng.random((N, 64), dtype=np.float32)
     y = rng.integers(0, 10, N)
     model = handgrad.MLP(64, 256, 10, seed=0)
-    trainer = Trainer(model, X, y, optimizer=Adam(), epochs=1, batch_size=128, seed=0)
+    trainer = Trainer(model, X, y, optimizer=optimizer(), epochs=1, batch_size=128, seed=0)
     trainer.run()  # builds workspaces, batch buffers and optimizer state
     peaks = []
     for epochs in (2, 5):
@@ -197,3 +199,65 @@ def test_bad_fit_arguments_raise(digits, kwargs, message):
     X, y, _, _ = digits
     with pytest.raises(ValueError, match=message):
         handgrad.fit(handgrad.MLP(64, 4, 10), X, y, **kwargs)
+
+
+# --------------------------------------------------------------------------- #
+# Plain SGD fused into the weight-gradient GEMMs, and the gradient's finite check
+# --------------------------------------------------------------------------- #
+
+
+def _fit_sgd(X, y, dtype, **options):
+    model = handgrad.MLP(X.shape[1], (16, 8), 4, dtype=dtype, seed=0)
+    handgrad.fit(model, X, y, optimizer=SGD(0.1), epochs=3, batch_size=32, seed=1,
+                 dropout=Dropout(0.1, 0.2), **options)
+    return model
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("float64", 1e-12)])
+def test_fused_sgd_equals_the_gradient_then_the_step(rng, monkeypatch, dtype, tol):
+    """Two hidden layers, dropout and sample weights: the fused update (which never
+    writes the gradient) trains the same weights as gradient + SGD.step."""
+    from handgrad import _blas
+
+    if not _blas.available(dtype):
+        pytest.skip("NumPy's BLAS routines were not found: there is no fused path")
+    X, y, s = rng.normal(size=(200, 12)), rng.integers(0, 4, 200), rng.random(200)
+    fused = _fit_sgd(X, y, dtype, sample_weight=s)
+    assert not fused.grad_buffer.any()  # the fused path ran: no gradient was written
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_fused_lr", lambda self: None)
+        plain = _fit_sgd(X, y, dtype, sample_weight=s)
+    assert plain.grad_buffer.any()
+    np.testing.assert_allclose(fused.param_buffer, plain.param_buffer, rtol=tol, atol=tol)
+
+
+def test_fused_sgd_falls_back_when_the_gradient_is_not_proven_finite(rng, monkeypatch):
+    X, y = rng.normal(size=(200, 12)), rng.integers(0, 4, 200)
+    fused = _fit_sgd(X, y, "float64")
+    monkeypatch.setattr(handgrad.MLP, "_grads_bounded", lambda self, ws: False)
+    checked = _fit_sgd(X, y, "float64")
+    assert checked.grad_buffer.any()  # the gradient was formed and checked exactly
+    np.testing.assert_allclose(checked.param_buffer, fused.param_buffer, rtol=1e-12,
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("optimizer", [lambda: SGD(0.1), Adam], ids=["sgd", "adam"])
+def test_non_finite_gradient_stops_before_the_update(rng, monkeypatch, optimizer):
+    """A gradient entry overflows while the loss is finite: the exact check catches it
+    and no weight changes."""
+    from handgrad.train import DivergenceError
+
+    original = handgrad.MLP._weight_grads
+
+    def overflowing(self, ws):
+        original(self, ws)
+        self.grads["W1"][0, 0] = np.inf
+
+    monkeypatch.setattr(handgrad.MLP, "_weight_grads", overflowing)
+    monkeypatch.setattr(handgrad.MLP, "_grads_bounded", lambda self, ws: False)
+    X, y = rng.normal(size=(64, 5)), rng.integers(0, 3, 64)
+    model = handgrad.MLP(5, 7, 3, seed=0)
+    before = model.param_buffer.copy()
+    with pytest.raises(DivergenceError, match="gradient became non-finite.*batch 1"):
+        handgrad.fit(model, X, y, optimizer=optimizer(), epochs=1, batch_size=16, seed=0)
+    np.testing.assert_array_equal(model.param_buffer, before)
