@@ -234,7 +234,7 @@ def test_fused_sgd_equals_the_gradient_then_the_step(rng, monkeypatch, dtype, to
 def test_fused_sgd_falls_back_when_the_gradient_is_not_proven_finite(rng, monkeypatch):
     X, y = rng.normal(size=(200, 12)), rng.integers(0, 4, 200)
     fused = _fit_sgd(X, y, "float64")
-    monkeypatch.setattr(handgrad.MLP, "_grads_bounded", lambda self, ws: False)
+    monkeypatch.setattr(handgrad.MLP, "_grads_bounded", lambda self, ws, input_norm2=None: False)
     checked = _fit_sgd(X, y, "float64")
     assert checked.grad_buffer.any()  # the gradient was formed and checked exactly
     np.testing.assert_allclose(checked.param_buffer, fused.param_buffer, rtol=1e-12,
@@ -254,7 +254,7 @@ def test_non_finite_gradient_stops_before_the_update(rng, monkeypatch, optimizer
         self.grads["W1"][0, 0] = np.inf
 
     monkeypatch.setattr(handgrad.MLP, "_weight_grads", overflowing)
-    monkeypatch.setattr(handgrad.MLP, "_grads_bounded", lambda self, ws: False)
+    monkeypatch.setattr(handgrad.MLP, "_grads_bounded", lambda self, ws, input_norm2=None: False)
     X, y = rng.normal(size=(64, 5)), rng.integers(0, 3, 64)
     model = handgrad.MLP(5, 7, 3, seed=0)
     before = model.param_buffer.copy()

@@ -113,9 +113,8 @@ def available(dtype=np.float32):
 
 
 def _address(a):
-    """The address of ``a``'s first element (``a.ctypes`` would make a reference
-    cycle per call, which only the garbage collector frees)."""
-    return a.__array_interface__["data"][0]
+    """The address of ``a``'s first element."""
+    return a.ctypes.data
 
 
 def _operand(a):

@@ -141,7 +141,7 @@ class DistributedTrainer(Trainer):
         # The update waits for the Allreduce: it needs every rank's gradient.
         return None
 
-    def _gradient_bounded(self, xb):
+    def _gradient_bounded(self, xb, input_norm2):
         # A bound on this rank's share says nothing about the sum over ranks.
         return False
 

@@ -563,7 +563,7 @@ class MLP:
             linear_sgd_update(ws.G[l - 1], ws.inputs[l - 1], self.params[f"W{l}"],
                               self.params[f"b{l}"], lr, ws.ones)
 
-    def _grads_bounded(self, ws):
+    def _grads_bounded(self, ws, input_norm2=None):
         """True when no entry of the gradient from ``ws`` can be NaN or infinite.
 
         For a layer with input A (B, D) and ``G = ∂L/∂Q`` (B, H), Cauchy–Schwarz
@@ -572,12 +572,14 @@ class MLP:
         product stays far below the dtype's largest value (the margin covers the
         rounding of the sums) prove the gradient finite, from a few dot products
         over (B, H) arrays instead of a pass over every gradient entry. False means
-        only "not proven": check the gradient itself.
+        only "not proven": check the gradient itself. ``input_norm2`` is ``‖X‖²`` of
+        the first layer's input when the caller measured it already.
         """
         limit = float(np.finfo(self.dtype).max) / 4
         root_B = math.sqrt(ws.batch_size)
-        for G, A in zip(ws.G, ws.inputs):
-            bound = math.sqrt(_square_norm(G)) * max(math.sqrt(_square_norm(A)), root_B)
+        for l, (G, A) in enumerate(zip(ws.G, ws.inputs)):
+            A2 = input_norm2 if l == 0 and input_norm2 is not None else _square_norm(A)
+            bound = math.sqrt(_square_norm(G)) * max(math.sqrt(A2), root_B)
             if not bound < limit:  # NaN lands here too
                 return False
         return True

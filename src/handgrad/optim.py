@@ -58,7 +58,6 @@ class Optimizer:
 
     def plain_lr(self):
         """``lr`` if every update is exactly ``p ← p − lr g`` with no state, else None."""
-        return None
 
     @staticmethod
     def _check_pair(key, p, g):

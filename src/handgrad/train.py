@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _blas
-from .model import Dropout, _all_finite, check_sample_weight
+from .model import Dropout, _all_finite, _square_norm, check_sample_weight
 from .optim import Adam, Optimizer
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time")
@@ -190,7 +190,7 @@ class Trainer:
             return self._run()  # overflow shows up as a DivergenceError instead
 
     def _run(self):
-        model, optimizer = self.model, self.optimizer
+        model = self.model
         while not self.finished:
             epoch = self.epoch
             order = self.order(epoch)
@@ -252,6 +252,10 @@ class Trainer:
         falls back to the gradient, its exact check and the optimizer.
         """
         model, optimizer = self.model, self.optimizer
+        # ‖X‖², a factor of the gradient's bound, now while the batch is in cache (with
+        # input dropout the first layer sees another array, measured later instead)
+        input_dropout = self.dropout is not None and self.dropout.input_rate > 0
+        x2 = None if input_dropout else _square_norm(xb)
         lr = self._fused_lr()
         if lr is None:
             loss, batch_w, correct = self._step_gradient(xb, tb, sb)
@@ -259,7 +263,7 @@ class Trainer:
             loss, batch_w, correct = self._step_gradient(xb, tb, sb, weights=False)
         if not loss <= self.max_loss:  # also catches a NaN loss
             raise DivergenceError(epoch, i, loss, optimizer.lr)
-        bounded = self._gradient_bounded(xb)
+        bounded = self._gradient_bounded(xb, x2)
         if lr is not None and bounded:
             model._sgd_update(model.workspace(xb.shape[0]), lr)
             return loss, batch_w, correct
@@ -274,9 +278,9 @@ class Trainer:
         """The plain-SGD learning rate to fuse into the GEMMs, or None: not fusable."""
         return self.optimizer.plain_lr() if _blas.available(self.model.dtype) else None
 
-    def _gradient_bounded(self, xb):
+    def _gradient_bounded(self, xb, input_norm2):
         """True when the last backward's gradient is proven finite without reading it."""
-        return self.model._grads_bounded(self.model.workspace(xb.shape[0]))
+        return self.model._grads_bounded(self.model.workspace(xb.shape[0]), input_norm2)
 
     def _step_gradient(self, xb, tb, sb, weights=True):
         """Loss and gradient of one batch; returns ``(loss, batch weight, weighted hits)``.
