@@ -259,7 +259,7 @@ class Trainer:
         lr = self._fused_lr()
         if lr is None:
             loss, batch_w, correct = self._step_gradient(xb, tb, sb)
-        else:
+        else:  # the weight gradients wait: they may go straight into the weights
             loss, batch_w, correct = self._step_gradient(xb, tb, sb, weights=False)
         if not loss <= self.max_loss:  # also catches a NaN loss
             raise DivergenceError(epoch, i, loss, optimizer.lr)
@@ -366,7 +366,9 @@ def fit(model, X, y, *, optimizer=None, epochs=10, batch_size=128, shuffle=True,
 
     ``y`` is integer labels (N,) or class probabilities (N, M). ``optimizer``
     defaults to ``Adam(lr=1e-3)``. ``validation_data`` is ``(X_val, y_val)``.
-    Each batch's loss is its own weighted mean (``Σ s_n L_n / Σ s_n``).
+    Each batch's loss is its own weighted mean (``Σ s_n L_n / Σ s_n``). With plain
+    SGD (no momentum, no weight decay) each update is fused into the weight-gradient
+    products, so ``model.grads`` is not filled during training.
     ``options`` are :class:`Trainer`'s: ``dropout``, ``label_smoothing``,
     ``max_norm``, ``augment``, ``max_loss``.
 
