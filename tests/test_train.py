@@ -71,10 +71,11 @@ def test_epoch_loss_is_the_mean_of_the_batch_losses(digits):
     assert history.train_loss[0] == pytest.approx(np.dot(losses, sizes) / 100, rel=1e-12)
 
 
-def test_stopped_trainer_resumes_bit_identically(digits):
+@pytest.mark.parametrize("nesterov", [True, False], ids=["nesterov", "fused-momentum"])
+def test_stopped_trainer_resumes_bit_identically(digits, nesterov):
     X, y, _, _ = digits
     reference = handgrad.MLP(64, 16, 10, seed=1)
-    opt = SGD(0.05, momentum=0.9, nesterov=True)
+    opt = SGD(0.05, momentum=0.9, nesterov=nesterov)
     full = Trainer(reference, X, y, optimizer=opt, epochs=3, batch_size=64, seed=9)
     full.run()
 
@@ -88,7 +89,7 @@ def test_stopped_trainer_resumes_bit_identically(digits):
                 raise StopTraining
 
     model = handgrad.MLP(64, 16, 10, seed=1)
-    opt1 = SGD(0.05, momentum=0.9, nesterov=True)
+    opt1 = SGD(0.05, momentum=0.9, nesterov=nesterov)
     first = Trainer(model, X, y, optimizer=opt1, epochs=3, batch_size=64, seed=9,
                     callbacks=[StopAt(30)])  # mid-way through the second epoch
     first.run()
@@ -206,15 +207,20 @@ def test_bad_fit_arguments_raise(digits, kwargs, message):
 # --------------------------------------------------------------------------- #
 
 
-def _fit_sgd(X, y, dtype, **options):
+SGD_VARIANTS = [{}, {"weight_decay": 1e-2}, {"momentum": 0.9},
+                {"momentum": 0.8, "dampening": 0.3, "weight_decay": 5e-3}]
+
+
+def _fit_sgd(X, y, dtype, sgd=None, **options):
     model = handgrad.MLP(X.shape[1], (16, 8), 4, dtype=dtype, seed=0)
-    handgrad.fit(model, X, y, optimizer=SGD(0.1), epochs=3, batch_size=32, seed=1,
-                 dropout=Dropout(0.1, 0.2), **options)
+    handgrad.fit(model, X, y, optimizer=SGD(0.1, **(sgd or {})), epochs=3, batch_size=32,
+                 seed=1, dropout=Dropout(0.1, 0.2), **options)
     return model
 
 
+@pytest.mark.parametrize("sgd", SGD_VARIANTS, ids=["plain", "decay", "momentum", "all"])
 @pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("float64", 1e-12)])
-def test_fused_sgd_equals_the_gradient_then_the_step(rng, monkeypatch, dtype, tol):
+def test_fused_sgd_equals_the_gradient_then_the_step(rng, monkeypatch, sgd, dtype, tol):
     """Two hidden layers, dropout and sample weights: the fused update (which never
     writes the gradient) trains the same weights as gradient + SGD.step."""
     from handgrad import _blas
@@ -222,13 +228,19 @@ def test_fused_sgd_equals_the_gradient_then_the_step(rng, monkeypatch, dtype, to
     if not _blas.available(dtype):
         pytest.skip("NumPy's BLAS routines were not found: there is no fused path")
     X, y, s = rng.normal(size=(200, 12)), rng.integers(0, 4, 200), rng.random(200)
-    fused = _fit_sgd(X, y, dtype, sample_weight=s)
+    fused = _fit_sgd(X, y, dtype, sgd, sample_weight=s)
     assert not fused.grad_buffer.any()  # the fused path ran: no gradient was written
     with monkeypatch.context() as m:
-        m.setattr(Trainer, "_fused_lr", lambda self: None)
-        plain = _fit_sgd(X, y, dtype, sample_weight=s)
+        m.setattr(Trainer, "_fusable", lambda self: False)
+        plain = _fit_sgd(X, y, dtype, sgd, sample_weight=s)
     assert plain.grad_buffer.any()
     np.testing.assert_allclose(fused.param_buffer, plain.param_buffer, rtol=tol, atol=tol)
+
+
+def test_nesterov_is_not_fused(rng):
+    X, y = rng.normal(size=(64, 12)), rng.integers(0, 4, 64)
+    model = _fit_sgd(X, y, "float64", {"momentum": 0.9, "nesterov": True})
+    assert model.grad_buffer.any()  # the gradient itself was formed for the step
 
 
 def test_fused_sgd_falls_back_when_the_gradient_is_not_proven_finite(rng, monkeypatch):

@@ -137,8 +137,11 @@ def gemm(alpha, a, b, beta, c):
     assert a.dtype == b.dtype == c.dtype, "gemm: mixed dtypes"
     f = _load().get(("gemm", c.dtype.char))
     if f is None:
-        c *= beta
-        c += alpha * (a @ b)
+        if beta == 0:
+            np.multiply(a @ b, alpha, out=c)  # β = 0: c's old values are never read
+        else:
+            c *= beta
+            c += alpha * (a @ b)
         return c
     if M and N:
         ta, lda = _operand(a)

@@ -137,9 +137,9 @@ class DistributedTrainer(Trainer):
         self._stop_votes = self._scalars[2]
         return float(self._scalars[0]), float(count), float(self._scalars[1])
 
-    def _fused_lr(self):
+    def _fusable(self):
         # The update waits for the Allreduce: it needs every rank's gradient.
-        return None
+        return False
 
     def _gradient_bounded(self, xb, input_norm2):
         # A bound on this rank's share says nothing about the sum over ranks.

@@ -57,8 +57,8 @@ def linear_backward(G, X, W, dW, db, dX=None, ones=None):
     B5: ``∂L/∂X = G W``, only needed below the first layer (the gradient with respect
     to the data itself is never used, so ``dX`` is None there). ``dW`` and ``db``
     None skip B3/B4, so the backward pass can first carry ``∂L/∂Q`` down through
-    every layer and then form the weight gradients (or fuse them into an update,
-    :func:`linear_sgd_update`). B3's sum over the batch is a BLAS matrix-vector
+    every layer and then form the weight gradients (or accumulate them straight into an
+    update, :func:`linear_backward_accumulate`). B3's sum over the batch is a BLAS matrix-vector
     product with a vector of ones, faster than NumPy's reduction over the batch
     axis; a training loop passes ``ones`` (B,) to reuse one.
     """
@@ -72,16 +72,16 @@ def linear_backward(G, X, W, dW, db, dX=None, ones=None):
     return dX
 
 
-def linear_sgd_update(G, X, W, b, lr, ones):
-    """B4 and B3 fused with plain SGD: ``W ← W − lr GᵀX`` and ``b ← b − lr Σ_n G[n]``.
+def linear_backward_accumulate(G, X, dW, db, alpha, beta, ones):
+    """B4 and B3 accumulated: ``dW ← β dW + α GᵀX`` and ``db ← β db + α Σ_n G[n]``.
 
-    The GEMM accumulates ``−lr GᵀX`` straight into W (BLAS β = 1), so ∂L/∂W is never
-    written out and read back by a separate update pass. The values equal
-    :func:`linear_backward` followed by ``SGD(lr)`` up to rounding (the BLAS adds
-    the product with one rounding fewer). B5 must already have used the old W.
+    ``np.matmul`` can only overwrite its output; the BLAS GEMM's β lets the weight
+    gradient's product land straight in another buffer: with ``dW, db`` the weights
+    themselves and ``α = −lr, β = 1`` this is a whole plain-SGD step, and ∂L/∂W is
+    never written out and read back by a separate update pass. ``ones`` is (B,).
     """
-    _blas.gemm(-lr, G.T, X, 1.0, W)  # (H, D) += −lr (H, B) @ (B, D)   B4 / B7 + SGD
-    _blas.gemm(-lr, ones[None, :], G, 1.0, b[None, :])  # (1, H) += −lr (1, B) @ (B, H)  B3
+    _blas.gemm(alpha, G.T, X, beta, dW)  # (H, D) = β (H, D) + α (H, B) @ (B, D)   B4 / B7
+    _blas.gemm(alpha, ones[None, :], G, beta, db[None, :])  # (1, H) += α (1, B) @ (B, H)  B3
 
 
 def activation_forward(name, Q, out):
@@ -554,14 +554,16 @@ class MLP:
             linear_backward(ws.G[l - 1], ws.inputs[l - 1], self.params[f"W{l}"],
                             self.grads[f"W{l}"], self.grads[f"b{l}"], None, ws.ones)
 
-    def _sgd_update(self, ws, lr):
-        """Plain SGD fused into the weight-gradient GEMMs: ``p ← p − lr ∂L/∂p``.
+    def _accumulate_grads(self, ws, out, alpha, beta):
+        """``out ← β out + α ∂L/∂p`` for every parameter, from :meth:`_backward_deltas`.
 
-        Follows :meth:`_backward_deltas`; ``grad_buffer`` is left untouched.
+        ``out`` is flat in ``param_buffer``'s layout: the parameters themselves (plain
+        SGD) or an optimizer's buffer (momentum); ``grad_buffer`` is left untouched.
         """
+        views = self.params if out is self.param_buffer else self._views(out)
         for l in range(1, self.n_layers + 1):
-            linear_sgd_update(ws.G[l - 1], ws.inputs[l - 1], self.params[f"W{l}"],
-                              self.params[f"b{l}"], lr, ws.ones)
+            linear_backward_accumulate(ws.G[l - 1], ws.inputs[l - 1], views[f"W{l}"],
+                                       views[f"b{l}"], alpha, beta, ws.ones)
 
     def _grads_bounded(self, ws, input_norm2=None):
         """True when no entry of the gradient from ``ws`` can be NaN or infinite.

@@ -56,8 +56,17 @@ class Optimizer:
     def update(self, key, p, g):
         raise NotImplementedError
 
-    def plain_lr(self):
-        """``lr`` if every update is exactly ``p ← p − lr g`` with no state, else None."""
+    #: Whether :meth:`fused_step` can take the gradient as an operation instead.
+    can_fuse = False
+
+    def fused_step(self, p, accumulate):
+        """One update of the flat array ``p`` whose gradient exists only as an operation.
+
+        ``accumulate(out, α, β)`` sets ``out ← β out + α g`` for a flat ``out`` shaped
+        like ``p``: the training loop passes the weight-gradient GEMMs themselves, so
+        ``g`` is never written out and read back. Only where :attr:`can_fuse`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} needs the gradient itself")
 
     @staticmethod
     def _check_pair(key, p, g):
@@ -176,13 +185,41 @@ class SGD(Optimizer):
             # p = p − lr d in one BLAS pass
             _blas.axpy(-self.lr, d, pb, scratch=self._tmp(key, pb, 2))
 
-    def plain_lr(self):
-        """``lr`` when the update is exactly ``p ← p − lr g`` (no momentum, no decay).
+    @property
+    def can_fuse(self):
+        """Every variant but Nesterov's, whose step reads ``g`` itself (``d = g + μ b``)."""
+        return not self.nesterov
 
-        Such an update needs no state and can be fused into the matrix product that
-        computes ``g`` (see :meth:`handgrad.MLP.sgd_update`); None otherwise.
+    def fused_step(self, p, accumulate):
+        """The same update with ``g`` given as ``accumulate(out, α, β)``: ``out ← β out + α g``.
+
+        Without momentum the products land straight in the parameters,
+        ``p ← p − lr g`` (after ``p ← (1 − lr λ) p`` for weight decay). With momentum
+        they update the buffer, ``b ← μ b + (1 − τ)(g + λ p)``, and one pass follows,
+        ``p ← p − lr b``. The values equal :meth:`step`'s up to rounding.
         """
-        return None if self.momentum or self.weight_decay else self.lr
+        assert self.can_fuse, "Nesterov momentum needs the gradient itself"
+        lr, mu, wd, tau = self.lr, self.momentum, self.weight_decay, self.dampening
+        if not mu:
+            if wd:
+                p *= 1.0 - lr * wd  # p − lr λ p
+            accumulate(p, -lr, 1.0)  # − lr g
+            return
+        st = self.state.setdefault(FLAT, {})
+        buf = st.get("momentum_buffer")
+        if buf is None:  # first step: b = d = g + λ p
+            buf = st["momentum_buffer"] = np.zeros_like(p)
+            if wd:
+                np.multiply(p, wd, out=buf)
+            accumulate(buf, 1.0, 1.0)
+        elif wd:  # b = μ b + (1 − τ) λ p, then + (1 − τ) g
+            for pb, bb in self.blocks(p, buf):
+                _blas.axpby((1.0 - tau) * wd, pb, mu, bb, scratch=self._tmp(FLAT, pb, 2))
+            accumulate(buf, 1.0 - tau, 1.0)
+        else:  # b = μ b + (1 − τ) g
+            accumulate(buf, 1.0 - tau, mu)
+        for pb, bb in self.blocks(p, buf):
+            _blas.axpy(-lr, bb, pb, scratch=self._tmp(FLAT, pb, 2))  # p = p − lr b
 
 
 class Adam(Optimizer):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -244,39 +245,41 @@ class Trainer:
         """Gradient, divergence check and update of one batch.
 
         Returns ``(loss, batch weight, weighted hits)``; raises :class:`DivergenceError`
-        before anything is updated. With plain SGD (``p ← p − lr g``) the update is
-        fused into the weight-gradient GEMMs (:meth:`MLP._sgd_update`): the gradient is
-        never written out, read back and swept again by the optimizer. That needs
-        the gradient proven finite before it exists, which the norms of each layer's
-        ∂L/∂Q and input do (:meth:`MLP._grads_bounded`); when they cannot, the step
-        falls back to the gradient, its exact check and the optimizer.
+        before anything is updated. With SGD (any variant but Nesterov's) the update
+        absorbs the weight-gradient GEMMs (:meth:`SGD.fused_step`, through
+        :meth:`MLP._accumulate_grads`): the gradient is never written out, read back
+        and swept again. That needs the gradient proven finite before it exists, which
+        the norms of each layer's ∂L/∂Q and input do (:meth:`MLP._grads_bounded`);
+        when they cannot, the step falls back to the gradient, its exact check and
+        :meth:`Optimizer.step`.
         """
         model, optimizer = self.model, self.optimizer
         # ‖X‖², a factor of the gradient's bound, now while the batch is in cache (with
         # input dropout the first layer sees another array, measured later instead)
         input_dropout = self.dropout is not None and self.dropout.input_rate > 0
         x2 = None if input_dropout else _square_norm(xb)
-        lr = self._fused_lr()
-        if lr is None:
-            loss, batch_w, correct = self._step_gradient(xb, tb, sb)
-        else:  # the weight gradients wait: they may go straight into the weights
+        fuse = self._fusable()
+        if fuse:  # the weight gradients wait: they may go straight into the update
             loss, batch_w, correct = self._step_gradient(xb, tb, sb, weights=False)
+        else:
+            loss, batch_w, correct = self._step_gradient(xb, tb, sb)
         if not loss <= self.max_loss:  # also catches a NaN loss
             raise DivergenceError(epoch, i, loss, optimizer.lr)
         bounded = self._gradient_bounded(xb, x2)
-        if lr is not None and bounded:
-            model._sgd_update(model.workspace(xb.shape[0]), lr)
+        ws = model.workspace(xb.shape[0])
+        if fuse and bounded:
+            optimizer.fused_step(model.param_buffer, partial(model._accumulate_grads, ws))
             return loss, batch_w, correct
-        if lr is not None:
-            model._weight_grads(model.workspace(xb.shape[0]))
+        if fuse:
+            model._weight_grads(ws)
         if not (bounded or _all_finite(model.grad_buffer)):
             raise DivergenceError(epoch, i, loss, optimizer.lr, grad_finite=False)
         optimizer.step(model.param_buffer, model.grad_buffer)
         return loss, batch_w, correct
 
-    def _fused_lr(self):
-        """The plain-SGD learning rate to fuse into the GEMMs, or None: not fusable."""
-        return self.optimizer.plain_lr() if _blas.available(self.model.dtype) else None
+    def _fusable(self):
+        """Can the optimizer take the weight-gradient GEMMs into its update?"""
+        return self.optimizer.can_fuse and _blas.available(self.model.dtype)
 
     def _gradient_bounded(self, xb, input_norm2):
         """True when the last backward's gradient is proven finite without reading it."""
@@ -366,9 +369,9 @@ def fit(model, X, y, *, optimizer=None, epochs=10, batch_size=128, shuffle=True,
 
     ``y`` is integer labels (N,) or class probabilities (N, M). ``optimizer``
     defaults to ``Adam(lr=1e-3)``. ``validation_data`` is ``(X_val, y_val)``.
-    Each batch's loss is its own weighted mean (``Σ s_n L_n / Σ s_n``). With plain
-    SGD (no momentum, no weight decay) each update is fused into the weight-gradient
-    products, so ``model.grads`` is not filled during training.
+    Each batch's loss is its own weighted mean (``Σ s_n L_n / Σ s_n``). With SGD
+    (but Nesterov's) each update absorbs the weight-gradient products, so
+    ``model.grads`` is not filled during training.
     ``options`` are :class:`Trainer`'s: ``dropout``, ``label_smoothing``,
     ``max_norm``, ``augment``, ``max_loss``.
 
