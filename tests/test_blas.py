@@ -84,3 +84,15 @@ def test_environment_variable_turns_the_blas_paths_off():
                          check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_self_test_rejects_a_wrong_binding():
+    """A routine that computes the wrong thing (as a mistaken integer width would) is
+    refused, and every function falls back to NumPy."""
+    found = _blas._bind(_blas._numpy_library())
+    if not found:
+        pytest.skip("NumPy's BLAS routines were not found")
+    assert _blas._self_test(found)
+    broken = dict(found)
+    broken[("axpy", "d")] = lambda n, alpha, x, incx, y, incy: None  # does nothing
+    assert not _blas._self_test(broken)

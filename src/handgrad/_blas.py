@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 
 import numpy as np
 
@@ -34,6 +35,7 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _DISABLE_ENV = "HANDGRAD_NO_BLAS"
 
 _routines = None  # {(name, dtype char): ctypes function}, filled on first use
+_LOCK = threading.Lock()
 
 
 def _numpy_library():
@@ -72,38 +74,46 @@ def _bind(lib):
     return {}
 
 
-def _self_test():
-    """Run every bound routine once on small arrays against NumPy."""
+def _self_test(found):
+    """Every routine of ``found`` once on small arrays, called directly, against NumPy.
+
+    A wrong binding (such as a mistaken integer width) shows up here as wrong numbers,
+    before anything else uses it.
+    """
     rng = np.random.default_rng(0)
     for dt in (np.float32, np.float64):
-        a = rng.standard_normal((5, 3)).astype(dt)
-        b = rng.standard_normal((7, 3)).astype(dt)
-        c = rng.standard_normal((5, 7)).astype(dt)
-        expected = 2 * c - 0.5 * (a @ b.T)
-        gemm(-0.5, a, b.T, 2.0, c)  # b.T: a transposed view
+        code, tol = np.dtype(dt).char, (1e-5 if dt == np.float32 else 1e-12)
+        a = rng.standard_normal((5, 3)).astype(dt)  # (M, K)
+        b = rng.standard_normal((7, 3)).astype(dt)  # (N, K): used transposed
+        c = rng.standard_normal((5, 7)).astype(dt)  # (M, N)
+        want_c = 2 * c - 0.5 * (a @ b.T)
+        found[("gemm", code)](_ROW_MAJOR, _NO_TRANS, _TRANS, 5, 7, 3, -0.5, a.ctypes.data, 3,
+                              b.ctypes.data, 3, 2.0, c.ctypes.data, 7)
         x, y = rng.standard_normal(9).astype(dt), rng.standard_normal(9).astype(dt)
-        want = 0.25 * x + 3 * y
-        axpby(0.25, x, 3.0, y)
-        tol = 1e-5 if dt == np.float32 else 1e-12
-        if not (np.allclose(c, expected, rtol=tol, atol=tol)
-                and np.allclose(y, want, rtol=tol, atol=tol)):
+        want_y = 0.25 * x + 3 * y
+        found[("axpby", code)](9, 0.25, x.ctypes.data, 1, 3.0, y.ctypes.data, 1)
+        axpby_ok = np.allclose(y, want_y, rtol=tol, atol=tol)
+        want_y = y - 2 * x
+        found[("axpy", code)](9, -2.0, x.ctypes.data, 1, y.ctypes.data, 1)
+        axpy_ok = np.allclose(y, want_y, rtol=tol, atol=tol)
+        if not (np.allclose(c, want_c, rtol=tol, atol=tol) and axpby_ok and axpy_ok):
             return False
     return True
 
 
 def _load():
+    """The bound routines ({} when unavailable), found and tested once per process."""
     global _routines
     if _routines is None:
-        _routines = {}
-        if os.environ.get(_DISABLE_ENV, "") not in ("", "0"):
-            return _routines
-        try:
-            found = _bind(_numpy_library())
-        except OSError:
-            found = {}
-        _routines = found
-        if found and not _self_test():
-            _routines = {}
+        with _LOCK:
+            if _routines is None:
+                found = {}
+                if os.environ.get(_DISABLE_ENV, "") in ("", "0"):
+                    try:
+                        found = _bind(_numpy_library())
+                    except OSError:
+                        found = {}
+                _routines = found if found and _self_test(found) else {}
     return _routines
 
 
