@@ -170,3 +170,35 @@ def test_non_contiguous_arrays_update_in_place_as_one_block():
     SGD(0.5).step({"w": p}, {"w": np.ones_like(p)})
     np.testing.assert_array_equal(base[:, ::2], np.arange(24.0).reshape(4, 6)[:, ::2] - 0.5)
     np.testing.assert_array_equal(base[:, 1::2], np.arange(24.0).reshape(4, 6)[:, 1::2])
+
+
+@pytest.mark.parametrize("name, kwargs", [c for c in CASES if c[0] == "sgd"])
+def test_fused_step_equals_step(name, kwargs):
+    """SGD given its gradient only as ``accumulate(out, α, β)`` (out ← β out + α g)
+    makes the same updates as step(p, g); Nesterov cannot and says so."""
+    rng = np.random.default_rng(3)
+    p_ref = rng.normal(size=500)
+    p = p_ref.copy()
+    ref, fused = SGD(**kwargs), SGD(**kwargs)
+    if kwargs.get("nesterov"):
+        assert not fused.can_fuse
+        with pytest.raises(AssertionError, match="Nesterov"):
+            fused.fused_step(p, lambda out, alpha, beta: None)
+        return
+    assert fused.can_fuse
+    for _ in range(6):
+        g = rng.normal(size=500)
+        ref.step(p_ref, g)
+
+        def accumulate(out, alpha, beta, g=g):
+            out *= beta
+            out += alpha * g
+
+        fused.fused_step(p, accumulate)
+    np.testing.assert_allclose(p, p_ref, rtol=1e-12, atol=1e-14)
+
+
+def test_adam_takes_the_gradient_itself():
+    assert not Adam().can_fuse and not AdamW().can_fuse
+    with pytest.raises(NotImplementedError, match="Adam needs the gradient"):
+        Adam().fused_step(np.zeros(3), lambda out, alpha, beta: None)

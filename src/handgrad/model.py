@@ -57,10 +57,10 @@ def linear_backward(G, X, W, dW, db, dX=None, ones=None):
     B5: ``∂L/∂X = G W``, only needed below the first layer (the gradient with respect
     to the data itself is never used, so ``dX`` is None there). ``dW`` and ``db``
     None skip B3/B4, so the backward pass can first carry ``∂L/∂Q`` down through
-    every layer and then form the weight gradients (or accumulate them straight into an
-    update, :func:`linear_backward_accumulate`). B3's sum over the batch is a BLAS matrix-vector
-    product with a vector of ones, faster than NumPy's reduction over the batch
-    axis; a training loop passes ``ones`` (B,) to reuse one.
+    every layer and then form the weight gradients, or accumulate them straight into
+    an update (:func:`linear_backward_accumulate`). B3's sum over the batch is a BLAS
+    matrix-vector product with a vector of ones, faster than NumPy's reduction over
+    the batch axis; a training loop passes ``ones`` (B,) to reuse one.
     """
     if dW is not None:
         np.matmul(G.T, X, out=dW)  # (H, D) = (H, B) @ (B, D)   B4 / B7
@@ -81,7 +81,7 @@ def linear_backward_accumulate(G, X, dW, db, alpha, beta, ones):
     never written out and read back by a separate update pass. ``ones`` is (B,).
     """
     _blas.gemm(alpha, G.T, X, beta, dW)  # (H, D) = β (H, D) + α (H, B) @ (B, D)   B4 / B7
-    _blas.gemm(alpha, ones[None, :], G, beta, db[None, :])  # (1, H) += α (1, B) @ (B, H)  B3
+    _blas.gemm(alpha, ones[None, :], G, beta, db[None, :])  # (1, H) = β (1, H) + α (1, B) @ (B, H)  B3
 
 
 def activation_forward(name, Q, out):
