@@ -720,19 +720,14 @@ def _all_finite(a):
     with np.errstate(over="ignore", invalid="ignore"):
         if math.isfinite(float(np.sum(a))):
             return True
-    flat = a.reshape(-1) if a.flags.c_contiguous else np.ravel(a)
+    flat = np.ravel(a, order="K")  # memory order: a view of a C- or F-ordered array
     chunk = 1 << 20
     return all(np.isfinite(flat[i:i + chunk]).all() for i in range(0, flat.size, chunk))
 
 
 def _square_norm(a):
     """``‖a‖²`` as a Python float, one BLAS dot over a C- or F-ordered array's memory."""
-    if a.flags.c_contiguous:
-        flat = a.reshape(-1)  # a view
-    elif a.flags.f_contiguous:
-        flat = a.T.reshape(-1)  # a view of the same memory
-    else:
-        flat = np.ravel(a)  # a copy: strided input
+    flat = np.ravel(a, order="K")  # memory order: a view of a C- or F-ordered array
     with np.errstate(over="ignore", invalid="ignore"):
         return float(np.dot(flat, flat))
 
