@@ -460,6 +460,42 @@ def test_all_finite_exact_even_when_the_sum_overflows(dtype):
         assert not _all_finite(b) and not _all_finite(b.T)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_finite_square_norm_measures_any_layout_and_refuses_non_finite(dtype, rng):
+    from handgrad.model import _finite_square_norm
+
+    base = rng.normal(size=(3000, 700)).astype(dtype)  # more than one 2^20 block
+    want = float(np.sum(base.astype(np.float64) ** 2))
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    for a in (base, np.asfortranarray(base), base[:, ::3], base[::2], base.ravel(), base[5]):
+        finite, norm2 = _finite_square_norm(a)
+        exact = float(np.sum(a.astype(np.float64) ** 2))
+        assert finite and norm2 == pytest.approx(exact, rel=rtol)
+    assert _finite_square_norm(base)[1] == pytest.approx(want, rel=rtol)
+    assert _finite_square_norm(np.empty((0, 4), dtype)) == (True, 0.0)
+    for bad in (np.nan, np.inf, -np.inf):
+        a = base.copy()
+        a[2999, 699] = bad
+        assert _finite_square_norm(a) == (False, None)
+        assert _finite_square_norm(a.T)[0] is False
+    # finite values whose squares overflow: still finite, the norm unknown
+    big = np.full((4, 3), np.finfo(dtype).max / 2, dtype)
+    assert _finite_square_norm(big) == (True, None)
+    big[1, 1] = np.nan
+    assert _finite_square_norm(big) == (False, None)
+
+
+def test_check_X_reports_the_squared_norm_its_finite_check_measured(rng):
+    model = handgrad.MLP(5, 4, 3, seed=0)  # float32
+    X = rng.normal(size=(20, 5))  # float64: checked before the conversion
+    checked, norm2 = model._check_X(X)
+    assert checked.dtype == np.float32
+    assert norm2 == pytest.approx(float(np.sum(X ** 2)), rel=1e-12)
+    assert model._check_X(np.arange(10).reshape(2, 5))[1] is None  # integers: not measured
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model.check_X(np.where(np.arange(5) == 3, np.inf, X))
+
+
 def test_gradient_bound_proves_ordinary_gradients_finite_and_refuses_overflow(rng):
     model = handgrad.MLP(6, 5, 3, seed=0)  # float32
     X, y = rng.normal(size=(8, 6)).astype(np.float32), rng.integers(0, 3, 8)

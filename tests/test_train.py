@@ -253,6 +253,38 @@ def test_fused_sgd_falls_back_when_the_gradient_is_not_proven_finite(rng, monkey
                                atol=1e-12)
 
 
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
+def test_the_bound_uses_the_training_sets_norm_unless_batches_change(rng, monkeypatch, augment):
+    """Without augmentation every batch's ‖X‖² is bounded by the whole set's, measured by
+    the finite check at setup: no per-step norm. Augmented batches are measured each."""
+    import handgrad.train as train_module
+
+    X, y = rng.normal(size=(96, 6)).astype(np.float32), rng.integers(0, 3, 96)
+    calls, seen = [], []
+    original_norm = train_module._square_norm
+    monkeypatch.setattr(train_module, "_square_norm", lambda a: calls.append(1) or
+                        original_norm(a))
+    original_bound = handgrad.MLP._grads_bounded
+
+    def recording(self, ws, input_norm2=None):
+        seen.append((input_norm2, original_norm(ws.inputs[0])))
+        return original_bound(self, ws, input_norm2)
+
+    monkeypatch.setattr(handgrad.MLP, "_grads_bounded", recording)
+    flip = (lambda xb, rng: xb.__imul__(-1.0)) if augment else None
+    trainer = Trainer(handgrad.MLP(6, 5, 3, seed=0), X, y, optimizer=SGD(0.1), epochs=2,
+                      batch_size=32, seed=0, augment=flip)
+    assert trainer._x_norm2 == pytest.approx(float(np.sum(X.astype(np.float64) ** 2)),
+                                             rel=1e-5)
+    trainer.run()
+    assert len(calls) == (6 if augment else 0)
+    assert len(seen) == 6
+    for used, batch in seen:  # what the bound used covers the batch's own norm
+        assert used >= batch * (1 - 1e-6)
+        if not augment:
+            assert used == trainer._x_norm2
+
+
 @pytest.mark.parametrize("optimizer", [lambda: SGD(0.1), Adam], ids=["sgd", "adam"])
 def test_non_finite_gradient_stops_before_the_update(rng, monkeypatch, optimizer):
     """A gradient entry overflows while the loss is finite: the exact check catches it

@@ -679,6 +679,15 @@ class MLP:
 
     def check_X(self, X, convert=True):
         """Validate inputs: 2-D, ``n_inputs`` columns, numeric and finite."""
+        return self._check_X(X, convert)[0]
+
+    def _check_X(self, X, convert=True):
+        """:meth:`check_X`, and ``‖X‖²`` as its finite check measured it (or None).
+
+        The finite check of float data is a sum of squares (:func:`_finite_square_norm`),
+        so the training loop gets a bound on every batch's ``‖X‖²`` for free.
+        """
+        norm2 = None
         if not hasattr(X, "shape") or not hasattr(X, "dtype"):
             X = np.asarray(X)
         if X.ndim != 2:
@@ -693,8 +702,10 @@ class MLP:
             raise ValueError(f"X must be numeric, got dtype {X.dtype}")
         if np.issubdtype(X.dtype, np.complexfloating):
             raise ValueError("X must be real, got complex values")
-        if np.issubdtype(X.dtype, np.floating) and not _all_finite(X):
-            raise ValueError("X contains NaN or infinite values")
+        if np.issubdtype(X.dtype, np.floating):
+            finite, norm2 = _finite_square_norm(X)
+            if not finite:
+                raise ValueError("X contains NaN or infinite values")
         if convert:
             narrowing = (np.issubdtype(X.dtype, np.floating)
                          and np.finfo(X.dtype).max > np.finfo(self.dtype).max)
@@ -702,7 +713,7 @@ class MLP:
                 X = np.ascontiguousarray(X, dtype=self.dtype)
             if narrowing and not _all_finite(X):  # float64 values beyond float32's range
                 raise ValueError(f"X has values too large for {self.dtype.name}")
-        return X
+        return X, norm2
 
     def check_y(self, y, n_rows):
         """Validate targets: labels in [0, M) or probability rows (n_rows, M)."""
@@ -723,6 +734,34 @@ def _all_finite(a):
     flat = np.ravel(a, order="K")  # memory order: a view of a C- or F-ordered array
     chunk = 1 << 20
     return all(np.isfinite(flat[i:i + chunk]).all() for i in range(0, flat.size, chunk))
+
+
+def _finite_square_norm(a):
+    """``(all elements finite, ‖a‖² or None)`` in one pass over ``a`` (any layout).
+
+    ``‖a‖²`` is summed as BLAS dots over blocks of about 2^20 elements, added in
+    double precision: a NaN or ±inf element makes it NaN or inf, so a finite value
+    proves every element finite (as :func:`_all_finite`'s sum does, at the same
+    cost). Within a block the dot's rounding is at most a relative 2^20·u (1/16 in
+    float32): the value is an upper bound on the squared norm of any subset of the
+    rows up to that factor, which :meth:`MLP._grads_bounded`'s margin covers. When
+    squares overflow from finite values the norm is None and each element is checked.
+    """
+    # blocks of about 2^20 elements: whole rows of a 2-D array, runs of a 1-D one
+    if a.ndim > 1:
+        step = max(1, (1 << 20) // max(1, a.size // max(1, a.shape[0])))
+        blocks = (a[i:i + step] for i in range(0, a.shape[0], step))
+    else:
+        flat = np.ravel(a)
+        blocks = (flat[i:i + (1 << 20)] for i in range(0, flat.size, 1 << 20))
+    total = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for block in blocks:
+            v = np.ravel(block, order="K")  # a view when the block is contiguous
+            total += float(np.dot(v, v))
+    if math.isfinite(total):
+        return True, total
+    return _all_finite(a), None
 
 
 def _square_norm(a):

@@ -129,7 +129,8 @@ class Trainer:
         _check_count("batch_size", batch_size, minimum=1)
         self.model, self.optimizer = model, optimizer
         self.epochs, self.shuffle = int(epochs), bool(shuffle)
-        self.X = model.check_X(X)  # (N, D) in the model's dtype, checked once here
+        # (N, D) in the model's dtype, checked once here; ‖X‖² (or None) from that check
+        self.X, self._x_norm2 = model._check_X(X)
         self.target = model.check_y(y, self.X.shape[0])  # (N,) or (N, M)
         self.s = (None if sample_weight is None
                   else check_sample_weight(sample_weight, self.X.shape[0]))  # (N,)
@@ -254,10 +255,14 @@ class Trainer:
         :meth:`Optimizer.step`.
         """
         model, optimizer = self.model, self.optimizer
-        # ‖X‖², a factor of the gradient's bound, now while the batch is in cache (with
-        # input dropout the first layer sees another array, measured later instead)
-        input_dropout = self.dropout is not None and self.dropout.input_rate > 0
-        x2 = None if input_dropout else _square_norm(xb)
+        # ‖X‖², a factor of the gradient's bound: the whole training set's (from its
+        # finite check) bounds every batch's and costs nothing per step; an augmented
+        # batch is measured itself, now while it is in cache; with input dropout the
+        # first layer sees another array, measured later instead.
+        x2 = None
+        if self.dropout is None or self.dropout.input_rate == 0:
+            x2 = (self._x_norm2 if self.augment is None and self._x_norm2 is not None
+                  else _square_norm(xb))
         fuse = self._fusable()
         if fuse:  # the weight gradients wait: they may go straight into the update
             loss, batch_w, correct = self._step_gradient(xb, tb, sb, weights=False)
