@@ -218,18 +218,25 @@ def _fit_sgd(X, y, dtype, sgd=None, **options):
     return model
 
 
+@pytest.mark.parametrize("fuse_min, fused_weights", [(0, ("W1", "W2", "W3")), (150, ("W1",))],
+                         ids=["every-W-fused", "W1-fused"])
 @pytest.mark.parametrize("sgd", SGD_VARIANTS, ids=["plain", "decay", "momentum", "all"])
 @pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("float64", 1e-12)])
-def test_fused_sgd_equals_the_gradient_then_the_step(rng, monkeypatch, sgd, dtype, tol):
+def test_fused_sgd_equals_the_gradient_then_the_step(rng, monkeypatch, sgd, dtype, tol,
+                                                     fuse_min, fused_weights):
     """Two hidden layers, dropout and sample weights: the fused update (which never
-    writes the gradient) trains the same weights as gradient + SGD.step."""
+    writes the gradient of a fused weight matrix, and adds the rest by runs) trains
+    the same weights as gradient + SGD.step."""
     from handgrad import _blas
 
     if not _blas.available(dtype):
         pytest.skip("NumPy's BLAS routines were not found: there is no fused path")
+    # 12-16-8-4: W1 has 192 entries, W2 128, W3 32
+    monkeypatch.setattr(handgrad.model, "FUSE_MIN_ENTRIES", fuse_min)
     X, y, s = rng.normal(size=(200, 12)), rng.integers(0, 4, 200), rng.random(200)
     fused = _fit_sgd(X, y, dtype, sgd, sample_weight=s)
-    assert not fused.grad_buffer.any()  # the fused path ran: no gradient was written
+    for name, g in fused.grads.items():  # the fused path ran: fused gradients never written
+        assert g.any() == (name not in fused_weights), name
     with monkeypatch.context() as m:
         m.setattr(Trainer, "_fusable", lambda self: False)
         plain = _fit_sgd(X, y, dtype, sgd, sample_weight=s)

@@ -34,6 +34,11 @@ DTYPES = ("float32", "float64")
 
 # Rows evaluated at once by predict_proba: bounds memory to PREDICT_CHUNK × H.
 PREDICT_CHUNK = 4096
+# A fused update (MLP._accumulate_grads) adds the weight-gradient GEMM of a weight
+# matrix with at least this many entries straight into its destination; the biases and
+# smaller matrices get their gradient formed and added by one BLAS pass per contiguous
+# run of them, since for them a BLAS call's fixed cost exceeds the pass fusing saves.
+FUSE_MIN_ENTRIES = 1 << 14
 # Soft targets must sum to 1 (B2 uses Σ_i y_i = 1) up to this tolerance.
 TARGET_SUM_TOL = 1e-4
 
@@ -57,13 +62,15 @@ def linear_backward(G, X, W, dW, db, dX=None, ones=None):
     B5: ``∂L/∂X = G W``, only needed below the first layer (the gradient with respect
     to the data itself is never used, so ``dX`` is None there). ``dW`` and ``db``
     None skip B3/B4, so the backward pass can first carry ``∂L/∂Q`` down through
-    every layer and then form the weight gradients, or accumulate them straight into
-    an update (:func:`linear_backward_accumulate`). B3's sum over the batch is a BLAS
-    matrix-vector product with a vector of ones, faster than NumPy's reduction over
-    the batch axis; a training loop passes ``ones`` (B,) to reuse one.
+    every layer and then form the weight gradients, or accumulate ``∂L/∂W`` straight
+    into an update (:func:`linear_backward_accumulate`) and form only ``db``. B3's
+    sum over the batch is a BLAS matrix-vector product with a vector of ones, faster
+    than NumPy's reduction over the batch axis; a training loop passes ``ones`` (B,)
+    to reuse one.
     """
     if dW is not None:
         np.matmul(G.T, X, out=dW)  # (H, D) = (H, B) @ (B, D)   B4 / B7
+    if db is not None:
         if ones is None:
             ones = np.ones(G.shape[0], G.dtype)  # (B,)
         np.matmul(ones, G, out=db)  # (H,) = (B,) @ (B, H)      B3 / B7
@@ -72,16 +79,15 @@ def linear_backward(G, X, W, dW, db, dX=None, ones=None):
     return dX
 
 
-def linear_backward_accumulate(G, X, dW, db, alpha, beta, ones):
-    """B4 and B3 accumulated: ``dW ← β dW + α GᵀX`` and ``db ← β db + α Σ_n G[n]``.
+def linear_backward_accumulate(G, X, dW, alpha, beta):
+    """B4 accumulated: ``dW ← β dW + α GᵀX``.
 
     ``np.matmul`` can only overwrite its output; the BLAS GEMM's β lets the weight
-    gradient's product land straight in another buffer: with ``dW, db`` the weights
-    themselves and ``α = −lr, β = 1`` this is a whole plain-SGD step, and ∂L/∂W is
-    never written out and read back by a separate update pass. ``ones`` is (B,).
+    gradient's product land straight in another buffer: with ``dW`` the weights
+    themselves and ``α = −lr, β = 1`` this is a plain-SGD step of W, and ∂L/∂W is
+    never written out and read back by a separate update pass.
     """
     _blas.gemm(alpha, G.T, X, beta, dW)  # (H, D) = β (H, D) + α (H, B) @ (B, D)   B4 / B7
-    _blas.gemm(alpha, ones[None, :], G, beta, db[None, :])  # (1, H) = β (1, H) + α (1, B) @ (B, H)  B3
 
 
 def activation_forward(name, Q, out):
@@ -558,12 +564,44 @@ class MLP:
         """``out ← β out + α ∂L/∂p`` for every parameter, from :meth:`_backward_deltas`.
 
         ``out`` is flat in ``param_buffer``'s layout: the parameters themselves (plain
-        SGD) or an optimizer's buffer (momentum); ``grad_buffer`` is left untouched.
+        SGD) or an optimizer's buffer (momentum). Large weight matrices take their
+        GEMM's product directly (:func:`linear_backward_accumulate`; their part of
+        ``grad_buffer`` is left untouched); the other gradients are formed in
+        ``grad_buffer`` and added by one ``axpby`` per contiguous run
+        (:data:`FUSE_MIN_ENTRIES`).
         """
-        views = self.params if out is self.param_buffer else self._views(out)
+        fused, runs = self._fusion_plan()
         for l in range(1, self.n_layers + 1):
-            linear_backward_accumulate(ws.G[l - 1], ws.inputs[l - 1], views[f"W{l}"],
-                                       views[f"b{l}"], alpha, beta, ws.ones)
+            G, A, name = ws.G[l - 1], ws.inputs[l - 1], f"W{l}"
+            place = fused.get(name)
+            linear_backward(G, A, None, None if place else self.grads[name],
+                            self.grads[f"b{l}"], None, ws.ones)  # B3 (and B4 unless fused)
+            if place:
+                start, stop, shape = place
+                linear_backward_accumulate(G, A, out[start:stop].reshape(shape), alpha, beta)
+        for start, stop in runs:
+            g = self.grad_buffer[start:stop]  # (n,) formed above; free to be overwritten
+            _blas.axpby(alpha, g, beta, out[start:stop], scratch=g)
+
+    def _fusion_plan(self):
+        """``({weight name: (start, stop, shape)} fused, ((start, stop), ...) the rest)``.
+
+        Flat offsets in ``param_buffer``'s layout, worked out once per threshold.
+        """
+        plan = self.__dict__.get("_plan")
+        if plan is None or plan[0] != FUSE_MIN_ENTRIES:
+            fused, runs, offset = {}, [], 0
+            for name, shape in self.shapes.items():
+                size = math.prod(shape)
+                if name.startswith("W") and size >= FUSE_MIN_ENTRIES:
+                    fused[name] = (offset, offset + size, shape)
+                elif runs and runs[-1][1] == offset:
+                    runs[-1][1] = offset + size  # extends the run before it
+                else:
+                    runs.append([offset, offset + size])
+                offset += size
+            plan = self._plan = (FUSE_MIN_ENTRIES, fused, tuple(map(tuple, runs)))
+        return plan[1], plan[2]
 
     def _grads_bounded(self, ws, input_norm2=None):
         """True when no entry of the gradient from ``ws`` can be NaN or infinite.
