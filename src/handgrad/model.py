@@ -157,6 +157,11 @@ def dropout_backward(G, mask):
     return G
 
 
+def _is_array(w):
+    """Per-example weights (B,) rather than one scalar weight for the batch."""
+    return isinstance(w, np.ndarray) and w.ndim > 0
+
+
 def softmax_cross_entropy_forward(O, target, w, logP, P, row):
     """F4–F5: ``P = softmax(O)`` and the weighted loss ``Σ_n w_n L_n``.
 
@@ -165,20 +170,21 @@ def softmax_cross_entropy_forward(O, target, w, logP, P, row):
     Softmax goes through log-sum-exp: ``log P = O − max − log Σ exp(O − max)``, so
     only exponentials of non-positive numbers are taken and nothing overflows.
     """
-    np.max(O, axis=1, keepdims=True, out=row)  # (B, 1)
+    # ufunc reductions called directly: np.max / np.sum add a Python layer per call
+    np.maximum.reduce(O, axis=1, keepdims=True, out=row)  # (B, 1)
     np.subtract(O, row, out=logP)  # (B, M)  O − max ≤ 0
     np.exp(logP, out=P)  # (B, M)  in (0, 1]
-    np.sum(P, axis=1, keepdims=True, out=row)  # (B, 1)  ≥ 1
+    np.add.reduce(P, axis=1, keepdims=True, out=row)  # (B, 1)  ≥ 1
     P /= row  # (B, M)  F4
     np.log(row, out=row)  # (B, 1)
     logP -= row  # (B, M)  log P, finite for finite O
     if target.ndim == 1:
         # F5 with one-hot y: L_n = −log P[n, y_n]
         picked = logP[np.arange(len(target)), target]  # (B,)
-        return -float(np.dot(picked, w)) if np.ndim(w) else -float(picked.sum()) * w
+        return -float(np.dot(picked, w)) if _is_array(w) else -float(picked.sum()) * w
     # F5 with soft targets: L_n = −Σ_i Y_ni log P_ni
     per_row = np.einsum("bm,bm->b", target, logP)  # (B,)
-    return -float(np.dot(per_row, w)) if np.ndim(w) else -float(per_row.sum()) * w
+    return -float(np.dot(per_row, w)) if _is_array(w) else -float(per_row.sum()) * w
 
 
 def softmax_cross_entropy_backward(P, target, w, out):
@@ -193,7 +199,7 @@ def softmax_cross_entropy_backward(P, target, w, out):
         out[np.arange(len(target)), target] -= 1.0  # P − Y with one-hot Y
     else:
         out -= target  # (B, M)
-    if np.ndim(w):
+    if _is_array(w):
         out *= w[:, None]  # (B, M)  diag(w) (P − Y)
     else:
         out *= w
@@ -811,10 +817,10 @@ def _square_norm(a):
 
 def log_softmax(O, out, row):
     """``log P = O − logsumexp(O)`` row-wise (F4 in log space), into ``out``."""
-    np.max(O, axis=1, keepdims=True, out=row)  # (B, 1)
+    np.maximum.reduce(O, axis=1, keepdims=True, out=row)  # (B, 1)
     np.subtract(O, row, out=out)  # (B, M)
     np.exp(out, out=O)  # O is reused as scratch: (B, M)
-    np.sum(O, axis=1, keepdims=True, out=row)
+    np.add.reduce(O, axis=1, keepdims=True, out=row)
     np.log(row, out=row)
     out -= row
     return out

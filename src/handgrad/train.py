@@ -306,8 +306,8 @@ class Trainer:
         # The forward pass already holds this batch's logits: train accuracy for free.
         O = self.model.workspace(xb.shape[0]).Q[-1]  # (B, M)
         labels = tb if tb.ndim == 1 else tb.argmax(axis=1)  # (B,)
-        hits = np.argmax(O, axis=1) == labels  # (B,)
-        return float(hits.sum() if sb is None else np.dot(hits, sb))
+        hits = O.argmax(axis=1) == labels  # (B,)
+        return float(np.count_nonzero(hits) if sb is None else np.dot(hits, sb))
 
     def _agree_to_stop(self):
         """After a batch: stop now? (``request_stop`` was called, e.g. on Ctrl-C)."""
