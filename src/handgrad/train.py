@@ -167,6 +167,7 @@ class Trainer:
         self.epoch, self.batch = 0, 0
         self._sums = [0.0, 0.0, 0.0, 0.0]  # loss·w, correct·w, w, seconds
         self.stop_requested = False
+        self._blas_found = None  # handgrad._blas's routines for the model's dtype, once known
         self._gather = _BatchGatherer(self.X, self.target, self.s,
                                       model.n_classes if self.label_smoothing else 0,
                                       self.label_smoothing)
@@ -284,7 +285,9 @@ class Trainer:
 
     def _fusable(self):
         """Can the optimizer take the weight-gradient GEMMs into its update?"""
-        return self.optimizer.can_fuse and _blas.available(self.model.dtype)
+        if self._blas_found is None:  # looked up once: the answer cannot change
+            self._blas_found = _blas.available(self.model.dtype)
+        return self.optimizer.can_fuse and self._blas_found
 
     def _gradient_bounded(self, xb, input_norm2):
         """True when the last backward's gradient is proven finite without reading it."""
