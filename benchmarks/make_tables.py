@@ -100,10 +100,10 @@ def _speed_targets(doc):
                        p["handgrad_s"] <= p["onnxruntime_s"], "–"))
     if not checks:
         return []
-    out = ["", "Targets of the speed issue, in this run. *Ceiling*: the value if everything but "
-               "the own-shape GEMMs took no time (a target above it needs a faster BLAS, not "
-               "less overhead):", "",
-           "| target | measured | met | ceiling |", "|---|---|---|---|"]
+    intro = ("Targets of the speed issue, in this run. *Ceiling*: the value if everything "
+             "but the own-shape GEMMs took no time (a target above it needs a faster BLAS, "
+             "not less overhead):")
+    out = ["", intro, "", "| target | measured | met | ceiling |", "|---|---|---|---|"]
     out += [f"| {name} | {value} | {'yes' if ok else '**no**'} | {ceiling} |"
             for name, value, ok, ceiling in checks]
     return out
