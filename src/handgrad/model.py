@@ -765,19 +765,8 @@ class MLP:
 
 
 def _all_finite(a):
-    """True when no element is NaN or ±inf.
-
-    Fast path: one sum in the array's own precision (a single pass, with no
-    conversion). A NaN or ±inf element makes the sum NaN or ±inf, so a finite sum
-    proves every element finite; only a sum that overflowed from finite values
-    needs the element-by-element check.
-    """
-    with np.errstate(over="ignore", invalid="ignore"):
-        if math.isfinite(float(np.sum(a))):
-            return True
-    flat = np.ravel(a, order="K")  # memory order: a view of a C- or F-ordered array
-    chunk = 1 << 20
-    return all(np.isfinite(flat[i:i + chunk]).all() for i in range(0, flat.size, chunk))
+    """True when no element of the float array ``a`` is NaN or ±inf (one pass)."""
+    return _finite_square_norm(a)[0]
 
 
 def _finite_square_norm(a):
@@ -785,32 +774,31 @@ def _finite_square_norm(a):
 
     ``‖a‖²`` is summed as BLAS dots over blocks of about 2^20 elements, added in
     double precision: a NaN or ±inf element makes it NaN or inf, so a finite value
-    proves every element finite (as :func:`_all_finite`'s sum does, at the same
-    cost). Within a block the dot's rounding is at most a relative 2^20·u (1/16 in
-    float32): the value is an upper bound on the squared norm of any subset of the
-    rows up to that factor, which :meth:`MLP._grads_bounded`'s margin covers. When
-    squares overflow from finite values the norm is None and each element is checked.
+    proves every element finite, and costs what a plain sum would. Within a block
+    the dot's rounding is at most a relative 2^20·u (1/16 in float32): the value is
+    an upper bound on the squared norm of any subset of the rows up to that factor,
+    which :meth:`MLP._grads_bounded`'s margin covers. When squares overflow from
+    finite values the norm is None and each element is checked.
     """
-    # blocks of about 2^20 elements: whole rows of a 2-D array, runs of a 1-D one
-    if a.ndim > 1:
+    if a.ndim > 1:  # whole rows of a 2-D array per block
         step = max(1, (1 << 20) // max(1, a.size // max(1, a.shape[0])))
         blocks = (a[i:i + step] for i in range(0, a.shape[0], step))
     else:
         flat = np.ravel(a)
         blocks = (flat[i:i + (1 << 20)] for i in range(0, flat.size, 1 << 20))
-    total = 0.0
-    with np.errstate(over="ignore", invalid="ignore"):
-        for block in blocks:
-            v = np.ravel(block, order="K")  # a view when the block is contiguous
-            total += float(np.dot(v, v))
+    total = sum(_square_norm(block) for block in blocks)
     if math.isfinite(total):
         return True, total
-    return _all_finite(a), None
+    flat = np.ravel(a, order="K")  # a view of a C- or F-ordered array
+    chunk = 1 << 20
+    finite = all(np.isfinite(flat[i:i + chunk]).all() for i in range(0, flat.size, chunk))
+    return finite, None
 
 
 def _square_norm(a):
-    """``‖a‖²`` as a Python float, one BLAS dot over a C- or F-ordered array's memory."""
-    flat = np.ravel(a, order="K")  # memory order: a view of a C- or F-ordered array
+    """``‖a‖²`` as a Python float, one BLAS dot over the array's memory (a view for a
+    C- or F-ordered array; other layouts are copied)."""
+    flat = np.ravel(a, order="K")
     with np.errstate(over="ignore", invalid="ignore"):
         return float(np.dot(flat, flat))
 

@@ -378,8 +378,8 @@ def fit(model, X, y, *, optimizer=None, epochs=10, batch_size=128, shuffle=True,
     ``y`` is integer labels (N,) or class probabilities (N, M). ``optimizer``
     defaults to ``Adam(lr=1e-3)``. ``validation_data`` is ``(X_val, y_val)``.
     Each batch's loss is its own weighted mean (``Σ s_n L_n / Σ s_n``). With SGD
-    (but Nesterov's) each update absorbs the weight-gradient products, so
-    ``model.grads`` is not filled during training.
+    (but Nesterov's) each update absorbs the products of the large weight matrices,
+    so their part of ``model.grads`` is not filled during training.
     ``options`` are :class:`Trainer`'s: ``dropout``, ``label_smoothing``,
     ``max_norm``, ``augment``, ``max_loss``.
 
