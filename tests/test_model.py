@@ -447,17 +447,17 @@ def test_set_params_checks_names_shapes_and_values(small):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_all_finite_exact_even_when_the_sum_overflows(dtype):
-    from handgrad.model import _all_finite
+    from handgrad.model import all_finite
 
     big = np.full(1000, np.finfo(dtype).max / 2, dtype)  # finite, but the sum overflows
-    assert _all_finite(big)
+    assert all_finite(big)
     for bad in (np.nan, np.inf, -np.inf):
         a = big.copy()
         a[-1] = bad
-        assert not _all_finite(a)
+        assert not all_finite(a)
         b = np.zeros((7, 3), dtype)
         b[6, 2] = bad
-        assert not _all_finite(b) and not _all_finite(b.T)
+        assert not all_finite(b) and not all_finite(b.T)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -488,10 +488,10 @@ def test_finite_square_norm_measures_any_layout_and_refuses_non_finite(dtype, rn
 def test_check_X_reports_the_squared_norm_its_finite_check_measured(rng):
     model = handgrad.MLP(5, 4, 3, seed=0)  # float32
     X = rng.normal(size=(20, 5))  # float64: checked before the conversion
-    checked, norm2 = model._check_X(X)
+    checked, norm2 = model.check_X_and_norm(X)
     assert checked.dtype == np.float32
     assert norm2 == pytest.approx(float(np.sum(X ** 2)), rel=1e-12)
-    assert model._check_X(np.arange(10).reshape(2, 5))[1] is None  # integers: not measured
+    assert model.check_X_and_norm(np.arange(10).reshape(2, 5))[1] is None  # integers: not measured
     with pytest.raises(ValueError, match="NaN or infinite"):
         model.check_X(np.where(np.arange(5) == 3, np.inf, X))
 
@@ -501,17 +501,17 @@ def test_gradient_bound_proves_ordinary_gradients_finite_and_refuses_overflow(rn
     X, y = rng.normal(size=(8, 6)).astype(np.float32), rng.integers(0, 3, 8)
     model.loss_and_grads(X, y)
     ws = model.workspace(8)
-    assert model._grads_bounded(ws)
+    assert model.grads_bounded(ws)
     ws.inputs[0][0, 0] = 1e30  # ‖X‖² overflows float32: nothing is proven
-    assert not model._grads_bounded(ws)
+    assert not model.grads_bounded(ws)
     ws.inputs[0][0, 0] = 0.0
     ws.G[0][1, 2] = np.nan
-    assert not model._grads_bounded(ws)
+    assert not model.grads_bounded(ws)
 
 
 def test_gradient_bound_holds_for_every_entry(rng):
     """Whatever the scale, every |gradient entry| is at most the layer's bound
-    ‖G‖ max(‖A‖, √B) that _grads_bounded compares with the dtype's limit."""
+    ‖G‖ max(‖A‖, √B) that grads_bounded compares with the dtype's limit."""
     for scale in (1e-3, 1.0, 1e3):
         model = handgrad.MLP(6, (5, 4), 3, dtype="float64", seed=1)
         model.param_buffer *= scale

@@ -238,7 +238,7 @@ def test_fused_sgd_equals_the_gradient_then_the_step(rng, monkeypatch, sgd, dtyp
     for name, g in fused.grads.items():  # the fused path ran: fused gradients never written
         assert g.any() == (name not in fused_weights), name
     with monkeypatch.context() as m:
-        m.setattr(Trainer, "_fusable", lambda self: False)
+        m.setattr(SGD, "can_fuse", property(lambda self: False))
         plain = _fit_sgd(X, y, dtype, sgd, sample_weight=s)
     assert plain.grad_buffer.any()
     np.testing.assert_allclose(fused.param_buffer, plain.param_buffer, rtol=tol, atol=tol)
@@ -253,7 +253,7 @@ def test_nesterov_is_not_fused(rng):
 def test_fused_sgd_falls_back_when_the_gradient_is_not_proven_finite(rng, monkeypatch):
     X, y = rng.normal(size=(200, 12)), rng.integers(0, 4, 200)
     fused = _fit_sgd(X, y, "float64")
-    monkeypatch.setattr(handgrad.MLP, "_grads_bounded", lambda self, ws, input_norm2=None: False)
+    monkeypatch.setattr(handgrad.MLP, "grads_bounded", lambda self, ws, input_norm2=None, l2=0.0: False)
     checked = _fit_sgd(X, y, "float64")
     assert checked.grad_buffer.any()  # the gradient was formed and checked exactly
     np.testing.assert_allclose(checked.param_buffer, fused.param_buffer, rtol=1e-12,
@@ -268,16 +268,16 @@ def test_the_bound_uses_the_training_sets_norm_unless_batches_change(rng, monkey
 
     X, y = rng.normal(size=(96, 6)).astype(np.float32), rng.integers(0, 3, 96)
     calls, seen = [], []
-    original_norm = train_module._square_norm
-    monkeypatch.setattr(train_module, "_square_norm", lambda a: calls.append(1) or
+    original_norm = train_module.square_norm
+    monkeypatch.setattr(train_module, "square_norm", lambda a: calls.append(1) or
                         original_norm(a))
-    original_bound = handgrad.MLP._grads_bounded
+    original_bound = handgrad.MLP.grads_bounded
 
-    def recording(self, ws, input_norm2=None):
+    def recording(self, ws, input_norm2=None, l2=0.0):
         seen.append((input_norm2, original_norm(ws.inputs[0])))
-        return original_bound(self, ws, input_norm2)
+        return original_bound(self, ws, input_norm2, l2)
 
-    monkeypatch.setattr(handgrad.MLP, "_grads_bounded", recording)
+    monkeypatch.setattr(handgrad.MLP, "grads_bounded", recording)
     flip = (lambda xb, rng: xb.__imul__(-1.0)) if augment else None
     trainer = Trainer(handgrad.MLP(6, 5, 3, seed=0), X, y, optimizer=SGD(0.1), epochs=2,
                       batch_size=32, seed=0, augment=flip)
@@ -298,14 +298,14 @@ def test_non_finite_gradient_stops_before_the_update(rng, monkeypatch, optimizer
     and no weight changes."""
     from handgrad.train import DivergenceError
 
-    original = handgrad.MLP._weight_grads
+    original = handgrad.MLP.weight_grads
 
-    def overflowing(self, ws):
-        original(self, ws)
+    def overflowing(self, ws, l2=0.0):
+        original(self, ws, l2)
         self.grads["W1"][0, 0] = np.inf
 
-    monkeypatch.setattr(handgrad.MLP, "_weight_grads", overflowing)
-    monkeypatch.setattr(handgrad.MLP, "_grads_bounded", lambda self, ws, input_norm2=None: False)
+    monkeypatch.setattr(handgrad.MLP, "weight_grads", overflowing)
+    monkeypatch.setattr(handgrad.MLP, "grads_bounded", lambda self, ws, input_norm2=None, l2=0.0: False)
     X, y = rng.normal(size=(64, 5)), rng.integers(0, 3, 64)
     model = handgrad.MLP(5, 7, 3, seed=0)
     before = model.param_buffer.copy()

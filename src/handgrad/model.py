@@ -34,7 +34,7 @@ DTYPES = ("float32", "float64")
 
 # Rows evaluated at once by predict_proba: bounds memory to PREDICT_CHUNK × H.
 PREDICT_CHUNK = 4096
-# A fused update (MLP._accumulate_grads) adds the weight-gradient GEMM of a weight
+# A fused update (MLP.accumulate_grads) adds the weight-gradient GEMM of a weight
 # matrix with at least this many entries straight into its destination; the biases and
 # smaller matrices get their gradient formed and added by one BLAS pass per contiguous
 # run of them, since for them a BLAS call's fixed cost exceeds the pass fusing saves.
@@ -324,6 +324,7 @@ class Workspace:
     inputs: list = field(default_factory=list)  # what each layer received (after dropout)
     mask: list = field(default_factory=list)  # dropout masks: [0] inputs, [l] hidden layer l
     dropped: list = field(default_factory=list)  # dropout outputs, same indexing
+    weight_norm2: list = None  # ‖W_l‖² per layer, measured by MLP.l2_penalty
 
     def dropout_buffers(self, config):
         if not self.mask:
@@ -532,21 +533,33 @@ class MLP:
                 ws.inputs.append(inp)
         return ws.Q[K - 1]  # (B, M)  O
 
-    def backward(self, X, target, w, ws, dropout=None):
-        """B2–B7 layer by layer, from the output down; fills ``self.grads``.
+    def loss(self, ws, target, w):
+        """F4–F5 on the logits :meth:`forward` left in ``ws``: ``Σ_n w_n L_n``.
 
-        Must follow :meth:`forward` (with the same ``dropout``) and the loss on the
-        same ``ws``.
+        ``w`` is the per-example weight (B,) normalised to sum to 1, or the scalar
+        ``1/B``; the softmax ``P`` stays in ``ws`` for :meth:`backward`.
         """
-        self._backward_deltas(target, w, ws, dropout)
-        self._weight_grads(ws)
-        return self.grads
+        return softmax_cross_entropy_forward(ws.Q[-1], target, w, ws.logP, ws.P, ws.row)
 
-    def _backward_deltas(self, target, w, ws, dropout=None):
+    def l2_penalty(self, ws, coef):
+        """``½ c Σ_l ‖W_l‖²`` (weights, not biases) with ``c = coef``: scikit-learn's
+        ``alpha`` penalty when ``coef = α / Σ_n s_n`` of the batch.
+
+        Keeps each ``‖W_l‖²`` in ``ws`` for :meth:`grads_bounded`. Returns 0 for ``coef`` 0.
+        """
+        if not coef:
+            return 0.0
+        ws.weight_norm2 = [square_norm(self.params[f"W{l}"])
+                           for l in range(1, self.n_layers + 1)]
+        return 0.5 * coef * math.fsum(ws.weight_norm2)
+
+    def backward(self, ws, target, w, dropout=None):
         """B2, then B5 and B6 down through every layer: ``ws.G[ℓ-1] = ∂L/∂Q`` of layer ℓ.
 
-        Only the weights' current values are read, so the weight gradients (or a
-        fused update of the weights) can follow for all layers at once.
+        Follows :meth:`forward` (with the same ``dropout``) and :meth:`loss` on the same
+        ``ws``. Only the weights' current values are read, so the weight gradients
+        (:meth:`weight_grads`), or an update that absorbs them
+        (:meth:`accumulate_grads`), follow for all layers at once.
         """
         act = self.config.activation
         K = self.n_layers
@@ -559,22 +572,29 @@ class MLP:
                 dropout_backward(dX, ws.mask[l - 1])  # through the dropped units
             # B6: ∂L/∂Q of layer l−1 from ∂L/∂h (just written into dX)
             G = activation_backward(act, dX, ws.Q[l - 2], ws.h[l - 2], ws.scratch[l - 2])
+        return ws.G
 
-    def _weight_grads(self, ws):
-        """B3, B4 for the output layer and B7 beneath, from :meth:`_backward_deltas`."""
+    def weight_grads(self, ws, l2=0.0):
+        """B3, B4 for the output layer and B7 beneath, from :meth:`backward`, into ``grads``.
+
+        ``l2`` adds the penalty's gradient ``c W`` of :meth:`l2_penalty` (``c = l2``).
+        """
         for l in range(1, self.n_layers + 1):
             linear_backward(ws.G[l - 1], ws.inputs[l - 1], self.params[f"W{l}"],
                             self.grads[f"W{l}"], self.grads[f"b{l}"], None, ws.ones)
+            if l2:
+                _add_scaled(l2, self.params[f"W{l}"], self.grads[f"W{l}"])  # + c W
+        return self.grads
 
-    def _accumulate_grads(self, ws, out, alpha, beta):
-        """``out ← β out + α ∂L/∂p`` for every parameter, from :meth:`_backward_deltas`.
+    def accumulate_grads(self, ws, out, alpha, beta, l2=0.0):
+        """``out ← β out + α ∂L/∂p`` for every parameter, from :meth:`backward`.
 
         ``out`` is flat in ``param_buffer``'s layout: the parameters themselves (plain
         SGD) or an optimizer's buffer (momentum). Large weight matrices take their
         GEMM's product directly (:func:`linear_backward_accumulate`; their part of
         ``grad_buffer`` is left untouched); the other gradients are formed in
         ``grad_buffer`` and added by one ``axpby`` per contiguous run
-        (:data:`FUSE_MIN_ENTRIES`).
+        (:data:`FUSE_MIN_ENTRIES`). ``l2`` adds the penalty's ``c W`` to ``∂L/∂W``.
         """
         fused, runs = self._fusion_plan()
         for l in range(1, self.n_layers + 1):
@@ -584,7 +604,18 @@ class MLP:
                             self.grads[f"b{l}"], None, ws.ones)  # B3 (and B4 unless fused)
             if place:
                 start, stop, shape = place
-                linear_backward_accumulate(G, A, out[start:stop].reshape(shape), alpha, beta)
+                dest, step_beta = out[start:stop], beta
+                if l2:  # out ← β out + α c W first, then the product on top (β = 1)
+                    W = self.param_buffer[start:stop]  # (H·D,)
+                    if np.may_share_memory(dest, W):
+                        dest *= beta + alpha * l2  # out is W itself
+                    else:
+                        _blas.axpby(alpha * l2, W, beta, dest,
+                                    scratch=self.grad_buffer[start:stop])
+                    step_beta = 1.0
+                linear_backward_accumulate(G, A, dest.reshape(shape), alpha, step_beta)
+            elif l2:
+                _add_scaled(l2, self.params[name], self.grads[name])  # + c W, formed above
         for start, stop in runs:
             g = self.grad_buffer[start:stop]  # (n,) formed above; free to be overwritten
             _blas.axpby(alpha, g, beta, out[start:stop], scratch=g)
@@ -609,47 +640,47 @@ class MLP:
             plan = self._plan = (FUSE_MIN_ENTRIES, fused, tuple(map(tuple, runs)))
         return plan[1], plan[2]
 
-    def _grads_bounded(self, ws, input_norm2=None):
+    def grads_bounded(self, ws, input_norm2=None, l2=0.0):
         """True when no entry of the gradient from ``ws`` can be NaN or infinite.
 
         For a layer with input A (B, D) and ``G = ∂L/∂Q`` (B, H), Cauchy–Schwarz
         bounds every entry: ``|Σ_n G[n,j] A[n,k]| ≤ ‖G‖ ‖A‖`` (B4/B7) and
-        ``|Σ_n G[n,j]| ≤ √B ‖G‖`` (B3), with Frobenius norms. Finite norms whose
+        ``|Σ_n G[n,j]| ≤ √B ‖G‖`` (B3), with Frobenius norms; the penalty adds at most
+        ``c ‖W‖`` (its ``‖W‖²`` measured by :meth:`l2_penalty`). Finite norms whose
         product stays far below the dtype's largest value (the margin covers the
         rounding of the sums) prove the gradient finite, from a few dot products
         over (B, H) arrays instead of a pass over every gradient entry. False means
         only "not proven": check the gradient itself. ``input_norm2`` is ``‖X‖²`` of
-        the first layer's input when the caller measured it already.
+        the first layer's input when the caller measured it already (any larger value
+        will do).
         """
         limit = float(np.finfo(self.dtype).max) / 4
         root_B = math.sqrt(ws.batch_size)
         for l, (G, A) in enumerate(zip(ws.G, ws.inputs)):
-            A2 = input_norm2 if l == 0 and input_norm2 is not None else _square_norm(A)
-            bound = math.sqrt(_square_norm(G)) * max(math.sqrt(A2), root_B)
+            A2 = input_norm2 if l == 0 and input_norm2 is not None else square_norm(A)
+            bound = math.sqrt(square_norm(G)) * max(math.sqrt(A2), root_B)
+            if l2:
+                bound += l2 * math.sqrt(ws.weight_norm2[l])
             if not bound < limit:  # NaN lands here too
                 return False
         return True
 
-    def _loss_and_deltas(self, X, target, w, dropout=None):
-        """Forward, loss and :meth:`_backward_deltas` on validated inputs; returns the loss."""
+    def _loss_and_grads(self, X, target, w, dropout=None, l2=0.0):
+        """Loss and gradient on validated, model-dtype inputs: forward, backward, B3–B7."""
         ws = self.workspace(X.shape[0])
-        O = self.forward(X, ws, dropout)
-        loss = softmax_cross_entropy_forward(O, target, w, ws.logP, ws.P, ws.row)
-        self._backward_deltas(target, w, ws, dropout)
-        return loss
-
-    def _loss_and_grads(self, X, target, w, dropout=None):
-        """One training step's maths on validated, model-dtype inputs."""
-        loss = self._loss_and_deltas(X, target, w, dropout)
-        self._weight_grads(self.workspace(X.shape[0]))
+        self.forward(X, ws, dropout)
+        loss = self.loss(ws, target, w) + self.l2_penalty(ws, l2)
+        self.backward(ws, target, w, dropout)
+        self.weight_grads(ws, l2)
         return loss
 
     # -- public API -------------------------------------------------------------
 
-    def loss_and_grads(self, X, y, sample_weight=None):
+    def loss_and_grads(self, X, y, sample_weight=None, l2=0.0):
         """Loss ``Σ s_n L_n / Σ s_n`` and its gradient for every parameter.
 
         ``y`` is integer labels (B,) or rows of class probabilities (B, M).
+        ``l2`` adds scikit-learn's penalty ``l2/2 · Σ‖W_l‖² / Σ s_n`` (weights only).
         Returns ``(loss, grads)``; ``grads`` maps the names of ``params`` to
         arrays of the same shape and dtype (views of ``grad_buffer``, overwritten
         by the next call).
@@ -657,7 +688,7 @@ class MLP:
         X = self.check_X(X)
         target = self.check_y(y, X.shape[0])
         w = normalised_weights(sample_weight, X.shape[0], self.dtype)
-        loss = self._loss_and_grads(X, target, w)
+        loss = self._loss_and_grads(X, target, w, l2=_l2_coef(l2, sample_weight, X.shape[0]))
         return loss, self.grads
 
     def prepare(self, X_raw):
@@ -723,9 +754,9 @@ class MLP:
 
     def check_X(self, X, convert=True):
         """Validate inputs: 2-D, ``n_inputs`` columns, numeric and finite."""
-        return self._check_X(X, convert)[0]
+        return self.check_X_and_norm(X, convert)[0]
 
-    def _check_X(self, X, convert=True):
+    def check_X_and_norm(self, X, convert=True):
         """:meth:`check_X`, and ``‖X‖²`` as its finite check measured it (or None).
 
         The finite check of float data is a sum of squares (:func:`_finite_square_norm`),
@@ -755,7 +786,7 @@ class MLP:
                          and np.finfo(X.dtype).max > np.finfo(self.dtype).max)
             with np.errstate(over="ignore"):  # reported below with a clearer message
                 X = np.ascontiguousarray(X, dtype=self.dtype)
-            if narrowing and not _all_finite(X):  # float64 values beyond float32's range
+            if narrowing and not all_finite(X):  # float64 values beyond float32's range
                 raise ValueError(f"X has values too large for {self.dtype.name}")
         return X, norm2
 
@@ -764,7 +795,7 @@ class MLP:
         return check_targets(y, n_rows, self.n_classes, self.dtype)
 
 
-def _all_finite(a):
+def all_finite(a):
     """True when no element of the float array ``a`` is NaN or ±inf (one pass)."""
     return _finite_square_norm(a)[0]
 
@@ -777,7 +808,7 @@ def _finite_square_norm(a):
     proves every element finite, and costs what a plain sum would. Within a block
     the dot's rounding is at most a relative 2^20·u (1/16 in float32): the value is
     an upper bound on the squared norm of any subset of the rows up to that factor,
-    which :meth:`MLP._grads_bounded`'s margin covers. When squares overflow from
+    which :meth:`MLP.grads_bounded`'s margin covers. When squares overflow from
     finite values the norm is None and each element is checked.
     """
     if a.ndim > 1:  # whole rows of a 2-D array per block
@@ -786,7 +817,7 @@ def _finite_square_norm(a):
     else:
         flat = np.ravel(a)
         blocks = (flat[i:i + (1 << 20)] for i in range(0, flat.size, 1 << 20))
-    total = sum(_square_norm(block) for block in blocks)
+    total = sum(square_norm(block) for block in blocks)
     if math.isfinite(total):
         return True, total
     flat = np.ravel(a, order="K")  # a view of a C- or F-ordered array
@@ -795,7 +826,23 @@ def _finite_square_norm(a):
     return finite, None
 
 
-def _square_norm(a):
+def _add_scaled(alpha, x, y):
+    """``y ← y + α x`` for two C-contiguous arrays of one shape (BLAS axpy where found)."""
+    x, y = x.reshape(-1), y.reshape(-1)  # views
+    _blas.axpy(alpha, x, y, scratch=None if _blas.available(y.dtype) else np.empty_like(x))
+
+
+def _l2_coef(l2, sample_weight, n_rows):
+    """The penalty coefficient ``c = α / Σ_n s_n`` of :meth:`MLP.l2_penalty`."""
+    if not (isinstance(l2, (int, float)) and math.isfinite(l2) and l2 >= 0):
+        raise ValueError(f"l2 must be a non-negative number, got {l2!r}")
+    if not l2:
+        return 0.0
+    total = n_rows if sample_weight is None else float(np.sum(sample_weight))
+    return float(l2) / total
+
+
+def square_norm(a):
     """``‖a‖²`` as a Python float, one BLAS dot over the array's memory (a view for a
     C- or F-ordered array; other layouts are copied)."""
     flat = np.ravel(a, order="K")
