@@ -75,23 +75,14 @@ class StopTraining(Exception):
     """Raised by a callback's ``on_batch_end`` to stop after the current batch."""
 
 
-def checkpoint_path(path):
-    """The checkpoint file of ``path``: ``path/checkpoint.safetensors`` for a folder
-    (existing, or named without a file suffix), else ``path`` itself."""
-    path = Path(path)
-    if path.is_dir() or (not path.exists() and path.suffix == ""):
-        return path / CHECKPOINT_NAME
-    return path
-
-
 class BackupAndRestore(Callback):
     """Write a resumable checkpoint after every epoch and whenever training stops early.
 
-    ``backup`` is a folder (the file is ``checkpoint.safetensors`` in it, created as
-    needed) or a checkpoint file name. Before training it checks that the folder is
-    writable and removes temporaries a killed write left behind.
+    The checkpoint is ``backup_dir/filename`` (the folder is created as needed). Before
+    training the folder is probed for writability and temporaries that a killed write
+    left behind are removed.
 
-    ``resume``: False starts afresh; True continues from the checkpoint in ``backup`` when
+    ``resume``: False starts afresh; True continues from the checkpoint in ``backup_dir`` when
     there is one (and starts afresh when there is none, so a script killed at any moment
     can simply be run again); a path (or a loaded :class:`~handgrad.serialization.Checkpoint`)
     continues from that checkpoint, which must exist. The model, optimizer and callbacks
@@ -101,8 +92,8 @@ class BackupAndRestore(Callback):
     ``last_written`` the path of the last checkpoint this callback wrote (or None).
     """
 
-    def __init__(self, backup, *, resume=False, every_epoch=True):
-        self.path = checkpoint_path(backup)
+    def __init__(self, backup_dir, *, resume=False, every_epoch=True, filename=CHECKPOINT_NAME):
+        self.path = Path(backup_dir) / filename
         self.resume, self.every_epoch = resume, bool(every_epoch)
         self.last_written = None
         self.restored_from = None

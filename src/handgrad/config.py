@@ -24,6 +24,7 @@ AUGMENTATIONS = ("none", "affine", "elastic")
 DIVERGENCE_POLICIES = ("stop", "backoff")
 ACTIVATION_NAMES = ("relu", "tanh", "logistic", "identity")
 DTYPE_NAMES = ("float32", "float64")
+ARRAYS = "<arrays>"  # the dataset of a run on arrays passed from Python
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ arguments, and hands data-parallel runs to :mod:`handgrad.distributed`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .callbacks import BackupAndRestore, LearningRateBackoff
 from .config import DIVERGENCE_POLICIES
 from .train import Trainer
@@ -62,10 +64,12 @@ def fit(model, X, y, *, optimizer=None, epochs=10, batch_size=128, shuffle=True,
     callbacks = list(callbacks)
     if on_divergence == "backoff":
         callbacks.append(LearningRateBackoff(0.5, MAX_BACKOFFS))
-    if checkpoint_dir is not None or resume not in (None, False):
-        backup = checkpoint_dir if checkpoint_dir is not None else resume
-        callbacks.append(BackupAndRestore(backup, resume=resume or False,
-                                          every_epoch=checkpoint_dir is not None))
+    if checkpoint_dir is not None:
+        callbacks.append(BackupAndRestore(checkpoint_dir, resume=resume or False))
+    elif resume not in (None, False):  # writes back to the checkpoint it resumed from
+        path = Path(resume)
+        callbacks.append(BackupAndRestore(path.parent, resume=path, every_epoch=False,
+                                          filename=path.name))
     if comm is not None:
         from .distributed import fit_distributed
 

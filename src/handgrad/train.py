@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .callbacks import Callback, StopTraining
-from .config import ConfigError, TrainConfig
+from .config import ARRAYS, ConfigError, TrainConfig
 from .model import Dropout, check_sample_weight, square_norm
 from .optim import OPTIMIZERS, Adam, Optimizer, make_optimizer
 from .update import Update
@@ -250,6 +250,7 @@ class Trainer:
         if optimizer is None:
             optimizer = make_optimizer(config.optimizer, config.lr, config.momentum,
                                        config.weight_decay, config.nesterov)
+            config = config.replace(lr=optimizer.lr)  # the effective value, not None
         options = {"label_smoothing": config.label_smoothing, "max_norm": config.max_norm,
                    "l2": config.l2}
         if config.dropout or config.input_dropout:
@@ -289,7 +290,7 @@ class Trainer:
                      "label_smoothing": self.label_smoothing, "max_norm": self.max_norm,
                      "l2": self.l2, "hidden": self.model.config.hidden,
                      "activation": self.model.config.activation,
-                     "dtype": self.model.config.dtype, "dataset": "arrays"}
+                     "dtype": self.model.config.dtype, "dataset": ARRAYS}
         if name == "sgd":
             described |= {"momentum": opt.momentum, "nesterov": opt.nesterov}
         if self.dropout is not None:
