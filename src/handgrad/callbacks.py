@@ -214,6 +214,7 @@ class LearningRateBackoff(Callback):
             raise ValueError(f"factor must lie in (0, 1), got {factor!r}")
         self.factor, self.max_backoffs, self.report = float(factor), int(max_backoffs), report
         self.backoffs = 0
+        self.scale = 1.0  # factor ** backoffs: what every learning rate has been scaled by
         self._trainer = None
         self._snapshot = None
 
@@ -232,7 +233,7 @@ class LearningRateBackoff(Callback):
     def _take(self):
         t = self._trainer
         self._snapshot = (t.model.param_buffer.copy(), t.optimizer.state_dict(),
-                          t.state_dict())
+                          t.state_dict(), self.scale)
 
     def on_divergence(self, error):
         if self.backoffs >= self.max_backoffs or self._snapshot is None:
@@ -240,16 +241,16 @@ class LearningRateBackoff(Callback):
             return None
         self.backoffs += 1
         t = self._trainer
-        params, opt_state, trainer_state = self._snapshot
+        params, opt_state, trainer_state, scale_then = self._snapshot
         t.model.param_buffer[...] = params
-        lr = t.optimizer.lr
         t.optimizer.load_state_dict(opt_state)
-        t.optimizer.lr = lr
         t.load_state_dict(trainer_state)  # callbacks too: a schedule's state comes back
-        t.optimizer.lr *= self.factor
+        self.scale *= self.factor
+        relative = self.scale / scale_then  # the back-offs since the snapshot, this one too
+        t.optimizer.lr *= relative
         for cb in t.callbacks:
             if cb is not self and hasattr(cb, "scale_lr"):
-                cb.scale_lr(self.factor)
+                cb.scale_lr(relative)
         if self.report is not None:
             self.report(error, t)
         return "retry"
