@@ -79,15 +79,15 @@ def _unrecognized(parser, args, extra):
     """argparse's "unrecognized arguments" error, from the subcommand's parser, with a
     "did you mean" for each mistyped option."""
     sub = _subparser(parser, args.command)
-    options = [s for action in sub._actions for s in action.option_strings
+    options = [s[2:] for action in sub._actions for s in action.option_strings
                if s.startswith("--")]
     hints = []
     for token in extra:
         name = token.split("=", 1)[0]
-        if name.startswith("--"):
-            close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+        if name.startswith("--"):  # compared without the dashes every option shares
+            close = difflib.get_close_matches(name[2:], options, n=1, cutoff=0.7)
             if close:
-                hints.append((name, close[0]))
+                hints.append((name, "--" + close[0]))
     message = f"unrecognized arguments: {' '.join(extra)}"
     if len(hints) == 1:
         message += f"; did you mean {hints[0][1]}?"
