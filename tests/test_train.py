@@ -293,3 +293,40 @@ def test_max_norm_caps_incoming_weight_vectors(rng):
     for name in ("W1", "W2"):
         norms = np.linalg.norm(model.params[name], axis=1)
         assert norms.max() <= 0.5 * (1 + 1e-5)
+
+
+def test_weighted_validation_data(rng):
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    Xv, yv, sv = rng.normal(size=(20, 3)), rng.integers(0, 2, 20), rng.uniform(0, 3, 20)
+    model = handgrad.MLP(3, 4, 2, seed=0)
+    history = handgrad.fit(model, X, y, epochs=1, batch_size=8, seed=0,
+                           validation_data=(Xv, yv, sv))
+    hits = model.predict(Xv) == yv
+    assert history.val_accuracy[0] == pytest.approx(np.dot(hits, sv) / sv.sum(), rel=1e-12)
+    assert history.val_loss[0] == pytest.approx(model.evaluate(Xv, yv, sv)[0], rel=1e-12)
+    with pytest.raises(ValueError, match="sample_weight must have shape"):
+        handgrad.fit(model, X, y, validation_data=(Xv, yv, sv[:3]))
+
+
+def test_a_new_trainer_continues_a_model_and_its_optimizer(rng):
+    """Warm continuation (an estimator's warm_start or partial_fit): weights and the
+    optimizer's state carry over from one Trainer to the next."""
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    model, opt = handgrad.MLP(3, 4, 2, seed=0), Adam(1e-2)
+    Trainer(model, X, y, optimizer=opt, epochs=1, batch_size=8, seed=0).run()
+    after_one = model.param_buffer.copy()
+    Trainer(model, X, y, optimizer=opt, epochs=1, batch_size=8, seed=1).run()
+    assert opt.state["flat"]["t"] == 10 and not np.array_equal(model.param_buffer, after_one)
+
+
+def test_batches_whose_rows_all_weigh_zero_are_skipped(rng):
+    X, y = rng.normal(size=(16, 3)), rng.integers(0, 2, 16)
+    s = np.r_[np.zeros(8), np.ones(8)]  # unshuffled: the first batch weighs nothing
+    model = handgrad.MLP(3, 4, 2, dtype="float64", seed=0)
+    history = handgrad.fit(model, X, y, optimizer=SGD(0.1), epochs=1, batch_size=8,
+                           shuffle=False, sample_weight=s)
+    reference = handgrad.MLP(3, 4, 2, dtype="float64", seed=0)
+    ref_history = handgrad.fit(reference, X[8:], y[8:], optimizer=SGD(0.1), epochs=1,
+                               batch_size=8, shuffle=False)
+    np.testing.assert_array_equal(model.param_buffer, reference.param_buffer)
+    assert history.train_loss == pytest.approx(ref_history.train_loss, rel=1e-14)

@@ -152,7 +152,8 @@ class Trainer:
     ``optimizer`` defaults to ``Adam(lr=1e-3)``; ``y`` is integer labels (N,) or class
     probabilities (N, M); ``sample_weight`` (N,) weights each row's loss (each batch's loss
     is ``Σ s_n L_n / Σ s_n``; a batch whose rows all weigh 0 is skipped); ``validation_data``
-    is ``(X_val, y_val)``. ``dropout`` (a :class:`~handgrad.model.Dropout`),
+    is ``(X_val, y_val)`` or ``(X_val, y_val, sample_weight_val)`` (a weighted validation
+    loss and accuracy). ``dropout`` (a :class:`~handgrad.model.Dropout`),
     ``label_smoothing``, ``max_norm``, ``augment`` (``augment(rows, rng)``, in place) and
     ``l2`` (scikit-learn's ``alpha``) regularise. A batch loss above ``max_loss`` (default
     ``10⁴ ln M``) counts as divergence.
@@ -189,10 +190,13 @@ class Trainer:
                   else check_sample_weight(sample_weight, self.X.shape[0]))  # (N,)
         self.validation = None
         if validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            if len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be (X_val, y_val) or "
+                                 "(X_val, y_val, sample_weight_val)")
             X_val = model.check_X(validation_data[0])
             self.validation = (X_val, model.check_y(validation_data[1], X_val.shape[0]))
+            if len(validation_data) == 3 and validation_data[2] is not None:
+                self.validation += (check_sample_weight(validation_data[2], X_val.shape[0]),)
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (1 << 63))
         _check_count("seed", seed, minimum=0)
@@ -490,7 +494,8 @@ class Trainer:
         self.stop_requested = True
 
     def _validate(self):
-        return self.model.evaluate(*self.validation)
+        X_val, y_val, *weights = self.validation
+        return self.model.evaluate(X_val, y_val, sample_weight=weights[0] if weights else None)
 
     def _end_epoch(self, epoch):
         loss_w, correct_w, total_w, seconds = self._sums
