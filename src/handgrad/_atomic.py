@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the same directory, fsync, rename.
+"""Atomic file writes (a temporary file in the same directory, fsync, rename), the
+clean-up of temporaries a killed write left, and writability probes.
 
 A crash or an error mid-write never leaves a half-written file at the target
 path, and whatever was there before stays intact until the new file is complete.

@@ -129,3 +129,14 @@ def _rewrite_as_version_1(path, out):
     training = json.loads(meta["training"])
     meta["training"] = json.dumps(training)
     save_file(load_file(str(path)), str(out), metadata=meta)
+
+
+def test_settings_given_with_resume_are_reported_as_ignored(tmp_path, capsys):
+    assert main(["train", "--hidden", "8", "--batch-size", "64", "--epochs", "1", "--quiet",
+                 "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    capsys.readouterr()
+    ck = tmp_path / "ck" / CHECKPOINT_NAME
+    assert main(["train", "--resume", str(ck), "--epochs", "2", "--lr", "0.5", "--hidden",
+                 "32", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "--hidden, --lr ignored: a resumed run keeps its checkpoint's settings" in err

@@ -37,6 +37,7 @@ from ._common import (
     ExplicitStore,
     add_subparser,
     describe,
+    flag,
     fraction,
     hidden_sizes,
     label_column,
@@ -338,6 +339,14 @@ def _resumed_config(args):
     for name in OUTPUTS:
         if getattr(args, f"{name}_given", False):
             changes[name] = _absolute(getattr(args, name))
+    defaults = TrainConfig()
+    ignored = [flag(f.name) for f in fields(TrainConfig)
+               if f.name not in ("epochs", *OUTPUTS) and hasattr(args, f.name)
+               and getattr(args, f.name) != getattr(defaults, f.name)]
+    if ignored:
+        print(f"handgrad: note: {', '.join(ignored)} ignored: a resumed run keeps its "
+              f"checkpoint's settings (only --epochs, --out, --checkpoint-dir and --plot "
+              f"change them)", file=sys.stderr)
     return checkpoint, config.replace(**changes)
 
 
