@@ -194,7 +194,9 @@ class DistributedTrainer(Trainer):
 
     def _loss_weights(self, xb, sb):
         count = self.layout.batch_count(self.batch)  # the global batch's rows
-        return 1.0 / count, float(count), (self.l2 / count if self.l2 else 0.0)
+        # the penalty belongs to the whole batch: rank 0 alone adds it to what is summed
+        l2 = self.l2 / count if self.l2 and self.comm.rank == 0 else 0.0
+        return 1.0 / count, float(count), l2
 
     def _combine(self, loss, batch_w, hits):
         MPI = _mpi()
