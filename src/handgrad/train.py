@@ -402,16 +402,15 @@ class Trainer:
                     self._sums[1] += correct
                     self._sums[2] += batch_w
                     self.batch += 1
-                    for cb in self.callbacks:
-                        cb.on_batch_end(i, loss)
-                    if self._agree_to_stop():
-                        raise StopTraining
-            except (StopTraining, DivergenceError) as exc:
+                    try:
+                        for cb in self.callbacks:
+                            cb.on_batch_end(i, loss)
+                    except StopTraining:
+                        return
+                    if self._agree_to_stop():  # e.g. Ctrl-C, on any worker
+                        return
+            finally:  # the epoch's time so far, however the loop ends
                 self._sums[3] += time.perf_counter() - t0
-                if isinstance(exc, DivergenceError):
-                    raise
-                return
-            self._sums[3] += time.perf_counter() - t0
             self._end_epoch(epoch)
 
     def train_batch(self, xb, tb, sb=None):
