@@ -5,7 +5,6 @@ import pytest
 
 import handgrad
 from handgrad.datasets import Preprocessor, load_dataset
-from handgrad.model import Dropout
 from handgrad.optim import SGD, Adam
 from handgrad.train import Callback, StopTraining, Trainer
 
