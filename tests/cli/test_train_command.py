@@ -140,3 +140,30 @@ def test_settings_given_with_resume_are_reported_as_ignored(tmp_path, capsys):
                  "32", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "--hidden, --lr ignored: a resumed run keeps its checkpoint's settings" in err
+
+
+def test_model_files_of_handgrad_0_1_load_and_describe_their_run(tmp_path, capsys):
+    """A 0.1 model file (format version 1, the run's "settings") loads, and info and
+    evaluate read its settings."""
+    assert main(["train", "--hidden", "8", "--batch-size", "64", "--epochs", "1", "--quiet",
+                 "--out", str(tmp_path / "new.safetensors")]) == 0
+    capsys.readouterr()
+    import struct
+
+    from safetensors.numpy import load_file, save_file
+
+    path = tmp_path / "new.safetensors"
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    meta = json.loads(data[8:8 + n])["__metadata__"]
+    training = json.loads(meta["training"])
+    settings = training.pop("config")  # 0.1 had the same keys, less the ones added since
+    for key in ("shuffle", "l2", "on_divergence", "out", "checkpoint_dir", "plot"):
+        del settings[key]
+    training["settings"] = settings
+    meta.update(format_version="1", training=json.dumps(training))
+    save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata=meta)
+    assert main(["info", str(tmp_path / "old.safetensors")]) == 0
+    assert "trained on   digits: 1 epochs, adam lr 0.001, batch 64, seed 0" in \
+        capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "old.safetensors")]) == 0
