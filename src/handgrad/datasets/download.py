@@ -11,12 +11,12 @@ import contextlib
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._atomic import create_temporary
 from .._progress import progress_bar
 from .errors import DataError
 
@@ -87,7 +87,7 @@ class _MirrorFailed(Exception):
 
 
 def _fetch_verified(url, dest, checksums, timeout, progress):
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp = create_temporary(dest, suffix=".part")  # the mode a file the user creates gets
     try:
         with os.fdopen(fd, "wb") as out:
             _stream(url, out, timeout, progress, dest.name)
