@@ -14,7 +14,7 @@ __all__ = ["MLP", "MLPConfig", "Callback", "DataError", "History", "ModelFileErr
 
 
 def __getattr__(name):
-    # Optional parts load on first use, so the core needs NumPy alone.
+    # Optional parts load on first use: the core needs NumPy, safetensors and threadpoolctl.
     if name == "MLPClassifier":
         from .sklearn import MLPClassifier
 
