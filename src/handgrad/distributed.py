@@ -28,6 +28,7 @@ import traceback
 
 import numpy as np
 
+from ._threads import limit_blas_threads
 from .train import Trainer
 
 DEFAULT_VIRTUAL_SHARDS = 12
@@ -81,12 +82,16 @@ class DistributedTrainer(Trainer):
 
     ``X`` and ``y`` are the rows ``layout.rank_rows(comm.rank)`` of the training
     set; ``validation_data``, if given, is this rank's share of the validation set
-    (any split: metrics are summed over ranks).
+    (any split: metrics are summed over ranks). ``blas_threads`` sets this rank's
+    BLAS threads (see :func:`handgrad._threads.limit_blas_threads`: by default the
+    node's cores divided by its ranks); the choice is ``self.blas_threads``.
     """
 
     def __init__(self, model, X, y, *, comm, n_rows, virtual_shards=DEFAULT_VIRTUAL_SHARDS,
-                 batch_size=128, **kwargs):
+                 batch_size=128, blas_threads=None, **kwargs):
         self.comm = comm
+        # ranks on one machine share its cores rather than each starting a full BLAS pool
+        self.blas_threads = limit_blas_threads(comm, blas_threads)  # print .describe() once
         self.layout = ShardLayout(n_rows, batch_size, virtual_shards, comm.size)
         start, stop = self.layout.rank_rows(comm.rank)
         if len(X) != stop - start:
