@@ -159,15 +159,48 @@ def scaling_table():
     doc = _load("scaling.json")
     if doc is None:
         return "_No scaling results yet: run `python benchmarks/scaling.py`._"
+    rule = ("BLAS threads per rank by handgrad's rule (the node's cores / its ranks)"
+            if all(r.get("blas_threads_source") == "auto" for r in doc["results"])
+            else "BLAS threads per rank = cores / ranks")
     lines = [f"Measured by `python benchmarks/scaling.py` on {doc['cpu_count']} cores "
-             f"({doc['date']}); BLAS threads per rank = cores / ranks.", "",
+             f"({doc['date']}); {rule}.", "",
              "| H | batch | ranks | examples/s | step ms | gradient MB | Allreduce ms |",
              "|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         lines.append(f"| {r['hidden']} | {r['batch']} | {r['ranks']} | "
                      f"{r['examples_per_second']:.0f} | {1e3 * r['step_seconds']:.2f} | "
                      f"{r['gradient_bytes'] / 1e6:.2f} | {1e3 * r['allreduce_seconds']:.3f} |")
+    lines += _epoch_rows(doc.get("epoch"))
     return "\n".join(lines)
+
+
+def _epoch_rows(epoch):
+    """One epoch on 1 and 2 ranks, and 2 ranks with a full BLAS pool each, if measured."""
+    if not epoch:
+        return []
+    rows = epoch["results"]
+    kernels = sorted({f"{b['internal_api']} {b['version']} ({b['architecture']})"
+                      for r in rows for b in r.get("blas", [])})
+    out = ["", f"One epoch of {epoch['rows']:,} MNIST-shaped rows, 784-{epoch['hidden']}-10, "
+               f"batch {epoch['batch']}, {epoch['optimizer'].capitalize()} (the settings of "
+               f"`mpiexec -n 2 handgrad train --distributed --hidden {epoch['hidden']}` above), "
+               f"medians of {epoch['repeats']} interleaved runs; "
+               f"{', '.join(kernels) or 'BLAS kernel not recorded'}:", "",
+           "| ranks | BLAS threads per rank | seconds per epoch | vs 1 rank |", "|---|---|---|---|"]
+    one = rows[0]["seconds_per_epoch"]
+    for r in rows:
+        how = {"auto": "handgrad's rule", "environment": "a full pool each "
+               "(`HANDGRAD_BLAS_THREADS`), as before the rule",
+               "argument": "as asked"}[r["blas_threads_source"]]
+        secs = f"{r['seconds_per_epoch']:.2f}"
+        if r["extrapolated"]:
+            secs += f" (from {r['steps_timed']} steps)"
+        out.append(f"| {r['ranks']} | {r['blas_threads_per_rank']} ({how}) | {secs} | "
+                   f"{one / r['seconds_per_epoch']:.2f}× |")
+    out += ["", f"2 ranks no slower per epoch than 1 on this machine: "
+                f"{'yes' if epoch['two_ranks_no_slower'] else '**no**'} "
+                f"({epoch['two_ranks_vs_one']:.2f}× the speed of 1 rank)."]
+    return out
 
 
 # Nominal link rates (bytes/s) for the scaling model: inputs, not measurements.

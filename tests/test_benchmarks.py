@@ -45,9 +45,18 @@ def test_scaling_smoke(tmp_path):
     pytest.importorskip("mpi4py")
     out = tmp_path / "scaling.json"
     r = subprocess.run([sys.executable, BENCH / "scaling.py", "--hidden", "16", "--batch", "64",
-                        "--ranks", "1", "2", "--steps", "10", "--out", out],
+                        "--ranks", "1", "2", "--steps", "10", "--epoch-rows", "1200",
+                        "--epoch-hidden", "16", "--epoch-batch", "64", "--epoch-repeats", "1",
+                        "--contrast-steps", "5", "--out", out],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    results = json.loads(out.read_text())["results"]
+    doc = json.loads(out.read_text())
+    results = doc["results"]
     assert [x["ranks"] for x in results] == [1, 2]
     assert all(x["allreduce_seconds"] > 0 for x in results)
+    # BLAS threads come from handgrad's own rule, recorded with the kernel
+    assert all(x["blas_threads_source"] == "auto" and x["blas"] is not None for x in results)
+    epoch = doc["epoch"]["results"]
+    assert [(x["ranks"], x["extrapolated"]) for x in epoch[:2]] == [(1, False), (2, False)]
+    assert all(x["seconds_per_epoch"] > 0 for x in epoch)
+    assert doc["epoch"]["two_ranks_vs_one"] > 0
