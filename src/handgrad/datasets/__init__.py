@@ -10,10 +10,11 @@ from .idx import load_idx, save_idx
 from .mnist import DATASETS, cache_dir, load_mnist
 from .preprocess import Preprocessor, stratified_split
 from .registry import NAMED, Dataset, load_dataset
-from .tabular import load_csv, load_npy, load_npz
+from .tabular import CSVTable, LabelColumn, load_csv, load_npy, load_npz, read_csv
 
 __all__ = [
-    "DATASETS", "NAMED", "Checksums", "DataError", "Dataset", "Preprocessor", "cache_dir",
-    "download", "load_csv", "load_dataset", "load_digits", "load_idx", "load_mnist",
-    "load_npy", "load_npz", "save_idx", "stratified_split",
+    "DATASETS", "NAMED", "CSVTable", "Checksums", "DataError", "Dataset", "LabelColumn",
+    "Preprocessor", "cache_dir", "download", "load_csv", "load_dataset", "load_digits",
+    "load_idx", "load_mnist", "load_npy", "load_npz", "read_csv", "save_idx",
+    "stratified_split",
 ]
