@@ -4,7 +4,7 @@ Every data problem raises :class:`DataError` naming the file and what is wrong.
 """
 
 from .digits import load_digits
-from .download import Checksums, download
+from .download import Checksums, DownloadError, download
 from .errors import DataError
 from .idx import load_idx, save_idx
 from .mnist import DATASETS, cache_dir, load_mnist
@@ -13,7 +13,8 @@ from .registry import NAMED, Dataset, load_dataset
 from .tabular import CSVTable, LabelColumn, load_csv, load_npy, load_npz, read_csv
 
 __all__ = [
-    "DATASETS", "NAMED", "CSVTable", "Checksums", "DataError", "Dataset", "LabelColumn",
+    "DATASETS", "NAMED", "CSVTable", "Checksums", "DataError", "Dataset", "DownloadError",
+    "LabelColumn",
     "Preprocessor", "cache_dir", "download", "load_csv", "load_dataset", "load_digits",
     "load_idx", "load_mnist", "load_npy", "load_npz", "read_csv", "save_idx",
     "stratified_split",
