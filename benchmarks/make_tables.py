@@ -58,14 +58,40 @@ def speed_table():
             f"{s['torch']:.3f} | {r['speedup_vs_torch']:.2f}× | {sk} | {skr} | "
             f"{100 * r['gemm_efficiency']:.0f}% | {100 * r['shaped_gemm_efficiency']:.0f}% |")
     lines += _speed_targets(doc)
-    p = doc.get("predict") or {}
-    if p.get("handgrad_s"):
-        ort = (f", onnxruntime {1e3 * p['onnxruntime_s']:.1f} ms "
-               f"({p['onnxruntime_s'] / p['handgrad_s']:.2f}× handgrad's time)"
-               if p.get("onnxruntime_s") else "")
-        lines += ["", f"`predict_proba` on the 10,000 test images (784-256-10): handgrad "
-                      f"{1e3 * p['handgrad_s']:.1f} ms{ort}."]
+    lines += _predict_line(doc.get("predict") or {})
     return "\n".join(lines)
+
+
+def _predict_line(p):
+    """What the predict_proba vs onnxruntime run shows, with how and where it ran."""
+    if not p.get("handgrad_s"):
+        return []
+    h = p["handgrad_s"]
+    text = f"`predict_proba` on the 10,000 test images (784-256-10): handgrad {1e3 * h:.1f} ms"
+    o = p.get("onnxruntime_s")
+    if o:
+        text += f", onnxruntime {1e3 * o:.1f} ms"
+        if "samples" in p:
+            text += f" (medians of {p['repeats']} interleaved calls each"
+            spread = {k: (min(v), max(v)) for k, v in p["samples"].items()}
+            text += (f"; ranges {1e3 * spread['handgrad_s'][0]:.1f}–"
+                     f"{1e3 * spread['handgrad_s'][1]:.1f} and "
+                     f"{1e3 * spread['onnxruntime_s'][0]:.1f}–"
+                     f"{1e3 * spread['onnxruntime_s'][1]:.1f} ms)")
+        text += (f": handgrad is {o / h:.2f}× as fast as onnxruntime" if h <= o else
+                 f": onnxruntime is {h / o:.2f}× as fast as handgrad")
+    text += "."
+    if p.get("command"):
+        kernels = ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, "
+                            f"{b['num_threads']} threads)" for b in p.get("blas", [])
+                            if b.get("internal_api") != "openmp")
+        unset = [k for k, v in (p.get("openblas_env") or {}).items() if v is None]
+        threads = (f", onnxruntime {p['onnxruntime']} with {p['onnxruntime_threads']} "
+                   f"intra-op threads" if p.get("onnxruntime") else "")
+        env = f" with {' and '.join(unset)} unset" if unset else ""
+        text += (f" Measured by `python benchmarks/{p['command']}`{env} on {p['date']}: "
+                 f"{kernels or 'BLAS kernel not recorded'}{threads}.")
+    return ["", text]
 
 
 def _speed_targets(doc):
