@@ -31,7 +31,8 @@ def blocks():
     for match in FENCE.finditer(text):
         line = text.count("\n", 0, match.start()) + 1
         heading = re.findall(r"^#+ (.*)$", text[:match.start()], re.M)
-        found.append(pytest.param(match.group(1), id=f"line{line}-{heading[-1] if heading else ''}"))
+        section = heading[-1] if heading else "top"
+        found.append(pytest.param(match.group(1), id=f"line{line}-{section}"))
     return found
 
 

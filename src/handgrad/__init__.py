@@ -8,9 +8,9 @@ from .train import Callback, History, StopTraining, Trainer, fit
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "MLPConfig", "Callback", "GradcheckResult", "DataError", "History", "ModelFileError",
-           "StopTraining", "Trainer", "fit", "gradcheck", "load", "load_checkpoint", "optim",
-           "save", "save_checkpoint", "__version__"]
+__all__ = ["MLP", "MLPConfig", "Callback", "DataError", "GradcheckResult", "History",
+           "ModelFileError", "StopTraining", "Trainer", "fit", "gradcheck", "load",
+           "load_checkpoint", "optim", "save", "save_checkpoint", "__version__"]
 
 
 def __getattr__(name):
