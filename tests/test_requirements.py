@@ -65,3 +65,53 @@ def test_require_names_the_missing_package_and_the_install_command(monkeypatch):
 def test_unknown_feature_is_a_programming_error():
     with pytest.raises(ValueError, match="unknown feature 'plot'"):
         require("plot")
+
+
+CORE_ONLY = """
+import importlib.abc, sys
+
+BLOCKED = {"tqdm", "matplotlib", "PIL", "sklearn", "scipy", "onnx", "onnxruntime", "torch",
+           "mpi4py", "pandas"}
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+
+import numpy as np
+import handgrad
+from handgrad._requirements import missing
+from handgrad.datasets import Preprocessor, load_dataset
+from handgrad.optim import Adam
+
+assert missing("plots", "images", "onnx", "sklearn", "mpi") == [
+    "plots", "images", "onnx", "sklearn", "mpi"]
+ds = load_dataset("digits")
+model = handgrad.MLP(64, 16, 10, seed=0)
+model.preprocessor = Preprocessor().fit(ds.x_train)
+model.classes = ds.classes
+optimizer = Adam(1e-2)
+trainer = handgrad.Trainer(model, model.prepare(ds.x_train), ds.y_train, optimizer=optimizer,
+                           epochs=10, batch_size=32, seed=0)
+trainer.run()
+handgrad.save_checkpoint("ck.safetensors", model, optimizer, trainer.state_dict(), {})
+handgrad.save(model, "m.safetensors")
+back = handgrad.load("m.safetensors")
+assert back.evaluate(back.prepare(ds.x_test), ds.y_test)[1] > 0.8
+assert not any(name.split(".")[0] in BLOCKED for name in sys.modules)
+print("ok")
+"""
+
+
+def test_training_and_saving_need_only_the_core_dependencies(tmp_path):
+    """`pip install handgrad` alone: train, checkpoint and write the model file, with every
+    optional package (the cli, sklearn, onnx and mpi extras, torch) unimportable."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", CORE_ONLY], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
