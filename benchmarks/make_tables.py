@@ -89,8 +89,12 @@ def _predict_line(p):
         threads = (f", onnxruntime {p['onnxruntime']} with {p['onnxruntime_threads']} "
                    f"intra-op threads" if p.get("onnxruntime") else "")
         env = f" with {' and '.join(unset)} unset" if unset else ""
+        load = p.get("load_average_before_after")
+        busy = (f"; the machine was shared, load average {load[0]:.1f} before and "
+                f"{load[1]:.1f} after on {p['machine']['cpu_count']} cores"
+                if load and p.get("machine") else "")
         text += (f" Measured by `python benchmarks/{p['command']}`{env} on {p['date']}: "
-                 f"{kernels or 'BLAS kernel not recorded'}{threads}.")
+                 f"{kernels or 'BLAS kernel not recorded'}{threads}{busy}.")
     return ["", text]
 
 
@@ -197,6 +201,9 @@ def scaling_table():
                      f"{r['examples_per_second']:.0f} | {1e3 * r['step_seconds']:.2f} | "
                      f"{r['gradient_bytes'] / 1e6:.2f} | {1e3 * r['allreduce_seconds']:.3f} |")
     lines += _epoch_rows(doc.get("epoch"))
+    note = _load_note(doc)
+    if note:
+        lines += ["", note.strip()]
     return "\n".join(lines)
 
 
@@ -227,6 +234,15 @@ def _epoch_rows(epoch):
                 f"{'yes' if epoch['two_ranks_no_slower'] else '**no**'} "
                 f"({epoch['two_ranks_vs_one']:.2f}× the speed of 1 rank)."]
     return out
+
+
+def _load_note(doc):
+    load = doc.get("load_average_before_after")
+    if not load:
+        return ""
+    return (f" The machine was shared with other work (load average {load[0]:.1f} before, "
+            f"{load[1]:.1f} after, on {doc['cpu_count']} cores): absolute times are inflated "
+            f"and noisy.")
 
 
 # Nominal link rates (bytes/s) for the scaling model: inputs, not measurements.

@@ -175,6 +175,7 @@ def main(argv=None):
     env = {k: v for k, v in os.environ.items()
            if k not in (*UNSET_FOR_TIMING, "HANDGRAD_BLAS_THREADS")}
     results = []
+    load_before = os.getloadavg()  # a shared machine: other work competes for the cores
     tmp = args.out.with_suffix(".part.json")
     for hidden in args.hidden:
         for batch in args.batch:
@@ -192,6 +193,8 @@ def main(argv=None):
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"benchmark": "scaling", "results": results, "epoch": epoch,
                                     "cpu_count": os.cpu_count(),
+                                    "load_average_before_after": [load_before[0],
+                                                                  os.getloadavg()[0]],
                                     "unset_for_timing": list(UNSET_FOR_TIMING),
                                     "date": time.strftime("%Y-%m-%d")}, indent=1))
     print(f"wrote {args.out}")

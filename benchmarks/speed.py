@@ -161,6 +161,7 @@ def time_predict(X_test, repeats):
     if len(runners) == 2:  # the two compute the same probabilities
         np.testing.assert_allclose(runners[1][1]()[0], runners[0][1](), rtol=1e-4, atol=1e-6)
     samples = {k: [] for k, _ in runners}
+    load_before = os.getloadavg()[0]  # a shared machine: other work competes for the cores
     for _ in range(repeats):
         for k, f in runners:
             f()
@@ -170,6 +171,7 @@ def time_predict(X_test, repeats):
     for k, v in samples.items():
         out[k] = statistics.median(v)
     out["samples"] = samples
+    out["load_average_before_after"] = [load_before, os.getloadavg()[0]]
     out["blas"] = [{k: d.get(k) for k in ("internal_api", "version", "architecture",
                                           "num_threads")} for d in threadpool_info()]
     out["openblas_env"] = {v: os.environ.get(v) for v in ("OPENBLAS_CORETYPE",
