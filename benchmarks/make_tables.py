@@ -200,30 +200,32 @@ def scaling_table():
         lines.append(f"| {r['hidden']} | {r['batch']} | {r['ranks']} | "
                      f"{r['examples_per_second']:.0f} | {1e3 * r['step_seconds']:.2f} | "
                      f"{r['gradient_bytes'] / 1e6:.2f} | {1e3 * r['allreduce_seconds']:.3f} |")
-    lines += _epoch_rows(doc.get("epoch"))
     note = _load_note(doc)
     if note:
         lines += ["", note.strip()]
+    lines += _epoch_rows(doc.get("epoch"), doc["cpu_count"])
     return "\n".join(lines)
 
 
-def _epoch_rows(epoch):
+def _epoch_rows(epoch, cpu_count):
     """One epoch on 1 and 2 ranks, and 2 ranks with a full BLAS pool each, if measured."""
     if not epoch:
         return []
     rows = epoch["results"]
     kernels = sorted({f"{b['internal_api']} {b['version']} ({b['architecture']})"
                       for r in rows for b in r.get("blas", [])})
-    out = ["", f"One epoch of {epoch['rows']:,} MNIST-shaped rows, 784-{epoch['hidden']}-10, "
-               f"batch {epoch['batch']}, {epoch['optimizer'].capitalize()} (the settings of "
-               f"`mpiexec -n 2 handgrad train --distributed --hidden {epoch['hidden']}` above), "
-               f"medians of {epoch['repeats']} interleaved runs; "
+    how = (f"Measured by `python benchmarks/{epoch['command']}` ({epoch['date']}): "
+           if epoch.get("command") else "")
+    out = ["", f"{how}one epoch of {epoch['rows']:,} MNIST-shaped rows, 784-{epoch['hidden']}"
+               f"-10, batch {epoch['batch']}, {epoch['optimizer'].capitalize()} (the settings "
+               f"of `mpiexec -n 2 handgrad train --distributed --hidden {epoch['hidden']}` "
+               f"above), medians of {epoch['repeats']} interleaved runs; "
                f"{', '.join(kernels) or 'BLAS kernel not recorded'}:", "",
            "| ranks | BLAS threads per rank | seconds per epoch | vs 1 rank |", "|---|---|---|---|"]
     one = rows[0]["seconds_per_epoch"]
     for r in rows:
-        how = {"auto": "handgrad's rule", "environment": "a full pool each "
-               "(`HANDGRAD_BLAS_THREADS`), as before the rule",
+        how = {"auto": "handgrad's rule",
+               "environment": "a full pool each, as before the rule: `HANDGRAD_BLAS_THREADS`",
                "argument": "as asked"}[r["blas_threads_source"]]
         secs = f"{r['seconds_per_epoch']:.2f}"
         if r["extrapolated"]:
@@ -232,7 +234,9 @@ def _epoch_rows(epoch):
                    f"{one / r['seconds_per_epoch']:.2f}× |")
     out += ["", f"2 ranks no slower per epoch than 1 on this machine: "
                 f"{'yes' if epoch['two_ranks_no_slower'] else '**no**'} "
-                f"({epoch['two_ranks_vs_one']:.2f}× the speed of 1 rank)."]
+                f"({epoch['two_ranks_vs_one']:.2f}× the speed of 1 rank)."
+                + (" " + _load_note(dict(epoch, cpu_count=cpu_count)).strip()
+                   if epoch.get("load_average_before_after") else "")]
     return out
 
 

@@ -1,6 +1,7 @@
 """Data-parallel scaling: throughput on 1 and 2 MPI ranks, and the all-reduce time per step.
 
     python benchmarks/scaling.py                 # launches mpiexec itself, writes results/scaling.json
+    python benchmarks/scaling.py --epoch-only    # reruns the one-epoch part alone
     python benchmarks/make_tables.py             # regenerates the README's table
 
 Two parts, both on MNIST-shaped random data (the arithmetic does not depend on the values),
@@ -163,8 +164,11 @@ def main(argv=None):
     ap.add_argument("--epoch-repeats", type=int, default=3, help="0 skips the epoch part")
     ap.add_argument("--contrast-steps", type=int, default=200,
                     help="steps timed with a full BLAS pool per rank (0 skips)")
+    ap.add_argument("--epoch-only", action="store_true",
+                    help="run the one-epoch part alone, keeping the grid already in --out")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "scaling.json")
     args = ap.parse_args(argv)
+    command = " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)])
     if args.worker:
         worker(args)
         return 0
@@ -177,6 +181,16 @@ def main(argv=None):
     results = []
     load_before = os.getloadavg()  # a shared machine: other work competes for the cores
     tmp = args.out.with_suffix(".part.json")
+    if args.epoch_only:
+        doc = json.loads(args.out.read_text()) if args.out.exists() else {
+            "benchmark": "scaling", "results": [], "cpu_count": os.cpu_count()}
+        doc["epoch"] = epoch_part(args, mpiexec, tmp, env)
+        doc["epoch"].update(command=command, date=time.strftime("%Y-%m-%d"),
+                            load_average_before_after=[load_before[0], os.getloadavg()[0]])
+        tmp.unlink(missing_ok=True)
+        args.out.write_text(json.dumps(doc, indent=1))
+        print(f"wrote the epoch part of {args.out}")
+        return 0
     for hidden in args.hidden:
         for batch in args.batch:
             for ranks in args.ranks:
@@ -189,12 +203,15 @@ def main(argv=None):
                       f"{r['gradient_bytes'] / 1e6:.2f} MB {1e3 * r['allreduce_seconds']:.3f} ms"
                       f" ({r['blas_threads_choice']})", flush=True)
     epoch = epoch_part(args, mpiexec, tmp, env) if args.epoch_repeats else None
+    load = [load_before[0], os.getloadavg()[0]]
+    if epoch is not None:
+        epoch.update(command=command, date=time.strftime("%Y-%m-%d"),
+                     load_average_before_after=load)
     tmp.unlink(missing_ok=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"benchmark": "scaling", "results": results, "epoch": epoch,
                                     "cpu_count": os.cpu_count(),
-                                    "load_average_before_after": [load_before[0],
-                                                                  os.getloadavg()[0]],
+                                    "command": command, "load_average_before_after": load,
                                     "unset_for_timing": list(UNSET_FOR_TIMING),
                                     "date": time.strftime("%Y-%m-%d")}, indent=1))
     print(f"wrote {args.out}")

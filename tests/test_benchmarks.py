@@ -59,7 +59,16 @@ def test_scaling_smoke(tmp_path):
     epoch = doc["epoch"]["results"]
     assert [(x["ranks"], x["extrapolated"]) for x in epoch[:2]] == [(1, False), (2, False)]
     assert all(x["seconds_per_epoch"] > 0 for x in epoch)
-    assert doc["epoch"]["two_ranks_vs_one"] > 0
+    assert doc["epoch"]["two_ranks_vs_one"] > 0 and doc["epoch"]["date"]
+    # the epoch part alone: the grid already there is kept
+    r = subprocess.run([sys.executable, BENCH / "scaling.py", "--epoch-only", "--epoch-rows",
+                        "1200", "--epoch-hidden", "16", "--epoch-batch", "64", "--epoch-repeats",
+                        "1", "--contrast-steps", "0", "--out", out],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    again = json.loads(out.read_text())
+    assert again["results"] == results and len(again["epoch"]["results"]) == 2
+    assert again["epoch"]["command"].startswith("scaling.py --epoch-only")
 
 
 def test_speed_predict_only_updates_just_that_part(mnist_dir, tmp_path, monkeypatch):
