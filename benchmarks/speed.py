@@ -10,7 +10,12 @@ that throughput) and handgrad's efficiency against it, and predict_proba on the
 
     python benchmarks/speed.py                      # the full grid, writes results/speed.json
     python benchmarks/speed.py --hidden 256 --batch 128 --repeats 5
+    python benchmarks/speed.py --predict-only --repeats 21   # reruns predict_proba alone
     python benchmarks/make_tables.py                # regenerates the README's tables
+
+Run it with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE removed (``env -u OPENBLAS_CORETYPE -u
+OPENBLAS_L2_SIZE python benchmarks/speed.py ...``) so OpenBLAS picks its own kernel; the
+kernel it used (threadpoolctl) and those variables are recorded in the result.
 
 Needs real MNIST (found as handgrad finds it: $HANDGRAD_DATA/mnist or the cache).
 """
@@ -126,9 +131,16 @@ def time_sklearn(X, y, H, B, opt, lr, seed):
 
 
 def time_predict(X_test, repeats):
-    """handgrad.predict_proba vs onnxruntime on the same 784-256-10 model."""
+    """handgrad.predict_proba vs onnxruntime on the same 784-256-10 model, interleaved.
+
+    Both get every core: NumPy's BLAS its default pool, onnxruntime ``cpu_count``
+    intra-op threads. Each repeat times one warm call of each; medians compared.
+    """
+    from threadpoolctl import threadpool_info
+
     model = handgrad.MLP(784, 256, 10, seed=0)
-    out = {"handgrad_s": None, "onnxruntime_s": None}
+    out = {"handgrad_s": None, "onnxruntime_s": None, "rows": len(X_test),
+           "model": "784-256-10 float32", "repeats": repeats}
     runners = [("handgrad_s", lambda: model.predict_proba(X_test))]
     try:
         import onnxruntime as ort
@@ -142,9 +154,14 @@ def time_predict(X_test, repeats):
         name = session.get_inputs()[0].name
         runners.append(("onnxruntime_s",
                         lambda: session.run(["probabilities"], {name: X_test})))
+        out["onnxruntime"] = ort.__version__
+        out["onnxruntime_threads"] = so.intra_op_num_threads
     except ImportError:
         pass
+    if len(runners) == 2:  # the two compute the same probabilities
+        np.testing.assert_allclose(runners[1][1]()[0], runners[0][1](), rtol=1e-4, atol=1e-6)
     samples = {k: [] for k, _ in runners}
+    load_before = os.getloadavg()[0]  # a shared machine: other work competes for the cores
     for _ in range(repeats):
         for k, f in runners:
             f()
@@ -153,6 +170,12 @@ def time_predict(X_test, repeats):
             samples[k].append(time.perf_counter() - t0)
     for k, v in samples.items():
         out[k] = statistics.median(v)
+    out["samples"] = samples
+    out["load_average_before_after"] = [load_before, os.getloadavg()[0]]
+    out["blas"] = [{k: d.get(k) for k in ("internal_api", "version", "architecture",
+                                          "num_threads")} for d in threadpool_info()]
+    out["openblas_env"] = {v: os.environ.get(v) for v in ("OPENBLAS_CORETYPE",
+                                                          "OPENBLAS_L2_SIZE")}
     return out
 
 
@@ -181,8 +204,13 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=60000,
                     help="training rows per epoch (60000: all of MNIST)")
     ap.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn")
+    ap.add_argument("--predict-only", action="store_true",
+                    help="time predict_proba vs onnxruntime alone and update that part of --out")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "speed.json")
     args = ap.parse_args(argv)
+    command = " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)])
+    if args.predict_only:
+        return predict_only(args, command)
 
     import torch
 
@@ -231,16 +259,38 @@ def main(argv=None):
                       f"({100 * row['gemm_efficiency']:.0f}%), own-shape GEMMs "
                       f"{shaped:.3f}s ({100 * row['shaped_gemm_efficiency']:.0f}%)", flush=True)
     predict = time_predict(X_test, max(args.repeats, 5))
-    print(f"predict_proba on 10,000 test images: handgrad {predict['handgrad_s'] * 1e3:.1f} ms"
-          + (f", onnxruntime {predict['onnxruntime_s'] * 1e3:.1f} ms"
-             if predict["onnxruntime_s"] else " (onnxruntime not installed)"))
+    report_predict(predict, command)
     doc = {"benchmark": "speed", "machine": machine_info(), "torch": torch.__version__,
            "gemm_throughput_gflops": peak / 1e9, "threads": threads, "results": results,
-           "predict": predict, "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-           "date": time.strftime("%Y-%m-%d")}
+           "predict": predict, "command": command, "date": time.strftime("%Y-%m-%d")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1))
     print(f"wrote {args.out}")
+    return 0
+
+
+def report_predict(predict, command):
+    predict["command"], predict["date"] = command, time.strftime("%Y-%m-%d")
+    kernels = ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, "
+                        f"{b['num_threads']} threads)" for b in predict["blas"])
+    print(f"predict_proba on {predict['rows']:,} test images: handgrad "
+          f"{predict['handgrad_s'] * 1e3:.1f} ms"
+          + (f", onnxruntime {predict['onnxruntime_s'] * 1e3:.1f} ms"
+             if predict["onnxruntime_s"] else " (onnxruntime not installed)")
+          + f" (medians of {predict['repeats']}; {kernels})", flush=True)
+
+
+def predict_only(args, command):
+    """Rerun the predict_proba comparison alone; keep the rest of ``--out`` as it was."""
+    (_, _), (x_test, _) = load_mnist(progress=False)
+    X_test = (x_test.reshape(len(x_test), -1) / 255.0).astype(np.float32)
+    predict = time_predict(X_test, args.repeats)
+    report_predict(predict, command)
+    doc = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "speed"}
+    doc["predict"] = dict(predict, machine=machine_info())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1))
+    print(f"wrote the predict part of {args.out}")
     return 0
 
 

@@ -163,3 +163,50 @@ def test_cli_distributed_on_real_mnist_reads_shards(mnist_dir, tmp_path):
 
     summary = json.loads(r.stdout)
     assert summary["test_accuracy"] > 0.85
+
+
+BLAS_JOB = """
+    import json, sys
+    import numpy as np
+    from mpi4py import MPI
+    from threadpoolctl import threadpool_info
+    import handgrad
+
+    comm = MPI.COMM_WORLD
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(120, 5)), rng.integers(0, 3, 120)
+    kwargs = {} if len(sys.argv) < 3 else {"blas_threads": int(sys.argv[2])}
+    handgrad.fit(handgrad.MLP(5, 8, 3), X, y, epochs=1, batch_size=20, seed=0, comm=comm,
+                 **kwargs)
+    pools = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    with open(f"{sys.argv[1]}-{comm.rank}.json", "w") as f:
+        json.dump(pools, f)
+"""
+
+
+def blas_pools(tmp_path, *threads, env):
+    """Each rank's BLAS pool sizes after training with ``BLAS_JOB`` on 2 ranks."""
+    import json
+
+    r = mpirun(2, sys.executable, tmp_path / "job.py", tmp_path / "pools", *threads, env=env)
+    assert r.returncode == 0, r.stderr
+    return [json.loads((tmp_path / f"pools-{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def test_ranks_on_one_machine_share_its_cores_for_blas(tmp_path):
+    """Two ranks on one machine: each gets cores / 2 BLAS threads, not a full pool."""
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        pytest.skip("one core: a full BLAS pool per rank is already one thread")
+    script(tmp_path, BLAS_JOB)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HANDGRAD_BLAS_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    pools = blas_pools(tmp_path, env=env)
+    if not pools[0]:
+        pytest.skip("NumPy's BLAS has no thread pool threadpoolctl can control")
+    assert pools == [[cores // 2] * len(pools[0])] * 2
+    # overridden by the environment variable, and by the argument over it
+    pools = blas_pools(tmp_path, env=dict(env, HANDGRAD_BLAS_THREADS="3"))
+    assert pools == [[3] * len(pools[0])] * 2
+    pools = blas_pools(tmp_path, 2, env=dict(env, HANDGRAD_BLAS_THREADS="3"))
+    assert pools == [[2] * len(pools[0])] * 2

@@ -165,6 +165,97 @@ def test_gradcheck_detects_a_wrong_gradient(rng, monkeypatch):
     assert errors["W1"] < 1e-6
 
 
+@pytest.fixture(scope="module")
+def trained_models():
+    """Models trained to a low loss on the embedded digits, as users' model files are."""
+    from handgrad.datasets import Preprocessor, load_dataset
+
+    ds = load_dataset("digits")
+    prep = Preprocessor("divide").fit(ds.x_train)
+    X = prep.transform(ds.x_train)
+    models = []
+    for seed, (hidden, activation, optimizer, epochs) in enumerate([
+            (64, "relu", handgrad.optim.Adam(1e-2), 15),
+            ((32, 16), "relu", handgrad.optim.Adam(1e-2), 15),
+            (128, "relu", handgrad.optim.Adam(1e-2), 15),
+            (64, "tanh", handgrad.optim.SGD(0.1, momentum=0.9), 15),
+            ((), "relu", handgrad.optim.Adam(1e-2), 15)]):
+        model = handgrad.MLP(64, hidden, 10, activation=activation, seed=seed)
+        handgrad.fit(model, X, ds.y_train, optimizer=optimizer, epochs=epochs, batch_size=32,
+                     seed=0)
+        models.append(model)
+    x_test = prep.transform(ds.x_test)
+    assert min(m.evaluate(x_test, ds.y_test)[1] for m in models) > 0.9  # really trained
+    return models, x_test, ds.y_test
+
+
+@pytest.mark.parametrize("inputs", ["random", "data"])
+def test_gradcheck_passes_trained_models(trained_models, inputs):
+    """Trained models have vanishing gradients, where finite differences are rounding
+    noise: a relative error alone failed 5 of 6 of them (issue #21)."""
+    models, x_test, y_test = trained_models
+    rng = np.random.default_rng(0)
+    for model in models:
+        if inputs == "random":  # what `handgrad gradcheck MODEL` feeds them
+            X, y = rng.normal(size=(8, 64)), rng.integers(0, 10, 8)
+        else:
+            idx = rng.choice(len(y_test), 8, replace=False)
+            X, y = x_test[idx], y_test[idx]
+        result = handgrad.gradcheck(model, X, y, max_checks=50)
+        assert result.passed, (model, dict(result), result.floor)
+        assert result.worst < 1e-5 and result.tolerance == 1e-5
+        # the floor is the finite differences' own noise, scaled to the tolerance
+        assert result.noise == pytest.approx(8 * np.finfo(np.float64).eps
+                                             * max(1.0, result.loss) / 1e-5 + 1e-10)
+        assert result.floor == pytest.approx(result.noise / 1e-5)
+
+
+@pytest.mark.parametrize("bug", ["bias gradient 10% off", "B2 0.1% off"])
+def test_gradcheck_fails_a_planted_wrong_gradient_on_trained_models(trained_models,
+                                                                    monkeypatch, bug):
+    import handgrad.model as hm
+
+    if bug == "bias gradient 10% off":
+        original = hm.linear_backward
+
+        def broken(G, X, W, dW, db, dX=None, ones=None):
+            out = original(G, X, W, dW, db, dX, ones)
+            if db is not None:
+                db *= 1.1
+            return out
+
+        monkeypatch.setattr(hm, "linear_backward", broken)
+    else:
+        original = hm.softmax_cross_entropy_backward
+
+        def broken(P, target, w, out):
+            original(P, target, w, out)
+            out *= 1.001  # B2: ∂L/∂O off by 0.1%, so every gradient is
+            return out
+
+        monkeypatch.setattr(hm, "softmax_cross_entropy_backward", broken)
+    models, x_test, y_test = trained_models
+    rng = np.random.default_rng(1)
+    for model in models:
+        for X, y in ((rng.normal(size=(8, 64)), rng.integers(0, 10, 8)),
+                     (x_test[:64], y_test[:64])):
+            result = handgrad.gradcheck(model, X, y, max_checks=50)
+            assert not result.passed, (model, dict(result))
+            if bug == "bias gradient 10% off":
+                assert all(name.startswith("b") for name in result.failures)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"eps": 0}, "eps must be a positive finite step"),
+    ({"eps": float("nan")}, "eps must be a positive finite step"),
+    ({"tolerance": -1.0}, "tolerance must be a positive number"),
+])
+def test_gradcheck_refuses_bad_settings(rng, kwargs, message):
+    model = handgrad.MLP(3, 4, 2, dtype="float64", seed=0)
+    with pytest.raises(ValueError, match=message):
+        handgrad.gradcheck(model, rng.normal(size=(2, 3)), [0, 1], **kwargs)
+
+
 def test_gradcheck_with_max_checks_samples_entries(rng):
     model = handgrad.MLP(20, 30, 5, dtype="float64", seed=3)
     X, y = rng.normal(size=(4, 20)), rng.integers(0, 5, size=4)

@@ -12,21 +12,21 @@ from .callbacks import (
 from .config import ConfigError, TrainConfig
 from .datasets import DataError
 from .fitting import fit
-from .model import MLP, MLPConfig, gradcheck
+from .model import MLP, GradcheckResult, MLPConfig, gradcheck
 from .serialization import Checkpoint, ModelFileError, load, load_checkpoint, save, save_checkpoint
 from .train import DivergenceError, History, Trainer, TrainingInterrupted
 
 __version__ = "0.1.0"
 
 __all__ = ["MLP", "MLPConfig", "BackupAndRestore", "Callback", "Checkpoint", "ConfigError",
-           "DataError", "DivergenceError", "History", "LearningRateBackoff", "ModelCheckpoint",
-           "ModelFileError", "StopTraining", "TerminateOnNaN", "TrainConfig", "Trainer",
+           "DataError", "DivergenceError", "GradcheckResult", "History", "LearningRateBackoff",
+           "ModelCheckpoint", "ModelFileError", "StopTraining", "TerminateOnNaN", "TrainConfig", "Trainer",
            "TrainingInterrupted", "fit", "gradcheck", "load", "load_checkpoint", "optim",
            "save", "save_checkpoint", "__version__"]
 
 
 def __getattr__(name):
-    # Optional parts load on first use, so the core needs NumPy alone.
+    # Optional parts load on first use: the core needs NumPy, safetensors and threadpoolctl.
     if name == "MLPClassifier":
         from .sklearn import MLPClassifier
 

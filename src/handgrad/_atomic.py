@@ -3,14 +3,52 @@ clean-up of temporaries a killed write left, and writability probes.
 
 A crash or an error mid-write never leaves a half-written file at the target
 path, and whatever was there before stays intact until the new file is complete.
+
+The file that arrives at the target has the permissions any file the user creates
+gets: ``0666 & ~umask`` for a new file (``tempfile.mkstemp`` would give ``0600``,
+and the temporary file's mode survives the rename), and the previous file's mode
+when an existing file is replaced, as writing it in place would leave it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) \
+    | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_ATTEMPTS = 100
+
+
+def create_temporary(path, suffix=".tmp"):
+    """Create ``.<name>.<random><suffix>`` next to ``path``: ``(fd, temporary path)``.
+
+    Opened with mode ``0o666``, so the kernel applies the umask (and any default
+    ACL) exactly as for a file the user creates; if ``path`` already exists, the
+    temporary file takes its permission bits instead. ``O_EXCL`` and a random name
+    make it safe against races and symlinks as ``mkstemp`` is.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    for _ in range(_ATTEMPTS):
+        tmp = directory / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            fd = os.open(tmp, _CREATE_FLAGS, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            existing = os.stat(path)
+        except OSError:
+            pass  # a new file: 0666 & ~umask, already applied by the kernel
+        else:
+            with contextlib.suppress(OSError):  # a file system without modes
+                os.fchmod(fd, stat.S_IMODE(existing.st_mode))
+        return fd, str(tmp)
+    raise FileExistsError(f"cannot create a temporary file next to {path}: "
+                          f"{_ATTEMPTS} random names were all taken")
 
 
 @contextlib.contextmanager
@@ -18,7 +56,7 @@ def atomic_write(path, mode="wb"):
     """Yield a file object; on success its content replaces ``path`` atomically."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = create_temporary(path)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -88,7 +126,7 @@ def check_writable(path, what="file", *, create_folder=False):
         raise NotWritableError(path, f"{path}: is a folder; give a file name such as "
                                      f"model.safetensors")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".handgrad-write-test.", dir=directory)
+        fd, probe = create_temporary(directory / "handgrad-write-test")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:

@@ -40,7 +40,7 @@ class TrainConfig:
 
     # data
     dataset: str = "digits"
-    label_column: str = "-1"
+    label_column: str = "auto"
     scaling: str = "divide"
     val_fraction: float = 0.1
     # network

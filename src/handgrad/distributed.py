@@ -32,6 +32,7 @@ import numpy as np
 
 from .config import ConfigError
 from .datasets import DataSource, open_dataset
+from ._threads import limit_blas_threads
 from .train import Trainer
 from .update import Update
 
@@ -114,7 +115,7 @@ def local_shard(source, train_idx, comm, batch_size, virtual_shards=DEFAULT_VIRT
     return shard
 
 
-def open_dataset_on_ranks(spec, comm, *, label_column=-1, progress=True):
+def open_dataset_on_ranks(spec, comm, *, label_column="auto", progress=True):
     """:func:`~handgrad.datasets.open_dataset` on every rank, downloading (once) on rank 0."""
     source = None
     if comm.rank == 0:
@@ -139,13 +140,17 @@ class DistributedTrainer(Trainer):
     ``X`` and ``y`` are the rows ``layout.rank_rows(comm.rank)`` of the training
     set (see :func:`local_shard`); ``validation_data``, if given, is this rank's share
     of the validation set (any split: metrics are summed over ranks). Rank 0 alone
-    writes files (``is_chief``).
+    writes files (``is_chief``). ``blas_threads`` sets this rank's BLAS threads (see
+    :func:`handgrad._threads.limit_blas_threads`: by default the node's cores divided
+    by its ranks); the choice is ``self.blas_threads``.
     """
 
     def __init__(self, model, X, y, *, comm, n_rows, virtual_shards=DEFAULT_VIRTUAL_SHARDS,
-                 batch_size=128, **kwargs):
+                 batch_size=128, blas_threads=None, **kwargs):
         self.comm = comm
         self.is_chief = comm.rank == 0
+        # ranks on one machine share its cores rather than each starting a full BLAS pool
+        self.blas_threads = limit_blas_threads(comm, blas_threads)  # print .describe() once
         self.layout = ShardLayout(n_rows, batch_size, virtual_shards, comm.size)
         start, stop = self.layout.rank_rows(comm.rank)
         if len(X) != stop - start:

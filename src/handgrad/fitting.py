@@ -52,8 +52,9 @@ def fit(model, X, y, *, optimizer=None, epochs=10, batch_size=128, shuffle=True,
     training is data-parallel: every rank passes the same ``X``, ``y`` (and
     validation data), keeps only its shard and its share of the validation rows,
     and ends with the same weights (see :mod:`handgrad.distributed`; the option
-    ``virtual_shards`` sets the shard count, 12 by default). Rank 0 writes the
-    checkpoints.
+    ``virtual_shards`` sets the shard count, 12 by default, and ``blas_threads`` each
+    rank's BLAS threads, by default the node's cores divided by the ranks on it). Rank 0
+    writes the checkpoints.
     """
     if on_divergence not in DIVERGENCE_POLICIES:
         raise ValueError(f"on_divergence must be one of {', '.join(DIVERGENCE_POLICIES)}, "

@@ -76,8 +76,8 @@ def _safetensors():
     try:
         import safetensors.numpy
     except ImportError:
-        raise ModelFileError("model files need the 'safetensors' package: "
-                             "pip install 'handgrad[cli]'") from None
+        raise ModelFileError("model files need the 'safetensors' package, a dependency of "
+                             "handgrad: pip install safetensors") from None
     return safetensors.numpy
 
 

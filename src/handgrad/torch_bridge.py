@@ -6,9 +6,11 @@ from __future__ import annotations
 def to_torch(model, probabilities=False):
     """``nn.Sequential`` of ``Linear`` and activation modules with ``model``'s weights.
 
-    It maps rows (N, D), already preprocessed (see ``model.prepare``), to logits;
-    with ``probabilities=True`` a final ``Softmax(dim=1)`` gives ``predict_proba``'s
-    values. The dtype follows the model (float32 or float64).
+    It maps rows (N, D) *already preprocessed* (``model.prepare(raw)``: flattened
+    and scaled as in training) to logits; with ``probabilities=True`` a final
+    ``Softmax(dim=1)`` gives ``predict_proba``'s values. The preprocessing is not
+    part of the network (the ONNX graph of :func:`handgrad.export_onnx`, by
+    contrast, takes raw pixels). The dtype follows the model (float32 or float64).
     """
     try:
         import torch

@@ -164,7 +164,7 @@ def dataset_for(model, spec, model_path):
     if spec is None:
         raise CLIError(f"{model_path}: the model does not record its data set; pass --dataset",
                        ExitCode.USAGE)
-    column = label_column(config.label_column) if config is not None else -1
+    column = label_column(config.label_column) if config is not None else "auto"
     ds = load_dataset(spec, label_column=column)
     if ds.n_classes > model.n_classes:
         raise CLIError(f"data set {spec!r} has {ds.n_classes} classes, the model "

@@ -24,6 +24,7 @@ import numpy as np
 from .. import __version__
 from .._atomic import check_writable, remove_stale_temporaries
 from .._progress import progress_bar
+from .._requirements import require
 from ..callbacks import CHECKPOINT_NAME, BackupAndRestore, Callback, LearningRateBackoff
 from ..config import ARRAYS, TrainConfig
 from ..datasets import NAMED, Preprocessor, load_dataset, stratified_split
@@ -60,7 +61,8 @@ def add_parser(subparsers):
     data.add_argument("--dataset", default=d.dataset,
                       help=f"{', '.join(NAMED)}, an IDX folder, a .csv or an .npz file")
     data.add_argument("--label-column", default=d.label_column,
-                      help="label column of a CSV file: an index or a header name")
+                      help="label column of a CSV file: an index, a header name, or auto (a header "
+                           "named label, target, class or y, else the last column)")
     data.add_argument("--scaling", choices=("divide", "standardize", "none"), default=d.scaling,
                       help="input scaling fitted on the training set (divide: x / max value)")
     data.add_argument("--val-fraction", type=fraction, default=d.val_fraction,
@@ -189,6 +191,8 @@ def _train(args, comm):
         raise CLIError("--early-stopping needs a validation split (--val-fraction > 0)",
                        ExitCode.USAGE)
     if rank0:  # fail now, not after training
+        if config.plot is not None:
+            require("plots")
         if config.out is not None:
             check_writable(shown["out"], "file")
             remove_stale_temporaries(config.out)  # left by a run killed mid-write
@@ -258,6 +262,10 @@ def _train(args, comm):
         print(f"training {sizes} ({model.config.activation}, {model.config.dtype}) on "
               f"{ds.name}{where}: {n_rows} train, {n_val} validation, {n_test} test examples",
               file=stream)
+        if getattr(ds, "label_column", None) is not None:
+            print(f"label column: {ds.label_column}", file=stream)
+        if comm is not None:
+            print(trainer.blas_threads.describe(), file=stream)
     t0 = time.perf_counter()
     try:
         trainer.run(handle_signals=True)

@@ -21,7 +21,7 @@ from .errors import DataError
 from .mnist import DATASETS, PARTS, find_part, load_mnist, mnist_files
 from .idx import idx_shape, load_idx
 from .preprocess import stratified_split
-from .tabular import load_csv, load_npz
+from .tabular import LabelColumn, load_npz, read_csv
 
 TEST_FRACTION = 0.2  # held out as the test set when a source has none
 SPLIT_SEED = 0  # fixed, so the test set never depends on the training seed
@@ -39,14 +39,23 @@ class Dataset:
     y_test: np.ndarray
     classes: list = field(default_factory=list)
     feature_names: list | None = None
+    # which CSV column held the labels and how it was chosen (None for other sources);
+    # str() gives e.g. "'label' (column 1 of 785, named like a label)"
+    label_column: LabelColumn | None = None
 
     @property
     def n_classes(self):
         return len(self.classes)
 
 
-def load_dataset(spec, *, root=None, label_column=-1, progress=True):
-    """Load a data set by name or path (see the module docstring)."""
+def load_dataset(spec, *, root=None, label_column="auto", progress=True):
+    """Load a data set by name or path (see the module docstring).
+
+    ``label_column`` applies to CSV files (see :func:`~handgrad.datasets.read_csv`):
+    ``"auto"`` takes a column named like a label, else the last one, and refuses one
+    that does not look like labels; an index or header name overrides the guess. The
+    column used is recorded as the returned :class:`Dataset`'s ``label_column``.
+    """
     spec = str(spec)
     if spec == "digits":
         images, labels = load_digits()
@@ -63,9 +72,18 @@ def load_dataset(spec, *, root=None, label_column=-1, progress=True):
         return _load_idx_folder(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        X, y, names = load_csv(path, label_column)
-        labels, classes = _encode(y)
-        return _split(path.name, X, labels, classes, names)
+        table = read_csv(path, label_column)
+        if table.y is None:
+            raise DataError(f"{path}: training needs a label column (label_column=None "
+                            f"reads features only)")
+        try:
+            labels, classes = _encode(table.y)
+        except DataError as exc:
+            raise DataError(f"{path}: label column {table.label}: {exc}; name another with "
+                            f"--label-column (label_column=)") from None
+        ds = _split(path.name, table.X, labels, classes, table.feature_names)
+        ds.label_column = table.label
+        return ds
     if suffix == ".npz":
         return _from_npz(path)
     raise DataError(f"{path}: unsupported data file; give an IDX folder, a .csv or an .npz")
@@ -156,7 +174,7 @@ class DataSource:
                    lambda lo, hi: ds.x_train[lo:hi], lambda lo, hi: ds.x_test[lo:hi])
 
 
-def open_dataset(spec, *, root=None, label_column=-1, progress=True, download_missing=True):
+def open_dataset(spec, *, root=None, label_column="auto", progress=True, download_missing=True):
     """The :class:`DataSource` of ``spec`` (any name or path :func:`load_dataset` takes)."""
     spec = str(spec)
     folder = None
