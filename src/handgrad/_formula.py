@@ -177,6 +177,22 @@ def _all_scripted(s, table):
     return all(ord(c) in table for c in s)
 
 
+class TextParen(Node):
+    """Brackets in plain text only, where ``a/b c`` would be ambiguous; none in LaTeX or MathML."""
+
+    def __init__(self, inner):
+        self.inner = _node(inner)
+
+    def text(self):
+        return f"({self.inner.text()})"
+
+    def latex(self):
+        return self.inner.latex()
+
+    def mathml(self):
+        return self.inner.mathml()
+
+
 class Frac(Node):
     """``num / den``: a stacked fraction in LaTeX and MathML."""
 
@@ -300,6 +316,11 @@ def sym(name, sup=None, sub=None):
 def partial(of, wrt):
     """``∂of/∂wrt``."""
     return Frac(Row(Mo("∂", spaced=False), _node(of)), Row(Mo("∂", spaced=False), _node(wrt)))
+
+
+def factor(node):
+    """A fraction used as a factor of a product: bracketed in plain text."""
+    return TextParen(node)
 
 
 def transpose(node):

@@ -100,6 +100,7 @@ class Step:
     value: np.ndarray
     check: Check | None = None
     also: dict = field(default_factory=dict)  # the same quantity another way: {label: array}
+    symbol: fm.Node = None  # the quantity's own symbol (∂L/∂P for B2a's ∂L/∂P_i = …)
 
     @property
     def latex(self):
@@ -276,7 +277,7 @@ class Trace:
                 check = None if sd.get("check") is None else Check.from_dict(sd["check"])
                 also = {k: _decode_array(v) for k, v in sd.get("also", {}).items()}
                 steps.append(Step(spec.eq, spec.name, spec.layer, spec.formula, spec.note,
-                                  value, check, also))
+                                  value, check, also, spec.symbol))
             return cls(steps, network=network, x=x, y=_decode_array(d["y"]),
                        params={k: _decode_array(v) for k, v in d["params"].items()},
                        description=d.get("description", ""), classes=d.get("classes"),
@@ -322,6 +323,15 @@ class _Spec:
     layer: int | None
     formula: fm.Node
     note: str
+    symbol: fm.Node = None  # the quantity as a whole (a vector or matrix), when the formula
+    # states it entry by entry; otherwise the formula's left-hand side
+
+    def __post_init__(self):
+        if self.symbol is None:
+            node = self.formula
+            while isinstance(node, fm.Row):
+                node = node.items[0]
+            object.__setattr__(self, "symbol", node)
 
 
 ACTIVATION_NOTES = {
@@ -386,10 +396,10 @@ def _plan(K, activation, batched):
             plan.append(_Spec("F3", "O", l, fm.eq(q(l), affine),
                               "The output layer's scores (logits), one per class."))
     Pi, Oi = fm.sym("P", sub="i"), fm.sym("O", sub="i")
-    plan.append(_Spec("F4", "P", None, fm.eq(
-        fm.Row(fm.sym("P"), fm.Mo(","), Pi), fm.Row(fm.Func("softmax", "O"), fm.Mo(","), fm.Frac(
-            fm.Func("exp", Oi, latex=r"\exp"),
-            fm.Sum("k", fm.Func("exp", fm.sym("O", sub="k"), latex=r"\exp"))))),
+    plan.append(_Spec("F4", "P", None, fm.Row(
+        fm.eq("P", fm.Func("softmax", "O")), fm.Mo(",", spaced=False), fm.Space(),
+        fm.eq(Pi, fm.Frac(fm.Func("exp", Oi, latex=r"\exp"),
+                          fm.Sum("k", fm.Func("exp", fm.sym("O", sub="k"), latex=r"\exp"))))),
         "Softmax turns the scores into probabilities that sum to 1 (the code goes through "
         "log-sum-exp, so nothing overflows)."))
     yi = fm.sym("y", sub="i")
@@ -406,18 +416,19 @@ def _plan(K, activation, batched):
     plan.append(_Spec("B2a", "dL/dP", None, fm.eq(d(Pi), dLdP),
                       "F5 differentiated with respect to each probability: 0 wherever the "
                       "target is 0." + (" Each example carries the 1/B of the mean."
-                                        if batched else "")))
+                                        if batched else ""), d("P")))
     Oj, Pj = fm.sym("O", sub="j"), fm.sym("P", sub="j")
     plan.append(_Spec("B1", "dP/dO", None, fm.eq(
         fm.partial(Pi, Oj), fm.Row(Pi, fm.Fenced(fm.Row(fm.sym("δ", sub="ij"), fm.op("−"), Pj)))),
         "The softmax Jacobian: raising one score raises its own probability and lowers all "
-        "the others" + (" (one M × M matrix per example)." if batched else ".")))
+        "the others" + (" (one M × M matrix per example)." if batched else "."),
+        fm.partial("P", "O")))
     pmy = fm.Row(Pj, fm.op("−"), fm.sym("y", sub="j"))
     plan.append(_Spec("B2", "dL/dO", K, fm.eq(
-        d(Oj), fm.Sum("i", fm.Row(d(Pi), sp, fm.partial(Pi, Oj))),
+        d(Oj), fm.Sum("i", fm.Row(fm.factor(d(Pi)), fm.factor(fm.partial(Pi, Oj)))),
         fm.Frac(pmy, "B") if batched else pmy),
         "The chain rule through the Jacobian collapses to P − y because the target sums to 1; "
-        "the code computes P − y directly, never forming the Jacobian."))
+        "the code computes P − y directly, never forming the Jacobian.", d("O")))
     # Down through the layers: B3, B4 for the output layer; B5, B6, B7 for each below.
     for l in range(K, 0, -1):
         grad_b, grad_W = ("B3", "B4") if l == K else ("B7", "B7")
@@ -426,7 +437,7 @@ def _plan(K, activation, batched):
                           "output's gradient" + (", summed over the batch." if batched else ".")
                           + ("" if l == K else " (B3's pattern, one layer down).")))
         plan.append(_Spec(grad_W, f"dL/dW{l}", l, fm.eq(
-            d(W(l)), batch_sum(fm.Row(d(q(l)), sp, fm.transpose(h(l - 1))))),
+            d(W(l)), batch_sum(fm.Row(fm.factor(d(q(l))), sp, fm.transpose(h(l - 1))))),
             "Each weight's gradient: the gradient at its output times the input it multiplies"
             + (", summed over the batch." if batched else ".")
             + ("" if l == K else " (B4's pattern, one layer down).")))
@@ -494,7 +505,7 @@ def trace(model, x, y, *, max_checks=MAX_CHECKS, tolerance=TOLERANCE, seed=0,
                 check.worst_index = check.worst_index[1:]
         step_also = {k: (v if batched else v[0]) for k, v in also.get(spec.name, {}).items()}
         steps.append(Step(spec.eq, spec.name, spec.layer, spec.formula, spec.note, value,
-                          check, step_also))
+                          check, step_also, spec.symbol))
     return Trace(steps, network={"layer_sizes": list(model.config.layer_sizes),
                                  "activation": act, "dtype": model.config.dtype},
                  x=X if batched else X[0], y=Y if batched else Y[0], params=params,
@@ -580,7 +591,7 @@ def _values(params, X, Y, labels, K, act):
     values["dL/dO"] = G
     with np.errstate(invalid="ignore", over="ignore"):
         chain = np.einsum("ni,nij->nj", dLdP, J)  # (B, M)  Σ_i (∂L/∂P_i)(∂P_i/∂O_j)
-    also["dL/dO"] = {"Σ_i (∂L/∂P_i)(∂P_i/∂O_j)": chain}
+    also["dL/dO"] = {"Σᵢ (∂L/∂Pᵢ)(∂Pᵢ/∂Oⱼ)": chain}
     for l in range(K, 0, -1):
         W = params[f"W{l}"]
         dW, db = np.empty_like(W), np.empty(W.shape[0])  # (H, D), (H,)
