@@ -159,9 +159,9 @@ class Scripts(Node):
             base = f"{{{base}}}"
         out = base
         if self.sub is not None:
-            out += f"_{{{self.sub.latex()}}}"
+            out += f"_{{{self.sub.latex().strip()}}}"
         if self.sup is not None:
-            out += f"^{{{self.sup.latex()}}}"
+            out += f"^{{{self.sup.latex().strip()}}}"
         return out
 
     def mathml(self):

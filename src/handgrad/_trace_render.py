@@ -302,6 +302,9 @@ def _latex_value(a, decimals):
         return None
     if a.ndim == 0:
         return _latex_number(a, decimals)
+    if a.ndim == 1 and a.size > MAX_COLUMNS:  # a long vector wraps, read row by row
+        rows = r" \\ ".join(" & ".join(_latex_number(v, decimals) for v in r) for r in _rows(a))
+        return rf"\left[\begin{{array}}{{{'r' * MAX_COLUMNS}}} {rows} \end{{array}}\right]^{{\top}}"
     if a.ndim == 1:
         row = " & ".join(_latex_number(v, decimals) for v in a)
         return rf"\begin{{bmatrix}} {row} \end{{bmatrix}}^{{\top}}"
@@ -320,8 +323,9 @@ def _latex_array_block(symbol, a, decimals, batch_label="example"):
         for n, block in enumerate(a):
             out.append(rf"\[ {symbol}_{{[{n}]}} = {_latex_value(block, decimals)} \]")
         return out
-    return [r"\begin{quote}\small", *(_latex_text(line) + r"\\" for line in
-                                       _summary_lines(a, decimals)), r"\end{quote}"]
+    lines = _summary_lines(a, decimals)
+    return [r"\begin{quote}\small", rf"${symbol}$: " + _latex_text(lines[0]) + r"\\",
+            *(_latex_text(line) + r"\\" for line in lines[1:]), r"\end{quote}"]
 
 
 def render_latex(trace, decimals, standalone):

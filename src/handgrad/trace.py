@@ -815,9 +815,12 @@ class _Checker:
             size = float(np.sum(np.where(ref.Y != 0, np.abs(ref.Y * np.log(P)), 0.0)))
         size /= P.shape[0]
         steps = EPS * np.where(P > 0, P, 1.0)
-        return self._finite(value, P, lambda P: (_ref_loss_of_P(P, ref.Y), []), steps, size)
+        # Where P underflowed to 0, −y/P is its limit: −∞ where y > 0, else 0.
+        limit = np.where(ref.Y != 0, -np.inf, 0.0)
+        return self._finite(value, P, lambda P: (_ref_loss_of_P(P, ref.Y), []), steps, size,
+                            fixed=P == 0, fixed_value=limit)
 
-    def _finite(self, value, base, f, steps, size):
+    def _finite(self, value, base, f, steps, size, fixed=None, fixed_value=None):
         """Central differences of ``f`` (returning ``(loss, pattern)``) around ``base``.
 
         ``steps`` (shaped like ``base``) are chosen so each moves the next pre-activation by
@@ -826,7 +829,8 @@ class _Checker:
         ReLU unit changes state within a step, the step shrinks; a unit sitting exactly at
         its kink gets the one-sided difference from the side where it stays inactive, which
         is the derivative the convention ``a = 1[Q > 0]`` takes there. Entries where no
-        difference stays on one side of every kink are left unchecked.
+        difference stays on one side of every kink are left unchecked. Entries where
+        ``fixed`` holds take ``fixed_value`` (a limit) instead of a difference.
         """
         idx = self._select(value)
         flat = base.reshape(-1)  # a view: f sees each perturbation
@@ -845,7 +849,11 @@ class _Checker:
         def same(pattern):
             return all(np.array_equal(a, b) for a, b in zip(pattern, pattern0))
 
+        fixed_flat = None if fixed is None else fixed.reshape(-1)
         for i in idx:
+            if fixed_flat is not None and fixed_flat[i]:
+                numeric[i], noise[i] = fixed_value.reshape(-1)[i], 0.0
+                continue
             old = flat[i]
             for shrink in (1.0, 1e-2, 1e-4):
                 e = step_flat[i] * shrink
