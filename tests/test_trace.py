@@ -409,7 +409,9 @@ def test_views_show_every_step_its_formula_and_its_check():
         assert f"{step.text}" in text
         assert f"### {step.eq} · `{step.name}`" in md and f"$${step.latex}$$" in md
         assert rf"\[ {step.latex} \]" in tex
-    assert text.count("✓ ") == len(t.steps) + 1  # each step and the verdict
+    checks = [line for line in text.splitlines() if line.startswith("     ✓ ")]
+    assert len(checks) == len(t.steps)  # each step's check line
+    assert text.splitlines()[-1].startswith("✓ all 15 steps agree")
     # the values at the specified 4 decimals
     assert "[ 1.2600 -0.5500  1.0100 -0.2300]" in text
     assert tex.count(r"\begin{") == tex.count(r"\end{")
