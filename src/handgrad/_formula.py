@@ -324,7 +324,9 @@ def factor(node):
 
 
 def transpose(node):
-    return Scripts(_node(node), sup=Mo("⊤", spaced=False))
+    """``xᵀ``; ``(W²)ᵀ`` for a symbol that has a superscript already."""
+    node = _node(node)
+    return Scripts(Fenced(node) if node.scripted else node, sup=Mo("⊤", spaced=False))
 
 
 def eq(*sides):

@@ -364,8 +364,8 @@ def _md_block(lines):
 
 def render_markdown(trace, decimals):
     out = ["# The derivation with numbers", ""]
-    out.append(f"*{_headline(trace)}.* " + (f"{_md_escape(trace.description)}." if
-                                             trace.description else ""))
+    out.append(f"*{_headline(trace)}.* " + (f"{_md_escape(_sentence(trace.description))}."
+                                             if trace.description else ""))
     out += ["", PREAMBLE.replace("src/handgrad/model.py", "`src/handgrad/model.py`")
             .replace("docs/derivation.md", "`docs/derivation.md`"), ""]
     out += ["## The example and the weights", ""]
@@ -388,6 +388,10 @@ def render_markdown(trace, decimals):
             out += [f"shape {tuple(step.shape)} · {_check_line(step)}", ""]
     out += ["## Verdict", "", _verdict(trace), ""]
     return "\n".join(out)
+
+
+def _sentence(text):
+    return text[:1].upper() + text[1:]
 
 
 def _md_escape(text):
@@ -515,7 +519,8 @@ STYLE = """
 .hg-trace .hg-ok { color: #1a7f37; }
 .hg-trace .hg-bad { color: #cf222e; font-weight: 700; }
 .hg-trace .hg-note { margin: 0.2rem 0; color: #424a53; }
-.hg-trace math { font-size: 1.3rem; margin: 0.5rem 0 0.5rem 1rem; text-align: left; }
+.hg-trace .hg-formula { margin: 0.5rem 0 0.5rem 1rem; }
+.hg-trace .hg-formula math { font-size: 1.3rem; math-style: normal; }
 .hg-trace table.hg-matrix { border-collapse: collapse; font-family: ui-monospace, monospace;
   font-size: 0.85rem; margin: 0.3rem 0; border-left: 2px solid #57606a;
   border-right: 2px solid #57606a; }
@@ -582,7 +587,7 @@ def render_html(trace, decimals, standalone):
                 f'<span class="hg-eq">{escape(step.eq)}</span>'
                 f'<code class="hg-name">{escape(step.name)}</code>'
                 f'<span class="hg-shape">{escape(str(tuple(step.shape)))}</span>{mark}</div>'
-                f"{step.formula.math()}"
+                f'<div class="hg-formula">{step.formula.math(display=False)}</div>'
                 f'<p class="hg-note">{escape(step.note)}</p>'
                 f"{_html_value(step.value, decimals)}")
             for label, extra in step.also.items():
