@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -220,3 +222,36 @@ def test_the_html_page_renders_in_chromium(trained, tmp_path, capsys):
         assert img.width == 1200 and img.height > 3000  # the whole derivation
         gray = np.asarray(img.convert("L"), dtype=float)
     assert gray.std() > 20  # text and tables, not a blank page
+
+
+# --------------------------------------------------------------------------- #
+# The README's section runs as written
+# --------------------------------------------------------------------------- #
+
+
+def readme_section_blocks():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Seeing the derivation")
+    section = text[start:text.index("\n## ", start + 1)]
+    blocks = {}
+    for lang, body in re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S):
+        blocks[lang] = body
+    return blocks
+
+
+def test_the_readme_commands_run_as_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for line in readme_section_blocks()["sh"].splitlines():
+        command = shlex.split(line, comments=True)
+        assert command[0] == "handgrad"
+        assert main(command[1:]) == 0, line
+    capsys.readouterr()
+    assert (tmp_path / "trace.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    md = (tmp_path / "trace.md").read_text(encoding="utf-8")
+    assert "traced with label 7" in md or "(label 7)" in md
+
+
+def test_the_readme_python_runs_as_written(capsys):
+    exec(compile(readme_section_blocks()["python"], "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "['Q', 'h', 'O', 'P', 'L', 'dL/dP'" in out and "✓ all 15 steps agree" in out
