@@ -55,9 +55,10 @@ CELLS = [
              "ds = load_dataset(\"digits\")\n"
              "prep = Preprocessor(\"divide\").fit(ds.x_train)\n"
              "net = handgrad.MLP(64, 32, 10, seed=0)\n"
+             "net.preprocessor = prep  # stored with the model; the trace draws the 8×8 input\n"
              "handgrad.fit(net, prep.transform(ds.x_train), ds.y_train, epochs=10, batch_size=32,"
              " seed=0)\n"
-             "trained = handgrad.trace(net, prep.transform(ds.x_test[:1])[0], ds.y_test[0])\n"
+             "trained = handgrad.trace(net, net.prepare(ds.x_test[:1])[0], ds.y_test[0])\n"
              "trained"),
     ("code", "print(\"all checks pass:\", trained.ok)"),
 ]

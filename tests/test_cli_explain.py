@@ -177,15 +177,14 @@ def chromium_or_skip():
     pytest.skip("no Chromium browser found (apt-get install -y chromium); .ci/run installs it")
 
 
-def test_the_html_page_renders_in_chromium(trained, tmp_path, capsys):
+def render_in_chromium(page_file, shot, n_steps):
+    """Open ``page_file`` in headless Chromium, check the layout, write a full-page screenshot.
+
+    Returns ``(title, requests, errors)``.
+    """
     executable = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
-    page_file = tmp_path / "t.html"
-    assert main(["explain", str(trained), "--index", "0", "--format", "html",
-                 "--out", str(page_file)]) == 0
-    ET.fromstring(page_file.read_text(encoding="utf-8").split("\n", 1)[1])  # well formed
-    shot = artifacts_dir() / "explain-index0.png"
     requests, errors = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
@@ -196,32 +195,61 @@ def test_the_html_page_renders_in_chromium(trained, tmp_path, capsys):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(page_file.as_uri())
             page.wait_for_load_state("load")
-            steps = page.locator(".hg-step")
-            assert steps.count() == 15
+            assert page.locator(".hg-step").count() == n_steps
             # MathML is laid out by the browser: every formula has a real size
             sizes = page.eval_on_selector_all(
                 "math", "els => els.map(e => [e.getBoundingClientRect().width, "
                         "e.getBoundingClientRect().height])")
-            assert len(sizes) == 15 and all(w > 20 and h > 10 for w, h in sizes), sizes
+            assert len(sizes) == n_steps and all(w > 20 and h > 10 for w, h in sizes), sizes
             # a fraction is drawn as a fraction, taller than one line of text
             frac = page.eval_on_selector("#step-B4-dL-dW2 math",
                                          "e => e.getBoundingClientRect().height")
             line = page.eval_on_selector("#step-B4-dL-dW2 .hg-eq",
                                          "e => e.getBoundingClientRect().height")
             assert frac > 1.3 * line
+            # the input drawn as an image
+            box = page.eval_on_selector("svg.hg-image", "e => e.getBoundingClientRect().width")
+            assert box > 20
             title = page.title()
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
-    assert title == "handgrad trace of a 64-32-10 network"
-    assert requests == [page_file.as_uri()]  # nothing fetched but the page itself
-    assert errors == []
     from PIL import Image
 
     with Image.open(shot) as img:
         assert img.width == 1200 and img.height > 3000  # the whole derivation
         gray = np.asarray(img.convert("L"), dtype=float)
     assert gray.std() > 20  # text and tables, not a blank page
+    return title, requests, errors
+
+
+def test_the_html_page_renders_in_chromium(trained, tmp_path):
+    page_file = tmp_path / "t.html"
+    assert main(["explain", str(trained), "--index", "0", "--format", "html",
+                 "--out", str(page_file)]) == 0
+    ET.fromstring(page_file.read_text(encoding="utf-8").split("\n", 1)[1])  # well formed
+    title, requests, errors = render_in_chromium(page_file, artifacts_dir() / "explain-digits.png",
+                                                 15)
+    assert title == "handgrad trace of a 64-32-10 network"
+    assert requests == [page_file.as_uri()]  # nothing fetched but the page itself
+    assert errors == []
+
+
+@pytest.mark.slow
+def test_the_issue_s_mnist_command_renders_in_chromium(mnist_dir, tmp_path, monkeypatch):
+    """``handgrad explain mnist.safetensors --index 0 --format html --out t.html`` on real MNIST."""
+    chromium_or_skip()
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "mnist", "--hidden", "64", "--epochs", "1",
+                 "--batch-size", "128", "--val-fraction", "0", "--quiet",
+                 "--out", "mnist.safetensors"]) == 0
+    assert main(["explain", "mnist.safetensors", "--index", "0", "--format", "html",
+                 "--out", "t.html"]) == 0
+    page_file = tmp_path / "t.html"
+    title, requests, errors = render_in_chromium(page_file, artifacts_dir() / "explain-mnist.png",
+                                                 15)
+    assert title == "handgrad trace of a 784-64-10 network"
+    assert requests == [page_file.as_uri()] and errors == []
 
 
 # --------------------------------------------------------------------------- #

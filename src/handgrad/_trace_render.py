@@ -533,6 +533,7 @@ STYLE = """
 .hg-trace .hg-worked { font-size: 0.9rem; margin: 0.3rem 0; }
 .hg-trace .hg-worked code { white-space: normal; }
 .hg-trace .hg-verdict { font-weight: 700; margin: 1rem 0; }
+.hg-trace .hg-image { display: block; margin: 0.2rem 0 0.4rem; border: 1px solid #d0d7de; }
 """
 
 
@@ -561,6 +562,23 @@ def _html_value(a, decimals, batch_label="example"):
     return "".join(parts)
 
 
+def _svg_image(x, shape, pixel=4):
+    """An image input (one example) drawn as an inline SVG, darkest = smallest value."""
+    if shape is None or len(shape) != 2 or x.ndim != 1 or x.size != shape[0] * shape[1]:
+        return ""
+    lo, hi = float(np.min(x)), float(np.max(x))
+    levels = np.zeros(x.shape) if hi <= lo else (x - lo) / (hi - lo)
+    rows, cols = shape
+    rects = []
+    for k in np.flatnonzero(levels > 0):
+        g = int(round(255 * levels[k]))
+        rects.append(f'<rect x="{k % cols}" y="{k // cols}" width="1" height="1" '
+                     f'fill="rgb({g},{g},{g})"/>')
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="hg-image" width="{cols * pixel}" '
+            f'height="{rows * pixel}" viewBox="0 0 {cols} {rows}" shape-rendering="crispEdges">'
+            f'<rect width="{cols}" height="{rows}" fill="black"/>{"".join(rects)}</svg>')
+
+
 def render_html(trace, decimals, standalone):
     ok = "hg-ok" if trace.ok else "hg-bad"
     parts = [f'<div class="hg-trace"><style>{STYLE}</style>',
@@ -571,9 +589,10 @@ def render_html(trace, decimals, standalone):
              f'<p class="hg-verdict {ok}">{escape(_verdict(trace))}</p>',
              "<h3>The example and the weights</h3>", '<table class="hg-inputs">']
     for name, a in _inputs(trace):
+        picture = _svg_image(a, trace.input_shape) if name == "x" else ""
         parts.append(f'<tr><th><code>{escape(name)}</code></th>'
                      f'<td class="hg-shape">{escape(str(tuple(a.shape)))}</td>'
-                     f"<td>{_html_value(a, decimals)}</td></tr>")
+                     f"<td>{picture}{_html_value(a, decimals)}</td></tr>")
     parts.append("</table>")
     for title, steps in _sections(trace):
         parts.append(f"<h3>{escape(title)}</h3>")

@@ -17,9 +17,11 @@ Two computations meet in every step:
 
 Everything is computed in float64 whatever the model's dtype (float32 weights convert
 exactly). The worst relative error of a check is ``max |v − n| / max(|v|, |n|, floor)``
-over the checked entries, where the absolute ``floor`` is a small fraction of the step's
-largest entry: entries far below the step's scale (where finite differences are only
-noise) are judged on that scale instead of on their own.
+over the checked entries, where the absolute ``floor`` is the independent computation's own
+rounding noise (estimated from the magnitudes it sums, never from the values it checks)
+divided by the tolerance: an entry down at that noise, where a finite difference can say
+nothing finer, is judged on the noise's scale instead of its own, so tiny values do not
+fail for want of digits while any mismatch larger than the noise still does.
 
 Shape key: ``B`` batch, ``D`` inputs, ``H`` hidden units, ``M`` classes. A single example
 (``x`` of shape (D,)) gives the derivation's column vectors, ``Q`` (H,), ``P`` (M,), and so
@@ -145,7 +147,7 @@ class Trace:
     """
 
     def __init__(self, steps, *, network, x, y, params, description="", classes=None,
-                 tolerance=TOLERANCE, decimals=4):
+                 tolerance=TOLERANCE, decimals=4, input_shape=None):
         self.steps = list(steps)
         self.network = dict(network)  # layer_sizes, activation, dtype of the model
         self.x = np.asarray(x, dtype=np.float64)  # (D,) or (B, D): the inputs F1 received
@@ -155,6 +157,8 @@ class Trace:
         self.classes = None if classes is None else [str(c) for c in classes]
         self.tolerance = float(tolerance)
         self.decimals = int(decimals)
+        # the shape of one raw example (e.g. (28, 28)), so views can draw an image input
+        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         self._by_name = {s.name: s for s in self.steps}
 
     # -- access ----------------------------------------------------------------
@@ -241,6 +245,7 @@ class Trace:
             "format": TRACE_FORMAT, "format_version": TRACE_VERSION,
             "network": self.network, "description": self.description,
             "classes": self.classes, "tolerance": self.tolerance, "decimals": self.decimals,
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
             "x": _encode_array(self.x), "y": _encode_array(self.y),
             "params": {k: _encode_array(v) for k, v in self.params.items()},
             "loss": _encode_float(self.loss), "ok": self.ok,
@@ -281,7 +286,8 @@ class Trace:
             return cls(steps, network=network, x=x, y=_decode_array(d["y"]),
                        params={k: _decode_array(v) for k, v in d["params"].items()},
                        description=d.get("description", ""), classes=d.get("classes"),
-                       tolerance=d.get("tolerance", TOLERANCE), decimals=d.get("decimals", 4))
+                       tolerance=d.get("tolerance", TOLERANCE), decimals=d.get("decimals", 4),
+                       input_shape=d.get("input_shape"))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"damaged trace record: missing or malformed {exc}") from None
 
@@ -510,7 +516,16 @@ def trace(model, x, y, *, max_checks=MAX_CHECKS, tolerance=TOLERANCE, seed=0,
                                  "activation": act, "dtype": model.config.dtype},
                  x=X if batched else X[0], y=Y if batched else Y[0], params=params,
                  description=description, classes=model.classes, tolerance=tolerance,
-                 decimals=decimals)
+                 decimals=decimals, input_shape=_input_shape(model))
+
+
+def _input_shape(model):
+    """The shape of one raw example when the model's preprocessing records it."""
+    prep = model.preprocessor
+    shape = getattr(prep, "input_shape", None)
+    if shape is None or math.prod(shape) != model.n_inputs:
+        return None
+    return tuple(shape)
 
 
 def _per_example(spec):
