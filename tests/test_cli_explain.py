@@ -1,4 +1,4 @@
-"""``handgrad explain``: the derivation with numbers from the command line, and its HTML in a browser."""
+"""``handgrad explain``: the derivation with numbers on the command line, its HTML in a browser."""
 
 import json
 import os

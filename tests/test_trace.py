@@ -111,7 +111,8 @@ def test_the_specification_network_has_exactly_the_issue_s_steps():
               "dP/dO": (3, 3), "dL/dO": (3,), "dL/db2": (3,), "dL/dW2": (3, 4), "dL/dh": (4,),
               "a": (4,), "dL/dQ": (4,), "dL/db1": (4,), "dL/dW1": (4, 3)}
     assert {s.name: s.shape for s in t.steps} == shapes
-    assert t["dL/dW2"].latex == r"\frac{\partial L}{\partial W^{2}}=\frac{\partial L}{\partial O}\, h^{\top}"
+    assert t["dL/dW2"].latex == (r"\frac{\partial L}{\partial W^{2}}="
+                                 r"\frac{\partial L}{\partial O}\, h^{\top}")
     assert t["Q"].text == "Q = W¹ x + b¹"
 
 

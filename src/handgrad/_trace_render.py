@@ -528,7 +528,8 @@ STYLE = """
 .hg-trace table.hg-matrix td.hg-neg { color: #0550ae; }
 .hg-trace table.hg-inputs td, .hg-trace table.hg-inputs th { padding: 0.2rem 0.6rem;
   vertical-align: top; text-align: left; }
-.hg-trace .hg-summary { font-family: ui-monospace, monospace; font-size: 0.85rem; margin: 0.3rem 0; }
+.hg-trace .hg-summary { font-family: ui-monospace, monospace; font-size: 0.85rem;
+  margin: 0.3rem 0; }
 .hg-trace .hg-check { font-size: 0.9rem; margin: 0.2rem 0; }
 .hg-trace .hg-worked { font-size: 0.9rem; margin: 0.3rem 0; }
 .hg-trace .hg-worked code { white-space: normal; }
@@ -582,7 +583,7 @@ def _svg_image(x, shape, pixel=4):
 def render_html(trace, decimals, standalone):
     ok = "hg-ok" if trace.ok else "hg-bad"
     parts = [f'<div class="hg-trace"><style>{STYLE}</style>',
-             f"<h2>The derivation with numbers</h2>",
+             "<h2>The derivation with numbers</h2>",
              f"<p><strong>{escape(_headline(trace))}</strong>"
              + (f"<br/>{escape(trace.description)}" if trace.description else "") + "</p>",
              f'<p class="hg-note">{escape(PREAMBLE)}</p>',

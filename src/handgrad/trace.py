@@ -360,13 +360,13 @@ def _plan(K, activation, batched):
     def named(base, l):
         return base if spec_net else f"{base}{l}"
 
-    def q(l):
-        return fm.sym("O") if l == K else fm.sym("Q", None if spec_net else l)
+    def q(l, sub=None):  # sub="n": example n of a batch
+        return fm.sym("O", sub=sub) if l == K else fm.sym("Q", None if spec_net else l, sub)
 
-    def h(l):
+    def h(l, sub=None):
         if l == 0:
-            return fm.sym("x")
-        return fm.sym("h", None if spec_net else l)
+            return fm.sym("x", sub=sub)
+        return fm.sym("h", None if spec_net else l, sub)
 
     def a(l):
         return fm.sym("a", None if spec_net else l)
@@ -408,42 +408,43 @@ def _plan(K, activation, batched):
                           fm.Sum("k", fm.Func("exp", fm.sym("O", sub="k"), latex=r"\exp"))))),
         "Softmax turns the scores into probabilities that sum to 1 (the code goes through "
         "log-sum-exp, so nothing overflows)."))
-    yi = fm.sym("y", sub="i")
-    ce = fm.Row(fm.minus(), fm.Sum("i", fm.Row(yi, sp, fm.Func("log", Pi, latex=r"\log"))))
+    # With a batch the seed's quantities carry the example's index n and the mean's 1/B.
+    n = "n" if batched else ""
+    yi, Pn = fm.sym("y", sub=n + "i"), fm.sym("P", sub=n + "i")
+    ce = fm.Sum("i", fm.Row(yi, sp, fm.Func("log", Pn, latex=r"\log")))
     if batched:
-        ce = fm.Row(fm.minus(), fm.Frac(1, "B"), fm.Sum("n", fm.Sum("i", fm.Row(
-            fm.sym("y", sub="ni"), sp, fm.Func("log", fm.sym("P", sub="ni"), latex=r"\log")))))
-    plan.append(_Spec("F5", "L", None, fm.eq("L", ce),
+        ce = fm.Row(fm.factor(fm.Frac(1, "B")), sp, fm.Sum("n", ce))
+    plan.append(_Spec("F5", "L", None, fm.eq("L", fm.Row(fm.minus(), ce)),
                       "Cross-entropy: minus the log-probability the network gives the target"
                       + (", averaged over the batch." if batched else ".")))
     # The seed: B2a (differentiating F5), B1 (the softmax Jacobian), B2 (their product).
-    scale = fm.Row("B", sp) if batched else None
-    dLdP = fm.Row(fm.minus(), fm.Frac(yi, fm.Row(scale, Pi) if scale else Pi))
-    plan.append(_Spec("B2a", "dL/dP", None, fm.eq(d(Pi), dLdP),
+    dLdP = fm.Row(fm.minus(), fm.Frac(yi, fm.Row("B", sp, Pn) if batched else Pn))
+    plan.append(_Spec("B2a", "dL/dP", None, fm.eq(d(Pn), dLdP),
                       "F5 differentiated with respect to each probability: 0 wherever the "
                       "target is 0." + (" Each example carries the 1/B of the mean."
                                         if batched else ""), d("P")))
-    Oj, Pj = fm.sym("O", sub="j"), fm.sym("P", sub="j")
+    Oj, Pj = fm.sym("O", sub=n + "j"), fm.sym("P", sub=n + "j")
     plan.append(_Spec("B1", "dP/dO", None, fm.eq(
-        fm.partial(Pi, Oj), fm.Row(Pi, fm.Fenced(fm.Row(fm.sym("δ", sub="ij"), fm.op("−"), Pj)))),
+        fm.partial(Pn, Oj), fm.Row(Pn, fm.Fenced(fm.Row(fm.sym("δ", sub="ij"), fm.op("−"), Pj)))),
         "The softmax Jacobian: raising one score raises its own probability and lowers all "
         "the others" + (" (one M × M matrix per example)." if batched else "."),
         fm.partial("P", "O")))
-    pmy = fm.Row(Pj, fm.op("−"), fm.sym("y", sub="j"))
+    pmy = fm.Row(Pj, fm.op("−"), fm.sym("y", sub=n + "j"))
     plan.append(_Spec("B2", "dL/dO", K, fm.eq(
-        d(Oj), fm.Sum("i", fm.Row(fm.factor(d(Pi)), fm.factor(fm.partial(Pi, Oj)))),
+        d(Oj), fm.Sum("i", fm.Row(fm.factor(d(Pn)), fm.factor(fm.partial(Pn, Oj)))),
         fm.Frac(pmy, "B") if batched else pmy),
         "The chain rule through the Jacobian collapses to P − y because the target sums to 1; "
         "the code computes P − y directly, never forming the Jacobian.", d("O")))
     # Down through the layers: B3, B4 for the output layer; B5, B6, B7 for each below.
     for l in range(K, 0, -1):
         grad_b, grad_W = ("B3", "B4") if l == K else ("B7", "B7")
-        plan.append(_Spec(grad_b, f"dL/db{l}", l, fm.eq(d(b(l)), batch_sum(d(q(l)))),
+        ex = "n" if batched else None  # the batch sums run over examples n
+        plan.append(_Spec(grad_b, f"dL/db{l}", l, fm.eq(d(b(l)), batch_sum(d(q(l, ex)))),
                           "A bias moves its output one-for-one, so its gradient is the "
                           "output's gradient" + (", summed over the batch." if batched else ".")
                           + ("" if l == K else " (B3's pattern, one layer down).")))
         plan.append(_Spec(grad_W, f"dL/dW{l}", l, fm.eq(
-            d(W(l)), batch_sum(fm.Row(fm.factor(d(q(l))), sp, fm.transpose(h(l - 1))))),
+            d(W(l)), batch_sum(fm.Row(fm.factor(d(q(l, ex))), sp, fm.transpose(h(l - 1, ex))))),
             "Each weight's gradient: the gradient at its output times the input it multiplies"
             + (", summed over the batch." if batched else ".")
             + ("" if l == K else " (B4's pattern, one layer down).")))
@@ -491,7 +492,6 @@ def trace(model, x, y, *, max_checks=MAX_CHECKS, tolerance=TOLERANCE, seed=0,
     if not (isinstance(tolerance, (int, float)) and tolerance > 0):
         raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
     X, Y, labels, batched = _inputs(model, x, y)
-    B = X.shape[0]
     K = model.n_layers
     act = model.config.activation
     params = {k: v.astype(np.float64) for k, v in model.params.items()}  # exact for float32
@@ -1100,7 +1100,8 @@ def _pick_example(model, input, index, label, source):
         raise TraceArgumentError(f"index {i} is out of range: the test set of {ds.name} "
                                  f"has {len(ds.x_test)} examples")
     recorded = int(ds.y_test[i])
-    description = f"{source} on test example {i} of {ds.name} (label {_class_name(model, recorded)})"
+    description = (f"{source} on test example {i} of {ds.name} "
+                   f"(label {_class_name(model, recorded)})")
     if y is not None and y != recorded:
         description += f", traced with label {_class_name(model, y)} instead"
     return ds.x_test[i:i + 1], (recorded if y is None else y), description
