@@ -14,15 +14,16 @@ from .datasets import DataError
 from .fitting import fit
 from .model import MLP, GradcheckResult, MLPConfig, gradcheck
 from .serialization import Checkpoint, ModelFileError, load, load_checkpoint, save, save_checkpoint
+from .tracing import Trace, trace
 from .train import DivergenceError, History, Trainer, TrainingInterrupted
 
 __version__ = "0.1.0"
 
 __all__ = ["MLP", "MLPConfig", "BackupAndRestore", "Callback", "Checkpoint", "ConfigError",
            "DataError", "DivergenceError", "GradcheckResult", "History", "LearningRateBackoff",
-           "ModelCheckpoint", "ModelFileError", "StopTraining", "TerminateOnNaN", "TrainConfig", "Trainer",
-           "TrainingInterrupted", "fit", "gradcheck", "load", "load_checkpoint", "optim",
-           "save", "save_checkpoint", "__version__"]
+           "ModelCheckpoint", "ModelFileError", "StopTraining", "TerminateOnNaN", "Trace",
+           "TrainConfig", "Trainer", "TrainingInterrupted", "fit", "gradcheck", "load",
+           "load_checkpoint", "optim", "save", "save_checkpoint", "trace", "__version__"]
 
 
 def __getattr__(name):

@@ -13,7 +13,7 @@ import importlib.util
 
 # feature: (module to import, pip extra that installs it, what needs it)
 OPTIONAL = {
-    "plots": ("matplotlib", "cli", "figures (--plot, report)"),
+    "plots": ("matplotlib", "cli", "figures (plots and reports)"),
     "images": ("PIL", "cli", "reading PNG/JPEG images"),
     "onnx": ("onnx", "onnx", "ONNX export"),
     "onnxruntime": ("onnxruntime", "onnx", "running ONNX graphs"),

@@ -167,3 +167,31 @@ def test_model_files_of_handgrad_0_1_load_and_describe_their_run(tmp_path, capsy
     assert "trained on   digits: 1 epochs, adam lr 0.001, batch 64, seed 0" in \
         capsys.readouterr().out
     assert main(["evaluate", str(tmp_path / "old.safetensors")]) == 0
+
+
+def _label_first_csv(path, header):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=120)
+    pixels = rng.integers(0, 256, size=(120, 6))
+    pixels[:, -1] = rng.permutation(np.arange(120)) % 97  # spread out: not labels
+    rows = [",".join(map(str, [label, *px])) for label, px in zip(y, pixels)]
+    if header:
+        rows.insert(0, ",".join(["label"] + [f"p{i}" for i in range(6)]))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_csv_label_named_in_the_header_is_used_and_said(tmp_path, capsys):
+    csv = _label_first_csv(tmp_path / "first.csv", header=True)
+    assert main(["train", "--dataset", str(csv), "--epochs", "1", "--quiet"]) == 0
+    assert main(["train", "--dataset", str(csv), "--epochs", "1"]) == 0
+    assert "label column: 'label' (column 1 of 7, named like a label)" in capsys.readouterr().out
+
+
+def test_csv_last_column_that_is_no_label_is_refused_with_the_flag(tmp_path, capsys):
+    csv = _label_first_csv(tmp_path / "first.csv", header=False)
+    assert main(["train", "--dataset", str(csv), "--epochs", "1"]) == ExitCode.DATA
+    err = capsys.readouterr().err
+    assert "--label-column 0" in err and "label_column=" not in err
+    assert main(["train", "--dataset", str(csv), "--epochs", "1", "--label-column", "0",
+                 "--quiet"]) == 0

@@ -1,4 +1,4 @@
-"""The ``handgrad`` command: train, evaluate, predict, info, gradcheck, export, report.
+"""The ``handgrad`` command: train, evaluate, predict, info, gradcheck, explain, export, report.
 
 A thin layer over the library, one module per subcommand: each turns arguments into
 library calls and results into output, through ``add_parser(subparsers)`` and
@@ -20,13 +20,13 @@ from ..config import ConfigError
 from ..datasets import DataError
 from ..serialization import ModelFileError
 from ..train import DivergenceError
-from . import evaluate, export, gradcheck, info, predict, report, train
+from . import evaluate, explain, export, gradcheck, info, predict, report, train
 from ._common import CLIError, ExitCode, Formatter, config_message, describe
 
 __all__ = ["COMMANDS", "CLIError", "ExitCode", "build_parser", "main"]
 
 #: The subcommands, in the order ``handgrad --help`` lists them.
-COMMANDS = [train, evaluate, predict, info, gradcheck, export, report]
+COMMANDS = [train, evaluate, predict, info, gradcheck, explain, export, report]
 
 
 def build_parser():
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     except DivergenceError as exc:
         return _fail(args, str(exc), ExitCode.DIVERGED)
     except (ModelFileError, DataError) as exc:
-        return _fail(args, str(exc), ExitCode.DATA)
+        return _fail(args, describe(exc), ExitCode.DATA)
     except KeyboardInterrupt:
         return _fail(args, "interrupted", ExitCode.INTERRUPTED)
     except (ValueError, OSError, RuntimeError) as exc:

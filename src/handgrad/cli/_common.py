@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from enum import IntEnum
 from pathlib import Path
 
@@ -38,6 +39,13 @@ def flag(setting, value=None):
     return name if value is None else f"{name} {value}"
 
 
+def cli_words(message):
+    """A library message's parameters (``label_column='y'``, ``index=N``) as the command
+    line's flags (``--label-column 'y'``, ``--index N``)."""
+    return re.sub(r"\b(label_column|index|label)=(\S*)",
+                  lambda m: f"{flag(m[1])} {m[2]}".rstrip(), message)
+
+
 def config_message(exc: ConfigError):
     """A library :class:`ConfigError` worded with the command line's flags."""
     return exc.format(flag)
@@ -51,7 +59,7 @@ def describe(exc):
         return f"{exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    return str(exc)
+    return cli_words(str(exc))
 
 
 # --------------------------------------------------------------------------- #

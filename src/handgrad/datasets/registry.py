@@ -80,7 +80,7 @@ def load_dataset(spec, *, root=None, label_column="auto", progress=True):
             labels, classes = _encode(table.y)
         except DataError as exc:
             raise DataError(f"{path}: label column {table.label}: {exc}; name another with "
-                            f"--label-column (label_column=)") from None
+                            f"label_column=NAME_OR_INDEX") from None
         ds = _split(path.name, table.X, labels, classes, table.feature_names)
         ds.label_column = table.label
         return ds

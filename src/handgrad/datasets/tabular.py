@@ -156,8 +156,7 @@ def read_csv(path, label_column="auto", *, header="auto", delimiter=",",
                 hint = ""
                 if label is not None and label.how != "given":
                     hint = (f"; the labels were taken from {label}: if {col} holds them, "
-                            f"name it with --label-column {_option_value(names, c)} "
-                            f"(label_column={_python_value(names, c)})")
+                            f"name it with label_column={_python_value(names, c)}")
                 raise DataError(f"{path}, line {line}, {col}: {cell.strip()!r} is not a "
                                 f"number{hint}") from None
             if not math.isfinite(value):
@@ -217,11 +216,6 @@ def _not_like_labels(cells, y):
     return None
 
 
-def _option_value(names, index):
-    """How to name column ``index`` to ``--label-column``."""
-    return names[index] if names else str(index)
-
-
 def _python_value(names, index):
     """How to name column ``index`` to ``label_column=``."""
     return repr(names[index]) if names else str(index)
@@ -235,10 +229,8 @@ def _refusal(path, label, problem, records, names):
         # the other usual place for labels
         what = f"column 1 ({names[0]!r})" if names else "column 1"
         return msg + (f"{what[0].upper()}{what[1:]} does: if it holds the labels, pass "
-                      f"--label-column {_option_value(names, 0)} "
-                      f"(label_column={_python_value(names, 0)})")
-    return msg + ("Name the label column with --label-column NAME_OR_INDEX on the command "
-                  "line, label_column= in Python (an index counts from 0)")
+                      f"label_column={_python_value(names, 0)}")
+    return msg + "Name the label column with label_column=NAME_OR_INDEX (an index counts from 0)"
 
 
 def _label_index(path, label_column, names, width):
