@@ -73,6 +73,22 @@ def test_export_command(tmp_path):
                                m.predict_proba(X), rtol=1e-5)
 
 
+def test_export_command_takes_uint8_pixels(tmp_path, capsys):
+    from handgrad.cli import main
+    from handgrad.datasets import Preprocessor
+
+    pixels = np.arange(24, dtype=np.uint8).reshape(6, 4) * 10  # (N, D) raw, 0..230
+    m = handgrad.MLP(4, 3, 2, seed=0)
+    m.preprocessor = Preprocessor("divide").fit(pixels)
+    handgrad.save(m, tmp_path / "m.safetensors")
+    assert main(["export", str(tmp_path / "m.safetensors"), str(tmp_path / "m.onnx"),
+                 "--input-dtype", "uint8"]) == 0
+    assert "raw uint8 values" in capsys.readouterr().out
+    sess = ort_session(str(tmp_path / "m.onnx"))
+    np.testing.assert_allclose(sess.run(["probabilities"], {"input": pixels})[0],
+                               m.predict_proba(m.prepare(pixels)), rtol=1e-5)
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_to_torch_gives_identical_outputs(rng, activation, dtype):

@@ -141,6 +141,9 @@ def add_parser(subparsers):
     dist.add_argument("--virtual-shards", type=positive_int, default=d.virtual_shards,
                       help="the data is cut into this many shards; any number of ranks up "
                            "to it trains on exactly the same batches")
+    dist.add_argument("--blas-threads", type=_blas_threads, default=None, metavar="N",
+                      help="BLAS threads per rank (default: $HANDGRAD_BLAS_THREADS, else the "
+                           "node's cores divided by the ranks on it)")
     opt.add_argument("--on-divergence", choices=("stop", "backoff"), default=d.on_divergence,
                      help="when the loss becomes NaN/inf: stop, or halve the learning rate "
                           "and retry from the last epoch (up to 5 times)")
@@ -243,7 +246,8 @@ def _train(args, comm):
 
         trainer = DistributedTrainer.from_config(model, X, y_train, config, comm=comm,
                                                  n_rows=n_rows, validation_data=val,
-                                                 callbacks=callbacks)
+                                                 callbacks=callbacks,
+                                                 blas_threads=args.blas_threads)
     config = trainer.config  # with the effective learning rate
     if config.checkpoint_dir is not None:  # last: after schedules and early stopping
         trainer.callbacks.append(BackupAndRestore(config.checkpoint_dir))
@@ -319,6 +323,10 @@ def _train(args, comm):
         for f in figures:
             print(f"figure written to {f}")
     return ExitCode.OK
+
+
+def _blas_threads(text):
+    return "auto" if text.strip().lower() == "auto" else positive_int(text)
 
 
 def config_from_args(args):
