@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,17 +95,15 @@ def test_full_disk_stops_with_one_line_and_keeps_the_previous_checkpoint(
 
 
 def test_unwritable_output_is_detected_before_training(tmp_path, monkeypatch, capsys):
-    import tempfile
+    real = os.open
 
-    real = tempfile.mkstemp
-
-    def read_only(*args, **kwargs):
-        if kwargs.get("dir") == tmp_path / "ro":
+    def read_only(path, flags, *args, **kwargs):  # a read-only file system under ro/
+        if Path(path).parent == tmp_path / "ro" and flags & os.O_CREAT:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-        return real(*args, **kwargs)
+        return real(path, flags, *args, **kwargs)
 
     (tmp_path / "ro").mkdir()
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(os, "open", read_only)
     code = main(["train", "--out", str(tmp_path / "ro" / "m.safetensors")])
     captured = capsys.readouterr()
     assert code == ExitCode.ERROR
