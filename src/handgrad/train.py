@@ -19,7 +19,7 @@ from functools import partial
 import numpy as np
 
 from . import _blas
-from .model import Dropout, _all_finite, _square_norm, check_sample_weight
+from .model import Dropout, _all_finite, _square_norm, check_sample_weight, is_sparse
 from .optim import Adam, Optimizer
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time")
@@ -120,13 +120,19 @@ class Trainer:
     def __init__(self, model, X, y, *, optimizer=None, epochs=10, batch_size=128,
                  shuffle=True, seed=None, sample_weight=None, validation_data=None,
                  callbacks=(), max_loss=None, dropout=None, label_smoothing=0.0,
-                 max_norm=None, augment=None):
+                 max_norm=None, augment=None, l2=0.0, initial_epoch=0):
         if optimizer is None:
             optimizer = Adam()
         if not isinstance(optimizer, Optimizer):
             raise ValueError(f"optimizer must be a handgrad.optim.Optimizer, got {optimizer!r}")
         _check_count("epochs", epochs, minimum=0)
         _check_count("batch_size", batch_size, minimum=1)
+        _check_count("initial_epoch", initial_epoch, minimum=0)
+        if not (isinstance(l2, (int, float)) and math.isfinite(l2) and l2 >= 0):
+            raise ValueError(f"l2 must be a non-negative number, got {l2!r}")
+        # scikit-learn's alpha: each batch adds ½ l2 Σ‖W‖² / Σ s (its total weight,
+        # the batch size when unweighted) to its loss; weights only, not biases.
+        self.l2 = float(l2)
         self.model, self.optimizer = model, optimizer
         self.epochs, self.shuffle = int(epochs), bool(shuffle)
         # (N, D) in the model's dtype, checked once here; ‖X‖² (or None) from that check
@@ -145,8 +151,12 @@ class Trainer:
         self.history = History(seed=int(seed))
         self.callbacks = list(callbacks)
         # A batch loss above this is divergence, not learning: ln M is the loss of a
-        # uniform guess, and 10^4 ln M nats means P(correct) ≈ M^(−10^4).
-        self.max_loss = 1e4 * math.log(model.n_classes) if max_loss is None else float(max_loss)
+        # uniform guess, and 10^4 ln M nats means P(correct) ≈ M^(−10^4). The other
+        # outputs' losses have no such scale: only a non-finite one is divergence.
+        if max_loss is None:
+            max_loss = (1e4 * math.log(model.n_classes) if model.config.output == "softmax"
+                        else math.inf)
+        self.max_loss = float(max_loss)
         # regularisation and augmentation (training time only)
         if dropout is not None and not isinstance(dropout, Dropout):
             raise ValueError(f"dropout must be a handgrad.model.Dropout, got {dropout!r}")
@@ -164,7 +174,8 @@ class Trainer:
         self.batch_size = min(int(batch_size), N)
         self.n_batches = -(-N // self.batch_size)
         # position: the next batch to run, and the running sums of the current epoch
-        self.epoch, self.batch = 0, 0
+        # (initial_epoch, as Keras's: a run continued from epoch e draws epoch e's order)
+        self.epoch, self.batch = int(initial_epoch), 0
         self._sums = [0.0, 0.0, 0.0, 0.0]  # loss·w, correct·w, w, seconds
         self.stop_requested = False
         self._blas_found = None  # handgrad._blas's routines for the model's dtype, once known
@@ -217,7 +228,7 @@ class Trainer:
                     if self.max_norm is not None:
                         apply_max_norm(model, self.max_norm)
                     self._sums[0] += loss * batch_w
-                    self._sums[1] += correct
+                    self._sums[1] = None if correct is None else self._sums[1] + correct
                     self._sums[2] += batch_w
                     self.batch += 1
                     for cb in self.callbacks:
@@ -273,11 +284,13 @@ class Trainer:
             raise DivergenceError(epoch, i, loss, optimizer.lr)
         bounded = self._gradient_bounded(xb, x2)
         ws = model.workspace(xb.shape[0])
+        penalty = {"l2": self.l2 / batch_w} if self.l2 else {}  # R1's gradient, if any
         if fuse and bounded:
-            optimizer.fused_step(model.param_buffer, partial(model._accumulate_grads, ws))
+            optimizer.fused_step(model.param_buffer,
+                                 partial(model._accumulate_grads, ws, **penalty))
             return loss, batch_w, correct
         if fuse:
-            model._weight_grads(ws)
+            model._weight_grads(ws, **penalty)
         if not (bounded or _all_finite(model.grad_buffer)):
             raise DivergenceError(epoch, i, loss, optimizer.lr, grad_finite=False)
         optimizer.step(model.param_buffer, model.grad_buffer)
@@ -300,17 +313,20 @@ class Trainer:
         """
         model = self.model
         w = 1.0 / xb.shape[0] if sb is None else (sb / sb.sum()).astype(model.dtype)
+        batch_w = float(xb.shape[0] if sb is None else sb.sum())
         loss = model._loss_and_deltas(xb, tb, w, self.dropout)
+        if self.l2:  # the penalty ½ (l2 / Σ s) Σ‖W‖² (R1); its gradient joins ∂L/∂W
+            loss += 0.5 * (self.l2 / batch_w) * model.weight_square_norm()
         if weights:
-            model._weight_grads(model.workspace(xb.shape[0]))
-        return loss, float(xb.shape[0] if sb is None else sb.sum()), self._hits(xb, tb, sb)
+            penalty = {"l2": self.l2 / batch_w} if self.l2 else {}
+            model._weight_grads(model.workspace(xb.shape[0]), **penalty)
+        return loss, batch_w, self._hits(xb, tb, sb)
 
     def _hits(self, xb, tb, sb):
-        # The forward pass already holds this batch's logits: train accuracy for free.
+        # The forward pass already holds this batch's outputs: train accuracy for free
+        # (None for a regression output).
         O = self.model.workspace(xb.shape[0]).Q[-1]  # (B, M)
-        labels = tb if tb.ndim == 1 else tb.argmax(axis=1)  # (B,)
-        hits = O.argmax(axis=1) == labels  # (B,)
-        return float(np.count_nonzero(hits) if sb is None else np.dot(hits, sb))
+        return self.model._hits(O, tb, sb)
 
     def _agree_to_stop(self):
         """After a batch: stop now? (``request_stop`` was called, e.g. on Ctrl-C)."""
@@ -325,7 +341,8 @@ class Trainer:
 
     def _end_epoch(self, epoch):
         loss_w, correct_w, total_w, seconds = self._sums
-        metrics = {"train_loss": loss_w / total_w, "train_accuracy": correct_w / total_w}
+        metrics = {"train_loss": loss_w / total_w,
+                   "train_accuracy": None if correct_w is None else correct_w / total_w}
         if self.validation is not None:
             t0 = time.perf_counter()
             metrics["val_loss"], metrics["val_accuracy"] = self._validate()
@@ -363,7 +380,7 @@ class Trainer:
         if not 0 <= state["batch"] < self.n_batches:
             raise ValueError(f"cannot resume: batch {state['batch']} out of range")
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
-        self._sums = [float(v) for v in state["sums"]]
+        self._sums = [None if v is None else float(v) for v in state["sums"]]
         self.history = History.from_dict(state["history"])
         saved = state.get("callbacks") or []
         for cb, cb_state in zip(self.callbacks, saved):
@@ -427,14 +444,17 @@ class _BatchGatherer:
         bufs = self.buffers.get(n)
         if bufs is None:
             bufs = self.buffers[n] = (
-                np.empty((n, self.X.shape[1]), self.X.dtype),  # (B, D)
+                None if is_sparse(self.X) else np.empty((n, self.X.shape[1]), self.X.dtype),  # (B, D)
                 np.empty((n, *self.target.shape[1:]), self.target.dtype),  # (B,) or (B, M)
                 None if self.s is None else np.empty(n),  # (B,)
             )
         xb, tb, sb = bufs
-        # mode="clip" skips take's slower bounds-checking path; the indices come
-        # from a permutation of range(N), so they are always in range.
-        np.take(self.X, idx, axis=0, out=xb, mode="clip")
+        if is_sparse(self.X):
+            xb = self.X[idx]  # (B, D) CSR: the batch's rows only, never dense
+        else:
+            # mode="clip" skips take's slower bounds-checking path; the indices come
+            # from a permutation of range(N), so they are always in range.
+            np.take(self.X, idx, axis=0, out=xb, mode="clip")
         np.take(self.target, idx, axis=0, out=tb, mode="clip")
         if sb is not None:
             np.take(self.s, idx, out=sb, mode="clip")
