@@ -15,10 +15,10 @@ __all__ = ["MLP", "MLPConfig", "Callback", "DataError", "History", "ModelFileErr
 
 def __getattr__(name):
     # Optional parts load on first use, so the core needs NumPy alone.
-    if name == "MLPClassifier":
-        from .sklearn import MLPClassifier
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import sklearn
 
-        return MLPClassifier
+        return getattr(sklearn, name)
     if name in ("export_onnx", "to_onnx_bytes"):
         from . import onnx
 

@@ -267,6 +267,8 @@ class Trainer:
         :meth:`Optimizer.step`.
         """
         model, optimizer = self.model, self.optimizer
+        if sb is not None and not sb.any():  # only zero-weight rows: nothing to learn from
+            return 0.0, 0.0, (0.0 if model.config.classifies else None)
         # ‖X‖², a factor of the gradient's bound: the whole training set's (from its
         # finite check) bounds every batch's and costs nothing per step; an augmented
         # batch is measured itself, now while it is in cache; with input dropout the
