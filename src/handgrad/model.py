@@ -255,17 +255,28 @@ def logistic_binary_cross_entropy_forward(O, target, w, logP, P, row):
     ``logP`` (B, M) receives softplus(O); ``row`` is unused (the signature is the
     softmax's, so the model calls every pair alike).
     """
-    np.abs(O, out=logP)  # (B, M)  |O|
-    np.negative(logP, out=logP)  # −|O| ≤ 0
-    np.exp(logP, out=logP)  # e^{−|O|} in (0, 1]
-    np.log1p(logP, out=logP)  # log(1 + e^{−|O|})
-    np.maximum(O, 0, out=P)  # (B, M)
-    logP += P  # (B, M)  softplus(O)
-    np.subtract(O, logP, out=P)  # log σ(O) = O − softplus(O) ≤ 0
-    np.exp(P, out=P)  # (B, M)  F4ℓ: P = σ(O)
+    logistic_output(O, P, logP)  # (B, M)  F4ℓ: P = σ(O); logP = softplus(O)
     # F5ℓ: L_n = Σ_k softplus(O_nk) − Σ_k Y_nk O_nk
     per_row = np.add.reduce(logP, axis=1) - np.einsum("bm,bm->b", target, O)  # (B,)
     return _weighted_sum(per_row, w)
+
+
+def logistic_output(O, P, softplus):
+    """F4ℓ: ``P = σ(O) = exp(O − softplus(O))``, with ``softplus(O)`` (B, M) kept.
+
+    ``softplus(O) = max(O, 0) + log1p(e^{−|O|})`` exponentiates only non-positive
+    numbers, and ``log σ(O) = O − softplus(O) ≤ 0``, so nothing overflows; a very
+    negative O gives ``P ≈ e^O`` (tiny, not a rounded 0 until e^O underflows).
+    """
+    np.abs(O, out=softplus)  # (B, M)  |O|
+    np.negative(softplus, out=softplus)  # −|O| ≤ 0
+    np.exp(softplus, out=softplus)  # e^{−|O|} in (0, 1]
+    np.log1p(softplus, out=softplus)  # log(1 + e^{−|O|})
+    np.maximum(O, 0, out=P)  # (B, M)
+    softplus += P  # (B, M)  softplus(O)
+    np.subtract(O, softplus, out=P)  # log σ(O) = O − softplus(O) ≤ 0
+    np.exp(P, out=P)  # (B, M)  P = σ(O)
+    return P
 
 
 def logistic_binary_cross_entropy_backward(P, target, w, out):
@@ -935,7 +946,7 @@ class MLP:
                 log_softmax(O, out=ws.logP, row=ws.row)
                 np.exp(ws.logP, out=P)  # F4
             elif name == "logistic":
-                activation_forward("logistic", O, P)  # F4ℓ: σ(O), never overflowing
+                logistic_output(O, P, ws.logP)  # F4ℓ: σ(O), never overflowing
             elif name == "identity":
                 np.copyto(P, O)  # F4s
             else:

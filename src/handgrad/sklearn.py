@@ -41,7 +41,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, compute_class_weight
+from sklearn.utils import check_random_state, compute_class_weight, shuffle
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import (
@@ -239,7 +239,7 @@ class _BaseMLP(BaseEstimator):
         self.loss_curve_ = []
         self.validation_loss_ = []
         self._no_improvement_count = 0
-        self._best_params = self.model_.param_buffer.copy()
+        self._best_params = self.model_.param_buffer.copy() if self.early_stopping else None
         if self.early_stopping:
             self.validation_scores_ = []
             self.best_validation_score_ = -np.inf
@@ -260,8 +260,8 @@ class _BaseMLP(BaseEstimator):
         for name, value in defaults.items():
             if not hasattr(self, name):
                 setattr(self, name, value)
-        if getattr(self, "_best_params", None) is None or (
-                self._best_params.shape != self.model_.param_buffer.shape):
+        if self.early_stopping and (getattr(self, "_best_params", None) is None
+                                    or self._best_params.shape != self.model_.param_buffer.shape):
             self._best_params = self.model_.param_buffer.copy()
         if not hasattr(self, "_seed"):
             rs = check_random_state(self.random_state)
@@ -387,7 +387,8 @@ class _BaseMLP(BaseEstimator):
         dropout = Dropout(0.0, float(self.dropout)) if self.dropout else None
         trainer = Trainer(model, X, self._target(Y), optimizer=opt, epochs=start + epochs,
                           initial_epoch=start, batch_size=B, shuffle=bool(self.shuffle),
-                          seed=self._seed, sample_weight=None if uniform else sw,
+                          order=ScikitLearnOrder(rs, N), seed=self._seed,
+                          sample_weight=None if uniform else sw,
                           callbacks=callbacks, l2=float(self.alpha), dropout=dropout,
                           max_loss=math.inf)  # scikit-learn never stops on a large loss
         self.n_iter_ = 0
@@ -413,6 +414,8 @@ class _BaseMLP(BaseEstimator):
                           stacklevel=4)
         if self.early_stopping:
             model.param_buffer[...] = self._best_params  # scikit-learn restores the best
+        else:
+            self._best_params = None  # kept only for early stopping's restore
 
     def _fit_lbfgs(self, X, Y, sw):
         from scipy.optimize import minimize
@@ -521,6 +524,21 @@ class _BaseMLP(BaseEstimator):
             model.classes = ([str(c) for c in self.classes_]
                              if len(self.classes_) == model.n_classes else None)
         return model
+
+    def __getstate__(self):
+        # coefs_/intercepts_ are views of model_'s weights: rebuilt, not pickled twice
+        state = self.__dict__.copy()
+        if "model_" in state and "_views" in state:
+            self._sync_model()
+            state = self.__dict__.copy()
+            for name in ("coefs_", "intercepts_", "_views"):
+                state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "model_" in state and "coefs_" not in state:
+            self._publish_weights()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -687,6 +705,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """Probabilities (N, M): of each class (columns ordered as ``classes_``), or of
         each label for multilabel."""
         P = self._outputs(X)
+        if self.model_.config.output == "logistic":
+            # σ(O) rounds to exactly 1 for O > 37 (float64); probabilities stay inside
+            # (0, 1), clipped where scikit-learn's log-loss clips them
+            eps = np.finfo(P.dtype).eps
+            np.clip(P, eps, 1 - eps, out=P)
         if P.shape[1] == 1:
             p = P.ravel()
             return np.vstack([1 - p, p]).T  # (N, 2) binary: the one logistic output
@@ -821,6 +844,32 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def predict(self, X):
         """Predictions (N,), or (N, M) for several targets, in the network's dtype."""
         return self._decide(self._outputs(X))
+
+
+class ScikitLearnOrder:
+    """scikit-learn's shuffling as a :class:`~handgrad.Trainer` ``order``: each epoch
+    shuffles the previous epoch's order with ``random_state`` (a ``RandomState``, used
+    after the initial weights and the early-stopping split have been drawn from it).
+
+    With it, the same ``random_state`` gives scikit-learn's batches, so a handgrad
+    estimator follows scikit-learn's own training run (up to where Adam puts ε and
+    rounding). Epochs must be asked for in order; asking again for the current one
+    (a resumed epoch) returns the same order.
+    """
+
+    def __init__(self, random_state, n_rows):
+        self.random_state = random_state
+        self.current = np.arange(n_rows)  # (N,)
+        self.epoch = None
+
+    def __call__(self, epoch):
+        if epoch != self.epoch:
+            if self.epoch is not None and epoch != self.epoch + 1:
+                raise ValueError(f"scikit-learn's shuffles come in sequence: asked for epoch "
+                                 f"{epoch} after {self.epoch}")
+            self.current = shuffle(self.current, random_state=self.random_state)  # (N,)
+            self.epoch = epoch
+        return self.current
 
 
 class _Solver:

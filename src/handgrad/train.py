@@ -120,7 +120,7 @@ class Trainer:
     def __init__(self, model, X, y, *, optimizer=None, epochs=10, batch_size=128,
                  shuffle=True, seed=None, sample_weight=None, validation_data=None,
                  callbacks=(), max_loss=None, dropout=None, label_smoothing=0.0,
-                 max_norm=None, augment=None, l2=0.0, initial_epoch=0):
+                 max_norm=None, augment=None, l2=0.0, initial_epoch=0, order=None):
         if optimizer is None:
             optimizer = Adam()
         if not isinstance(optimizer, Optimizer):
@@ -133,6 +133,9 @@ class Trainer:
         # scikit-learn's alpha: each batch adds ½ l2 Σ‖W‖² / Σ s (its total weight,
         # the batch size when unweighted) to its loss; weights only, not biases.
         self.l2 = float(l2)
+        if order is not None and not callable(order):
+            raise ValueError(f"order must be a callable epoch -> row permutation, got {order!r}")
+        self._order = order  # another shuffle scheme (e.g. scikit-learn's), if given
         self.model, self.optimizer = model, optimizer
         self.epochs, self.shuffle = int(epochs), bool(shuffle)
         # (N, D) in the model's dtype, checked once here; ‖X‖² (or None) from that check
@@ -188,10 +191,17 @@ class Trainer:
         return self.epoch >= self.epochs or self.history.stopped_early
 
     def order(self, epoch):
-        """The row order of ``epoch`` (N,), a function of the seed and epoch only."""
+        """The row order of ``epoch`` (N,), a function of the seed and epoch only
+        (or what the ``order`` option returns for it)."""
         N = self.X.shape[0]
         if not self.shuffle:
             return np.arange(N)
+        if self._order is not None:
+            perm = np.asarray(self._order(epoch))
+            if perm.shape != (N,) or not np.issubdtype(perm.dtype, np.integer):
+                raise ValueError(f"order({epoch}) must return a permutation of the {N} rows, "
+                                 f"got shape {perm.shape} and dtype {perm.dtype}")
+            return perm
         return np.random.default_rng([self.history.seed, epoch]).permutation(N)
 
     def run(self):
