@@ -218,7 +218,9 @@ def softmax_cross_entropy_backward(P, target, w, out):
 
     Valid because the targets of each row sum to 1: B1 and the chain rule give
     ``Σ_i −(y_i/P_i) P_i (δ_ij − P_j) = P_j Σ_i y_i − y_j = P_j − y_j``. Fusing them
-    never forms the (M, M) Jacobian of B1 nor divides by a P that may underflow.
+    never forms the (M, M) Jacobian of B1 nor divides by a P that may underflow. (The
+    softmax is the canonical link of the categorical likelihood: with Σ y = 1,
+    ``L = log Σ_k e^{O_k} − y·O``, whose gradient is ``softmax(O) − y``.)
     """
     np.copyto(out, P)  # (B, M)
     if target.ndim == 1:
