@@ -33,3 +33,10 @@ def blas_mode(request, monkeypatch):
     elif not _blas.available():
         pytest.skip("NumPy's BLAS routines were not found: only the NumPy fallback runs")
     return request.param
+
+
+@pytest.fixture
+def torch():
+    """PyTorch, the test oracle (pip install torch==2.13.0). A test that needs it skips,
+    saying so, where it is absent; the others in its file still run."""
+    return pytest.importorskip("torch", reason="PyTorch, the test oracle, is not installed")

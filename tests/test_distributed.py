@@ -46,10 +46,11 @@ LIBRARY_JOB = """
     y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 1)
     Xv, yv = rng.normal(size=(41, 7)), rng.integers(0, 3, 41)
     out = sys.argv[1]
-    for name, opt in (("sgd", SGD(0.1, momentum=0.9, nesterov=True)), ("adam", Adam(1e-2))):
+    for name, opt, l2 in (("sgd", SGD(0.1, momentum=0.9, nesterov=True), 0.0),
+                          ("adam", Adam(1e-2), 0.5)):
         model = handgrad.MLP(7, (9, 5), 3, dtype="float64", seed=1)
         history = handgrad.fit(model, X, y, optimizer=opt, epochs=4, batch_size=32, seed=5,
-                               validation_data=(Xv, yv), comm=comm, virtual_shards=6)
+                               validation_data=(Xv, yv), comm=comm, virtual_shards=6, l2=l2)
         if comm.rank == 0:
             np.save(f"{out}-{name}.npy", model.param_buffer)
             np.save(f"{out}-{name}-val.npy", np.array(history.val_loss))

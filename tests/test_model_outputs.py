@@ -162,7 +162,8 @@ def test_whole_network_gradients_match_pytorch(torch, rng, output, activation):
     O = torch_forward(torch, layers, torch.tensor(X), activation)
     w = torch.tensor(s / s.sum())
     ref = (torch_loss_per_row(torch, output, O, torch.tensor(Y)) * w).sum()
-    ref = ref + 0.5 * l2 * sum((W * W).sum() for W, _ in layers)
+    c = l2 / s.sum()  # R1: scikit-learn's alpha over the batch's total sample weight
+    ref = ref + 0.5 * c * sum((W * W).sum() for W, _ in layers)
     ref.backward()
     assert loss == pytest.approx(ref.item(), rel=1e-12)
     for l, (W, b) in enumerate(layers, start=1):
@@ -200,6 +201,7 @@ def test_fused_sgd_with_l2_equals_the_gradient_then_the_step(rng, output):
     """R1 inside the fused update (into the weights, or into the momentum buffer) gives
     what the unfused gradient + step gives."""
     from handgrad.optim import SGD
+    from handgrad.update import Update
 
     X = rng.normal(size=(64, 300))
     Y = targets(output, rng, 64, 2 if output != "softmax" else 3)
@@ -212,7 +214,8 @@ def test_fused_sgd_with_l2_equals_the_gradient_then_the_step(rng, output):
             trainer = handgrad.Trainer(model, X, Y, optimizer=opt, epochs=2, batch_size=16,
                                        seed=0, l2=0.5, max_loss=math.inf)
             if not fuse:
-                trainer._fusable = lambda: False
+                trainer.update = Update(model, opt, fuse=False)
+            assert trainer.update.fused == fuse
             trainer.run()
             runs.append(model.param_buffer.copy())
         np.testing.assert_allclose(runs[0], runs[1], rtol=1e-10, atol=1e-12)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import handgrad
-from handgrad.cli import CHECKPOINT_NAME, ExitCode, _SignalStop, main
+from handgrad.callbacks import CHECKPOINT_NAME
+from handgrad.cli import ExitCode, main
+from handgrad.train import SignalHandler
 
 SMALL = ["--hidden", "16", "--batch-size", "64", "--seed", "1", "--val-fraction", "0.1"]
 
@@ -142,7 +144,7 @@ def test_backoff_retries_with_smaller_learning_rates(capsys, tmp_path):
     assert "retrying from epoch 1 with learning rate 1500" in out
     assert "with learning rate 750" in out
     model = handgrad.load(tmp_path / "m.safetensors")  # finished, with finite weights
-    assert model.training["settings"]["lr"] == 3000
+    assert model.training["config"]["lr"] == 3000
 
 
 def test_backoff_gives_up_after_five_tries(capsys):
@@ -153,7 +155,7 @@ def test_backoff_gives_up_after_five_tries(capsys):
 
 
 def test_second_signal_stops_at_once():
-    stopper = _SignalStop()
+    stopper = SignalHandler()
     stopper._handle(signal.SIGINT, None)
     assert stopper.signum == signal.SIGINT
     with pytest.raises(KeyboardInterrupt):

@@ -1,15 +1,27 @@
 """handgrad: neural-network classifiers with hand-derived, machine-verified gradients."""
 
 from . import optim
+from .callbacks import (
+    BackupAndRestore,
+    Callback,
+    LearningRateBackoff,
+    ModelCheckpoint,
+    StopTraining,
+    TerminateOnNaN,
+)
+from .config import ConfigError, TrainConfig
 from .datasets import DataError
+from .fitting import fit
 from .model import MLP, MLPConfig, gradcheck
-from .serialization import ModelFileError, load, load_checkpoint, save, save_checkpoint
-from .train import Callback, History, StopTraining, Trainer, fit
+from .serialization import Checkpoint, ModelFileError, load, load_checkpoint, save, save_checkpoint
+from .train import DivergenceError, History, Trainer, TrainingInterrupted
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "MLPConfig", "Callback", "DataError", "History", "ModelFileError",
-           "StopTraining", "Trainer", "fit", "gradcheck", "load", "load_checkpoint", "optim",
+__all__ = ["MLP", "MLPConfig", "BackupAndRestore", "Callback", "Checkpoint", "ConfigError",
+           "DataError", "DivergenceError", "History", "LearningRateBackoff", "ModelCheckpoint",
+           "ModelFileError", "StopTraining", "TerminateOnNaN", "TrainConfig", "Trainer",
+           "TrainingInterrupted", "fit", "gradcheck", "load", "load_checkpoint", "optim",
            "save", "save_checkpoint", "__version__"]
 
 

@@ -45,7 +45,7 @@ OUTPUTS = {
 
 # Rows evaluated at once by predict_proba: bounds memory to PREDICT_CHUNK × H.
 PREDICT_CHUNK = 4096
-# A fused update (MLP._accumulate_grads) adds the weight-gradient GEMM of a weight
+# A fused update (MLP.accumulate_grads) adds the weight-gradient GEMM of a weight
 # matrix with at least this many entries straight into its destination; the biases and
 # smaller matrices get their gradient formed and added by one BLAS pass per contiguous
 # run of them, since for them a BLAS call's fixed cost exceeds the pass fusing saves.
@@ -250,33 +250,36 @@ def logistic_binary_cross_entropy_forward(O, target, w, logP, P, row):
 
     Binary classification (M = 1, scikit-learn's single logistic output) and
     multilabel (M labels, each its own Bernoulli). ``target`` is (B, M) in [0, 1].
-    With ``softplus(O) = log(1 + e^O)``, ``log P = O − softplus(O)`` and
+    With ``softplus(O) = log(1 + e^O)``, ``log P = −softplus(−O)`` and
     ``log(1 − P) = −softplus(O)``, so ``L_n = Σ_k softplus(O_k) − Y_k O_k`` (F5ℓ):
     no log of a P that rounds to 0 or 1, and softplus as
     ``max(O, 0) + log1p(e^{−|O|})`` exponentiates only non-positive numbers.
-    ``logP`` (B, M) receives softplus(O); ``row`` is unused (the signature is the
-    softmax's, so the model calls every pair alike).
+    ``logP`` (B, M) receives ``log1p(e^{−|O|})``; ``row`` (B, 1) is scratch.
     """
-    logistic_output(O, P, logP)  # (B, M)  F4ℓ: P = σ(O); logP = softplus(O)
-    # F5ℓ: L_n = Σ_k softplus(O_nk) − Σ_k Y_nk O_nk
-    per_row = np.add.reduce(logP, axis=1) - np.einsum("bm,bm->b", target, O)  # (B,)
+    np.maximum(O, 0, out=P)  # (B, M)  max(O, 0)
+    np.add.reduce(P, axis=1, keepdims=True, out=row)  # (B, 1)  Σ_k max(O_k, 0)
+    logistic_output(O, P, logP)  # (B, M)  F4ℓ: P = σ(O); logP = log1p(e^{−|O|})
+    # F5ℓ: L_n = Σ_k softplus(O_nk) − Σ_k Y_nk O_nk, softplus = max(O, 0) + log1p(e^{−|O|})
+    per_row = (row[:, 0] + np.add.reduce(logP, axis=1)
+               - np.einsum("bm,bm->b", target, O))  # (B,)
     return _weighted_sum(per_row, w)
 
 
-def logistic_output(O, P, softplus):
-    """F4ℓ: ``P = σ(O) = exp(O − softplus(O))``, with ``softplus(O)`` (B, M) kept.
+def logistic_output(O, P, t):
+    """F4ℓ: ``P = σ(O) = exp(min(O, 0) − log1p(e^{−|O|}))``; ``t`` (B, M) receives
+    ``log1p(e^{−|O|})``.
 
-    ``softplus(O) = max(O, 0) + log1p(e^{−|O|})`` exponentiates only non-positive
-    numbers, and ``log σ(O) = O − softplus(O) ≤ 0``, so nothing overflows; a very
-    negative O gives ``P ≈ e^O`` (tiny, not a rounded 0 until e^O underflows).
+    ``log σ(O) = −softplus(−O) = min(O, 0) − log1p(e^{−|O|})`` exponentiates only
+    non-positive numbers and subtracts nothing that cancels: P is accurate to the
+    last bits for either sign of O (a large negative O gives ``P ≈ e^O``, tiny but not
+    0 until e^O underflows; a large positive one ``1 − P ≈ e^{−O}``, kept in σ(−O)).
     """
-    np.abs(O, out=softplus)  # (B, M)  |O|
-    np.negative(softplus, out=softplus)  # −|O| ≤ 0
-    np.exp(softplus, out=softplus)  # e^{−|O|} in (0, 1]
-    np.log1p(softplus, out=softplus)  # log(1 + e^{−|O|})
-    np.maximum(O, 0, out=P)  # (B, M)
-    softplus += P  # (B, M)  softplus(O)
-    np.subtract(O, softplus, out=P)  # log σ(O) = O − softplus(O) ≤ 0
+    np.abs(O, out=t)  # (B, M)  |O|
+    np.negative(t, out=t)  # −|O| ≤ 0
+    np.exp(t, out=t)  # e^{−|O|} in (0, 1]
+    np.log1p(t, out=t)  # log(1 + e^{−|O|})
+    np.minimum(O, 0, out=P)  # (B, M)
+    P -= t  # log σ(O) ≤ 0
     np.exp(P, out=P)  # (B, M)  P = σ(O)
     return P
 
@@ -491,6 +494,7 @@ class Workspace:
     inputs: list = field(default_factory=list)  # what each layer received (after dropout)
     mask: list = field(default_factory=list)  # dropout masks: [0] inputs, [l] hidden layer l
     dropped: list = field(default_factory=list)  # dropout outputs, same indexing
+    weight_norm2: list = None  # ‖W_l‖² per layer, measured by MLP.l2_penalty
 
     def dropout_buffers(self, config):
         if not self.mask:
@@ -704,21 +708,35 @@ class MLP:
                 ws.inputs.append(inp)
         return ws.Q[K - 1]  # (B, M)  O
 
-    def backward(self, X, target, w, ws, dropout=None):
-        """B2–B7 layer by layer, from the output down; fills ``self.grads``.
+    def loss(self, ws, target, w):
+        """F4–F5 (or F4ℓ–F5ℓ, F4s–F5s, F4p–F5p: the model's output) on the outputs O
+        :meth:`forward` left in ``ws``: ``Σ_n w_n L_n``.
 
-        Must follow :meth:`forward` (with the same ``dropout``) and the loss on the
-        same ``ws``.
+        ``w`` is the per-example weight (B,) normalised to sum to 1, or the scalar
+        ``1/B``; the output's ``P`` stays in ``ws`` for :meth:`backward`.
         """
-        self._backward_deltas(target, w, ws, dropout)
-        self._weight_grads(ws)
-        return self.grads
+        output_forward = OUTPUT_LAYERS[self.config.output][0]
+        return output_forward(ws.Q[-1], target, w, ws.logP, ws.P, ws.row)
 
-    def _backward_deltas(self, target, w, ws, dropout=None):
+    def l2_penalty(self, ws, coef):
+        """``½ c Σ_l ‖W_l‖²`` (weights, not biases) with ``c = coef``: scikit-learn's
+        ``alpha`` penalty when ``coef = α / Σ_n s_n`` of the batch.
+
+        Keeps each ``‖W_l‖²`` in ``ws`` for :meth:`grads_bounded`. Returns 0 for ``coef`` 0.
+        """
+        if not coef:
+            return 0.0
+        ws.weight_norm2 = [square_norm(self.params[f"W{l}"])
+                           for l in range(1, self.n_layers + 1)]
+        return 0.5 * coef * math.fsum(ws.weight_norm2)
+
+    def backward(self, ws, target, w, dropout=None):
         """B2, then B5 and B6 down through every layer: ``ws.G[ℓ-1] = ∂L/∂Q`` of layer ℓ.
 
-        Only the weights' current values are read, so the weight gradients (or a
-        fused update of the weights) can follow for all layers at once.
+        Follows :meth:`forward` (with the same ``dropout``) and :meth:`loss` on the same
+        ``ws``. Only the weights' current values are read, so the weight gradients
+        (:meth:`weight_grads`), or an update that absorbs them
+        (:meth:`accumulate_grads`), follow for all layers at once.
         """
         act = self.config.activation
         K = self.n_layers
@@ -732,48 +750,42 @@ class MLP:
                 dropout_backward(dX, ws.mask[l - 1])  # through the dropped units
             # B6: ∂L/∂Q of layer l−1 from ∂L/∂h (just written into dX)
             G = activation_backward(act, dX, ws.Q[l - 2], ws.h[l - 2], ws.scratch[l - 2])
+        return ws.G
 
-    def _weight_grads(self, ws, l2=0.0):
-        """B3, B4 for the output layer and B7 beneath, from :meth:`_backward_deltas`.
+    def weight_grads(self, ws, l2=0.0):
+        """B3, B4 for the output layer and B7 beneath, from :meth:`backward`, into ``grads``.
 
-        ``l2 > 0`` adds the gradient of the penalty ``½ l2 Σ_ℓ ‖W^ℓ‖²`` (weights, not
-        biases): ``∂/∂W = l2 W`` (R1 in docs/derivation.md).
+        ``l2`` adds the penalty's gradient ``c W`` of :meth:`l2_penalty` (``c = l2``).
         """
         for l in range(1, self.n_layers + 1):
             linear_backward(ws.G[l - 1], ws.inputs[l - 1], self.params[f"W{l}"],
                             self.grads[f"W{l}"], self.grads[f"b{l}"], None, ws.ones)
             if l2:
-                _add_scaled(self.grads[f"W{l}"], l2, self.params[f"W{l}"])  # R1
+                _add_scaled(l2, self.params[f"W{l}"], self.grads[f"W{l}"])  # + c W
+        return self.grads
 
-    def _accumulate_grads(self, ws, out, alpha, beta, l2=0.0):
-        """``out ← β out + α ∂L/∂p`` for every parameter, from :meth:`_backward_deltas`.
+    def accumulate_grads(self, ws, out, alpha, beta, l2=0.0):
+        """``out ← β out + α ∂L/∂p`` for every parameter, from :meth:`backward`.
 
         ``out`` is flat in ``param_buffer``'s layout: the parameters themselves (plain
         SGD) or an optimizer's buffer (momentum). Large weight matrices take their
         GEMM's product directly (:func:`linear_backward_accumulate`; their part of
         ``grad_buffer`` is left untouched); the other gradients are formed in
         ``grad_buffer`` and added by one ``axpby`` per contiguous run
-        (:data:`FUSE_MIN_ENTRIES`). A sparse first-layer input forms its B7 product in
-        ``grad_buffer`` and adds it (BLAS cannot take a sparse operand).
-
-        ``l2 > 0`` includes the penalty's gradient ``l2 W`` (R1) in ``∂L/∂W``: added to
-        ``out`` after the products when ``out`` is another buffer; when ``out`` holds
-        the weights themselves (``β = 1``), first, as ``W ← (1 + α l2) W``, since the
-        products would otherwise have changed W before it is read.
+        (:data:`FUSE_MIN_ENTRIES`). ``l2`` adds the penalty's ``c W`` to ``∂L/∂W`` (R1).
+        A sparse first-layer input forms its B7 product in ``grad_buffer`` and adds it
+        (BLAS cannot take a sparse operand).
         """
         fused, runs = self._fusion_plan()
-        into_weights = bool(l2) and np.may_share_memory(out, self.param_buffer)
-        if into_weights:
-            assert beta == 1.0, "an update into the weights keeps them (β = 1)"
-            for start, stop in self._weight_slices():
-                out[start:stop] *= 1.0 + alpha * l2  # W + α l2 W   R1
         for l in range(1, self.n_layers + 1):
             G, A, name = ws.G[l - 1], ws.inputs[l - 1], f"W{l}"
             place = fused.get(name)
-            if place and is_sparse(A):
+            if place and is_sparse(A):  # B7 of a sparse input: formed, then added
                 start, stop, shape = place
                 g = self.grads[name]
                 linear_backward(G, A, None, g, self.grads[f"b{l}"], None, ws.ones)  # B3, B7
+                if l2:
+                    _add_scaled(l2, self.params[name], g)  # + c W  (R1)
                 _blas.axpby(alpha, g.reshape(-1), beta, out[start:stop],
                             scratch=g.reshape(-1))
                 continue
@@ -781,30 +793,21 @@ class MLP:
                             self.grads[f"b{l}"], None, ws.ones)  # B3 (and B4 unless fused)
             if place:
                 start, stop, shape = place
-                linear_backward_accumulate(G, A, out[start:stop].reshape(shape), alpha, beta)
+                dest, step_beta = out[start:stop], beta
+                if l2:  # out ← β out + α c W first, then the product on top (β = 1)
+                    W = self.param_buffer[start:stop]  # (H·D,)
+                    if np.may_share_memory(dest, W):
+                        dest *= beta + alpha * l2  # out is W itself
+                    else:
+                        _blas.axpby(alpha * l2, W, beta, dest,
+                                    scratch=self.grad_buffer[start:stop])
+                    step_beta = 1.0
+                linear_backward_accumulate(G, A, dest.reshape(shape), alpha, step_beta)
+            elif l2:
+                _add_scaled(l2, self.params[name], self.grads[name])  # + c W, formed above
         for start, stop in runs:
             g = self.grad_buffer[start:stop]  # (n,) formed above; free to be overwritten
             _blas.axpby(alpha, g, beta, out[start:stop], scratch=g)
-        if l2 and not into_weights:
-            for start, stop in self._weight_slices():
-                _add_scaled(out[start:stop], alpha * l2, self.param_buffer[start:stop])  # R1
-
-    def _weight_slices(self):
-        """``((start, stop), ...)`` of every weight matrix in ``param_buffer``'s layout."""
-        slices = self.__dict__.get("_wslices")
-        if slices is None:
-            slices, offset = [], 0
-            for name, shape in self.shapes.items():
-                size = math.prod(shape)
-                if name.startswith("W"):
-                    slices.append((offset, offset + size))
-                offset += size
-            slices = self._wslices = tuple(slices)
-        return slices
-
-    def weight_square_norm(self):
-        """``Σ_ℓ ‖W^ℓ‖²`` over the weight matrices (not the biases): the L2 penalty's sum."""
-        return sum(_square_norm(self.param_buffer[a:b]) for a, b in self._weight_slices())
 
     def _fusion_plan(self):
         """``({weight name: (start, stop, shape)} fused, ((start, stop), ...) the rest)``.
@@ -826,45 +829,38 @@ class MLP:
             plan = self._plan = (FUSE_MIN_ENTRIES, fused, tuple(map(tuple, runs)))
         return plan[1], plan[2]
 
-    def _grads_bounded(self, ws, input_norm2=None):
+    def grads_bounded(self, ws, input_norm2=None, l2=0.0):
         """True when no entry of the gradient from ``ws`` can be NaN or infinite.
 
         For a layer with input A (B, D) and ``G = ∂L/∂Q`` (B, H), Cauchy–Schwarz
         bounds every entry: ``|Σ_n G[n,j] A[n,k]| ≤ ‖G‖ ‖A‖`` (B4/B7) and
-        ``|Σ_n G[n,j]| ≤ √B ‖G‖`` (B3), with Frobenius norms. Finite norms whose
+        ``|Σ_n G[n,j]| ≤ √B ‖G‖`` (B3), with Frobenius norms; the penalty adds at most
+        ``c ‖W‖`` (its ``‖W‖²`` measured by :meth:`l2_penalty`). Finite norms whose
         product stays far below the dtype's largest value (the margin covers the
         rounding of the sums) prove the gradient finite, from a few dot products
         over (B, H) arrays instead of a pass over every gradient entry. False means
         only "not proven": check the gradient itself. ``input_norm2`` is ``‖X‖²`` of
-        the first layer's input when the caller measured it already.
+        the first layer's input when the caller measured it already (any larger value
+        will do).
         """
         limit = float(np.finfo(self.dtype).max) / 4
         root_B = math.sqrt(ws.batch_size)
         for l, (G, A) in enumerate(zip(ws.G, ws.inputs)):
-            A2 = input_norm2 if l == 0 and input_norm2 is not None else _square_norm(A)
-            bound = math.sqrt(_square_norm(G)) * max(math.sqrt(A2), root_B)
+            A2 = input_norm2 if l == 0 and input_norm2 is not None else square_norm(A)
+            bound = math.sqrt(square_norm(G)) * max(math.sqrt(A2), root_B)
+            if l2:
+                bound += l2 * math.sqrt(ws.weight_norm2[l])
             if not bound < limit:  # NaN lands here too
                 return False
         return True
 
-    def _loss_and_deltas(self, X, target, w, dropout=None):
-        """Forward, loss and :meth:`_backward_deltas` on validated inputs; returns the loss."""
-        ws = self.workspace(X.shape[0])
-        O = self.forward(X, ws, dropout)
-        output_forward = OUTPUT_LAYERS[self.config.output][0]
-        loss = output_forward(O, target, w, ws.logP, ws.P, ws.row)  # F4–F5 (or F4ℓ–F5p)
-        self._backward_deltas(target, w, ws, dropout)
-        return loss
-
     def _loss_and_grads(self, X, target, w, dropout=None, l2=0.0):
-        """One training step's maths on validated, model-dtype inputs.
-
-        ``l2 > 0`` adds ``½ l2 Σ‖W‖²`` to the loss and ``l2 W`` to ∂L/∂W (R1).
-        """
-        loss = self._loss_and_deltas(X, target, w, dropout)
-        self._weight_grads(self.workspace(X.shape[0]), l2)
-        if l2:
-            loss += 0.5 * l2 * self.weight_square_norm()  # R1
+        """Loss and gradient on validated, model-dtype inputs: forward, backward, B3–B7."""
+        ws = self.workspace(X.shape[0])
+        self.forward(X, ws, dropout)
+        loss = self.loss(ws, target, w) + self.l2_penalty(ws, l2)
+        self.backward(ws, target, w, dropout)
+        self.weight_grads(ws, l2)
         return loss
 
     def _hits(self, O, target, sb=None):
@@ -892,7 +888,7 @@ class MLP:
 
         ``y`` is what :meth:`check_y` accepts: integer labels (B,) or rows of class
         probabilities (B, M) for a softmax output, target rows (B, M) otherwise.
-        ``l2 ≥ 0`` adds the penalty ``½ l2 Σ_ℓ ‖W^ℓ‖²`` (weights, not biases; R1).
+        ``l2`` adds scikit-learn's penalty ``l2/2 · Σ‖W_l‖² / Σ s_n`` (weights only; R1).
         Returns ``(loss, grads)``; ``grads`` maps the names of ``params`` to
         arrays of the same shape and dtype (views of ``grad_buffer``, overwritten
         by the next call).
@@ -900,9 +896,7 @@ class MLP:
         X = self.check_X(X)
         target = self.check_y(y, X.shape[0])
         w = normalised_weights(sample_weight, X.shape[0], self.dtype)
-        if not (isinstance(l2, Real) and math.isfinite(l2) and l2 >= 0):
-            raise ValueError(f"l2 must be a non-negative number, got {l2!r}")
-        loss = self._loss_and_grads(X, target, w, l2=float(l2))
+        loss = self._loss_and_grads(X, target, w, l2=_l2_coef(l2, sample_weight, X.shape[0]))
         return loss, self.grads
 
     def prepare(self, X_raw):
@@ -1005,9 +999,9 @@ class MLP:
 
     def check_X(self, X, convert=True):
         """Validate inputs: 2-D, ``n_inputs`` columns, numeric and finite."""
-        return self._check_X(X, convert)[0]
+        return self.check_X_and_norm(X, convert)[0]
 
-    def _check_X(self, X, convert=True):
+    def check_X_and_norm(self, X, convert=True):
         """:meth:`check_X`, and ``‖X‖²`` as its finite check measured it (or None).
 
         The finite check of float data is a sum of squares (:func:`_finite_square_norm`),
@@ -1039,7 +1033,7 @@ class MLP:
                          and np.finfo(X.dtype).max > np.finfo(self.dtype).max)
             with np.errstate(over="ignore"):  # reported below with a clearer message
                 X = np.ascontiguousarray(X, dtype=self.dtype)
-            if narrowing and not _all_finite(X):  # float64 values beyond float32's range
+            if narrowing and not all_finite(X):  # float64 values beyond float32's range
                 raise ValueError(f"X has values too large for {self.dtype.name}")
         return X, norm2
 
@@ -1072,16 +1066,7 @@ class MLP:
         return check_targets(y, n_rows, self.n_classes, self.dtype, self.config.output)
 
 
-def _add_scaled(y, alpha, x):
-    """``y ← y + α x`` in place for same-shaped contiguous arrays (BLAS axpy when found)."""
-    if _blas.available(y.dtype):
-        _blas.axpy(alpha, x.reshape(-1), y.reshape(-1))
-    else:
-        y += alpha * x
-    return y
-
-
-def _all_finite(a):
+def all_finite(a):
     """True when no element of the float array ``a`` is NaN or ±inf (one pass)."""
     return _finite_square_norm(a)[0]
 
@@ -1094,7 +1079,7 @@ def _finite_square_norm(a):
     proves every element finite, and costs what a plain sum would. Within a block
     the dot's rounding is at most a relative 2^20·u (1/16 in float32): the value is
     an upper bound on the squared norm of any subset of the rows up to that factor,
-    which :meth:`MLP._grads_bounded`'s margin covers. When squares overflow from
+    which :meth:`MLP.grads_bounded`'s margin covers. When squares overflow from
     finite values the norm is None and each element is checked.
     """
     if a.ndim > 1:  # whole rows of a 2-D array per block
@@ -1103,7 +1088,7 @@ def _finite_square_norm(a):
     else:
         flat = np.ravel(a)
         blocks = (flat[i:i + (1 << 20)] for i in range(0, flat.size, 1 << 20))
-    total = sum(_square_norm(block) for block in blocks)
+    total = sum(square_norm(block) for block in blocks)
     if math.isfinite(total):
         return True, total
     flat = np.ravel(a, order="K")  # a view of a C- or F-ordered array
@@ -1112,7 +1097,23 @@ def _finite_square_norm(a):
     return finite, None
 
 
-def _square_norm(a):
+def _add_scaled(alpha, x, y):
+    """``y ← y + α x`` for two C-contiguous arrays of one shape (BLAS axpy where found)."""
+    x, y = x.reshape(-1), y.reshape(-1)  # views
+    _blas.axpy(alpha, x, y, scratch=None if _blas.available(y.dtype) else np.empty_like(x))
+
+
+def _l2_coef(l2, sample_weight, n_rows):
+    """The penalty coefficient ``c = α / Σ_n s_n`` of :meth:`MLP.l2_penalty`."""
+    if not (isinstance(l2, (int, float)) and math.isfinite(l2) and l2 >= 0):
+        raise ValueError(f"l2 must be a non-negative number, got {l2!r}")
+    if not l2:
+        return 0.0
+    total = n_rows if sample_weight is None else float(np.sum(sample_weight))
+    return float(l2) / total
+
+
+def square_norm(a):
     """``‖a‖²`` as a Python float, one BLAS dot over the array's memory (a view for a
     C- or F-ordered array; other layouts are copied)."""
     if is_sparse(a):
@@ -1185,7 +1186,7 @@ def _check_output_targets(y, n_rows, n_outputs, dtype, output):
     if np.issubdtype(y.dtype, np.complexfloating):
         raise ValueError("targets must be real, got complex values")
     y = np.ascontiguousarray(y, dtype=dtype)
-    if not _all_finite(y):
+    if not all_finite(y):
         raise ValueError("targets contain NaN or infinite values")
     if output == "logistic" and (y.min() < 0 or y.max() > 1):
         raise ValueError(f"targets of a logistic output must lie in [0, 1] (label "

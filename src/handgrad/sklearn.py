@@ -52,8 +52,9 @@ from sklearn.utils.validation import (
 )
 
 from ._progress import progress_bar
-from .model import MLP, Dropout, is_sparse
+from .model import MLP, Dropout, is_sparse, logistic_output
 from .optim import SGD, Adam
+from .schedules import NoImprovement
 from .train import Callback, DivergenceError, Trainer
 
 SOLVERS = ("lbfgs", "sgd", "adam")
@@ -422,14 +423,12 @@ class _BaseMLP(BaseEstimator):
 
         model = self.model_
         target = self._target(Y)
-        total = float(X.shape[0] if sw is None else sw.sum())
-        l2 = float(self.alpha) / total  # scikit-learn's ½ α Σ‖W‖² / Σ s
         grad64 = np.empty(model.n_params)  # (n_params,) SciPy works in float64
         curve = []
 
         def fun(theta):
             model.param_buffer[...] = theta
-            loss, _ = model.loss_and_grads(X, target, sw, l2=l2)
+            loss, _ = model.loss_and_grads(X, target, sw, l2=float(self.alpha))  # R1
             np.copyto(grad64, model.grad_buffer)
             return loss, grad64
 
@@ -479,9 +478,8 @@ class _BaseMLP(BaseEstimator):
         model.set_params(params)
         Y = np.asarray(y)
         Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y  # (N, M)
-        total = float(X.shape[0] if sample_weight is None else np.sum(sample_weight))
         loss, grads = model.loss_and_grads(X, self._target(Y), sample_weight,
-                                           l2=float(self.alpha) / total)
+                                           l2=float(self.alpha))
         grad = np.concatenate([grads[f"W{l}"].T.ravel() for l in range(1, len(sizes))]
                               + [grads[f"b{l}"] for l in range(1, len(sizes))])
         return loss, grad.astype(np.float64)
@@ -491,13 +489,16 @@ class _BaseMLP(BaseEstimator):
 
     # -- prediction ------------------------------------------------------------
 
-    def _outputs(self, X, check_input=True):
-        """The output layer's values P (N, M) for X, in the network's dtype."""
+    def _checked(self, X):
+        """X validated against the fit (features, names, finite), and the network."""
         check_is_fitted(self, "coefs_")
-        if check_input:
-            X = validate_data(self, X, reset=False, accept_sparse=["csr", "csc"],
-                              dtype=(np.float64, np.float32))
-        model = self._sync_model()
+        X = validate_data(self, X, reset=False, accept_sparse=["csr", "csc"],
+                          dtype=(np.float64, np.float32))
+        return X, self._sync_model()
+
+    def _outputs(self, X):
+        """The output layer's values P (N, M) for X, in the network's dtype."""
+        X, model = self._checked(X)
         return model.output(X)
 
     def _score_rows(self, X, y, sample_weight):
@@ -704,16 +705,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def predict_proba(self, X):
         """Probabilities (N, M): of each class (columns ordered as ``classes_``), or of
         each label for multilabel."""
-        P = self._outputs(X)
-        if self.model_.config.output == "logistic":
-            # σ(O) rounds to exactly 1 for O > 37 (float64); probabilities stay inside
-            # (0, 1), clipped where scikit-learn's log-loss clips them
-            eps = np.finfo(P.dtype).eps
-            np.clip(P, eps, 1 - eps, out=P)
-        if P.shape[1] == 1:
-            p = P.ravel()
-            return np.vstack([1 - p, p]).T  # (N, 2) binary: the one logistic output
-        return P
+        X, model = self._checked(X)
+        if model.config.output != "logistic":
+            return model.output(X)  # (N, M) softmax
+        if model.n_classes == 1:  # binary: the one logistic output gives both classes,
+            O = model.logits(X)  # (N, 1)
+            P = np.empty((O.shape[0], 2), O.dtype)  # (N, 2)
+            logistic_output(-O, P[:, :1], np.empty_like(O))  # σ(−O) = 1 − σ(O), not
+            logistic_output(O, P[:, 1:], np.empty_like(O))  # formed by a subtraction
+        else:
+            P = model.output(X)  # (N, L) one probability per label
+        # σ(O) rounds to exactly 1 for O > 37 (float64); probabilities stay inside
+        # (0, 1), clipped where scikit-learn's log-loss clips them
+        eps = np.finfo(P.dtype).eps
+        return np.clip(P, eps, 1 - eps, out=P)
 
     def predict_log_proba(self, X):
         P = self.predict_proba(X)
@@ -896,6 +901,14 @@ class _Monitor(Callback):
         self.est, self.n_rows, self.incremental = est, n_rows, incremental
         self.validation = validation  # (X_val, Y_val, y_val, sw_val) or None
         self.stopped = False
+        # scikit-learn's no-improvement rule (handgrad.schedules), carried on from the
+        # estimator's count and best value (they persist across warm starts)
+        early = est.early_stopping
+        self.rule = NoImprovement(est.n_iter_no_change, est.tol, higher_is_better=early)
+        best = est.best_validation_score_ if early else est.best_loss_
+        self.rule.best = (self.rule.sign * best if best is not None and math.isfinite(best)
+                          else None)
+        self.rule.count = est._no_improvement_count
 
     def on_epoch_end(self, epoch, history):
         est = self.est
@@ -917,14 +930,15 @@ class _Monitor(Callback):
             est.validation_scores_.append(score)
             if est.verbose:
                 print(f"Validation score: {score:f}")
-            self._count(score, est.best_validation_score_, higher_is_better=True)
-            if score > est.best_validation_score_:
+            better, _ = self.rule.update(score)
+            if better:
                 est.best_validation_score_ = score
                 est._best_params = est.model_.param_buffer.copy()
         else:
-            self._count(est.loss_, est.best_loss_, higher_is_better=False)
-            if est.loss_ < est.best_loss_:
+            better, _ = self.rule.update(est.loss_)
+            if better:
                 est.best_loss_ = est.loss_
+        est._no_improvement_count = self.rule.count
         if est.solver == "sgd" and est.learning_rate == "invscaling":
             solver.learning_rate = est.learning_rate_init / (est.t_ + 1) ** est.power_t
         if est._no_improvement_count > est.n_iter_no_change:
@@ -939,6 +953,7 @@ class _Monitor(Callback):
                     self.stopped = True
                 else:
                     solver.learning_rate /= 5.0
+                    self.rule.reset()
                     est._no_improvement_count = 0
                     if est.verbose:
                         print(msg + f" Setting learning rate to {solver.learning_rate:f}")
@@ -947,13 +962,6 @@ class _Monitor(Callback):
                     print(msg + " Stopping.")
                 self.stopped = True
         return self.stopped
-
-    def _count(self, value, best, higher_is_better):
-        """scikit-learn's rule: an epoch counts as no improvement unless it beats the
-        best so far by more than ``tol``."""
-        est = self.est
-        improved = (value >= best + est.tol) if higher_is_better else (value <= best - est.tol)
-        est._no_improvement_count = 0 if improved else est._no_improvement_count + 1
 
 
 class _ProgressBar(Callback):
