@@ -31,11 +31,12 @@ quiet = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarnin
     MLPClassifier(random_state=0),
     MLPClassifier(solver="sgd", hidden_layer_sizes=(20, 10), random_state=0),
     MLPClassifier(solver="lbfgs", activation="tanh", random_state=0),
-    MLPClassifier(solver="adam", activation="logistic", dtype="float32", random_state=0),
+    MLPClassifier(solver="adam", activation="logistic", random_state=0),
     MLPRegressor(random_state=0),
-    MLPRegressor(solver="sgd", hidden_layer_sizes=(20, 10), random_state=0),
+    MLPRegressor(solver="sgd", hidden_layer_sizes=(20, 10), learning_rate_init=0.01,
+                 random_state=0),
     MLPRegressor(solver="lbfgs", activation="tanh", random_state=0),
-    MLPRegressor(solver="adam", activation="logistic", dtype="float32", random_state=0),
+    MLPRegressor(solver="adam", activation="logistic", random_state=0),
 ])
 def test_scikit_learn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
