@@ -459,3 +459,140 @@ def test_pickle_round_trip_keeps_training_going(iris):
     again.partial_fit(X, y)
     clf.partial_fit(X, y)
     np.testing.assert_array_equal(again.model_.param_buffer, clf.model_.param_buffer)
+
+
+# --------------------------------------------------------------------------- #
+# Beyond scikit-learn
+# --------------------------------------------------------------------------- #
+
+
+@quiet
+def test_validation_data_is_evaluated_each_epoch(iris):
+    from sklearn.metrics import log_loss, mean_squared_error
+
+    X, y = iris
+    X_train, y_train, X_val, y_val = X[::2], y[::2], X[1::2], y[1::2]
+    clf = MLPClassifier(max_iter=15, random_state=0).fit(X_train, y_train,
+                                                         validation_data=(X_val, y_val))
+    assert len(clf.validation_loss_) == clf.n_iter_ == 15
+    # the last entry is the final network's mean cross-entropy on the validation rows
+    assert clf.validation_loss_[-1] == pytest.approx(log_loss(y_val, clf.predict_proba(X_val)),
+                                                     rel=1e-9)
+    assert clf.validation_scores_ is None  # scikit-learn's attribute: early stopping only
+    weights = np.where(y_val == 2, 3.0, 1.0)
+    reg = MLPRegressor(max_iter=10, random_state=0).fit(X_train, y_train * 1.0,
+                                                        validation_data=(X_val, y_val, weights))
+    half_mse = 0.5 * mean_squared_error(y_val, reg.predict(X_val), sample_weight=weights)
+    assert reg.validation_loss_[-1] == pytest.approx(half_mse, rel=1e-9)
+    # with early stopping the given rows replace the split: every training row trains
+    es = MLPClassifier(max_iter=200, early_stopping=True, n_iter_no_change=5,
+                       random_state=0).fit(X_train, y_train, validation_data=(X_val, y_val))
+    assert es.t_ == es.n_iter_ * len(X_train)
+    assert es.best_validation_score_ == max(es.validation_scores_)
+    assert es.score(X_val, y_val) == es.best_validation_score_  # the best weights came back
+    with pytest.raises(ValueError, match="validation_data"):
+        MLPClassifier().fit(X, y, validation_data=X_val)
+    with pytest.raises(ValueError, match="not among the classes"):
+        MLPClassifier(max_iter=2).fit(X_train, y_train, validation_data=(X_val, y_val + 5))
+
+
+@quiet
+def test_dropout_regularises_reproducibly(iris):
+    X, y = iris
+    params = dict(hidden_layer_sizes=(32,), max_iter=300, batch_size=30, random_state=0)
+    plain = MLPClassifier(**params).fit(X, y)
+    dropped = MLPClassifier(dropout=0.5, **params).fit(X, y)
+    again = MLPClassifier(dropout=0.5, **params).fit(X, y)
+    np.testing.assert_array_equal(dropped.model_.param_buffer, again.model_.param_buffer)
+    assert not np.array_equal(dropped.model_.param_buffer, plain.model_.param_buffer)
+    np.testing.assert_array_equal(dropped.predict_proba(X), dropped.predict_proba(X))
+    assert dropped.score(X, y) > 0.9
+    # dropout is training-time noise: the training loss stays higher than without it
+    assert dropped.loss_curve_[-1] > 2 * plain.loss_curve_[-1]
+
+
+def test_callbacks_see_every_epoch_and_can_stop(iris):
+    X, y = iris
+
+    class Recorder(handgrad.Callback):
+        def __init__(self):
+            self.epochs, self.batches = [], 0
+
+        def on_batch_end(self, batch, loss):
+            self.batches += 1
+
+        def on_epoch_end(self, epoch, history):
+            self.epochs.append((epoch, history.train_loss[-1]))
+            return epoch == 2  # stop after the third epoch
+
+    recorder = Recorder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # a callback's stop is no warning
+        clf = MLPClassifier(batch_size=50, random_state=0, callbacks=[recorder]).fit(X, y)
+    assert clf.n_iter_ == 3 and recorder.batches == 9
+    assert [e for e, _ in recorder.epochs] == [0, 1, 2]
+    assert [loss for _, loss in recorder.epochs] == clf.loss_curve_
+
+
+@quiet
+def test_library_callbacks_write_models(iris, tmp_path):
+    X, y = iris
+    checkpoint = handgrad.ModelCheckpoint(tmp_path / "epoch-{epoch}.safetensors",
+                                          monitor="train_loss")
+    clf = MLPClassifier(max_iter=3, random_state=0, callbacks=[checkpoint]).fit(X, y)
+    saved = handgrad.serialization.load(tmp_path / "epoch-3.safetensors")
+    np.testing.assert_array_equal(saved.param_buffer, clf.model_.param_buffer)
+
+
+@quiet
+def test_verbose_prints_epochs_and_a_progress_bar(iris, capsys, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    X, y = iris
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    MLPClassifier(max_iter=2, batch_size=50, verbose=2, random_state=0).fit(X, y)
+    out = capsys.readouterr().out
+    assert out.count("Iteration") == 2 and "loss = " in out
+    assert "epoch 1/2" in terminal.getvalue() and "epoch 2/2" in terminal.getvalue()
+    MLPClassifier(max_iter=2, verbose=1, random_state=0).fit(X, y)
+    assert capsys.readouterr().out.count("Iteration") == 2
+
+
+@quiet
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel", "regression"])
+def test_save_and_load_a_fitted_estimator_without_pickle(iris, tmp_path, kind):
+    X, y = iris
+    if kind == "multiclass":
+        est, target = MLPClassifier(class_weight={"a": 1, "b": 2, "c": 1},
+                                    n_iter_no_change=np.inf), np.array(["a", "b", "c"])[y]
+    elif kind == "binary":
+        est, target = MLPClassifier(early_stopping=True), y == 1
+    elif kind == "multilabel":
+        X, target = make_multilabel_classification(n_samples=60, n_classes=4, random_state=0)
+        est = MLPClassifier(solver="lbfgs")
+    else:
+        est, target = MLPRegressor(loss="poisson", hidden_layer_sizes=(7, 5)), y * 1.0
+    est.set_params(max_iter=20, random_state=0).fit(X, target)
+    path = handgrad.save(est, tmp_path / "est.safetensors")
+    assert b"pickle" not in path.read_bytes()[:200] and path.read_bytes()[8:9] == b"{"
+    back = handgrad.load(path)
+    assert type(back) is type(est) and back.get_params() == est.get_params()
+    np.testing.assert_array_equal(back.predict(X), est.predict(X))
+    for name in ("n_iter_", "t_", "loss_", "best_loss_", "loss_curve_", "validation_scores_",
+                 "best_validation_score_", "n_features_in_", "n_outputs_", "out_activation_"):
+        assert getattr(back, name) == getattr(est, name), name
+    if kind != "regression":
+        np.testing.assert_array_equal(back.classes_, est.classes_)
+        np.testing.assert_array_equal(back.predict_proba(X), est.predict_proba(X))
+    # the network alone, for the command line and handgrad.fit
+    assert isinstance(handgrad.serialization.load(path), handgrad.MLP)
+    # and training goes on from the saved weights
+    if est.solver != "lbfgs" and not est.early_stopping:
+        back.partial_fit(X, target)
+        assert back.n_iter_ == 1 and back.t_ == est.t_ + len(X)

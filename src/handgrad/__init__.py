@@ -13,7 +13,8 @@ from .config import ConfigError, TrainConfig
 from .datasets import DataError
 from .fitting import fit
 from .model import MLP, MLPConfig, gradcheck
-from .serialization import Checkpoint, ModelFileError, load, load_checkpoint, save, save_checkpoint
+from . import serialization
+from .serialization import Checkpoint, ModelFileError, load_checkpoint, save_checkpoint
 from .train import DivergenceError, History, Trainer, TrainingInterrupted
 
 __version__ = "0.1.0"
@@ -23,6 +24,34 @@ __all__ = ["MLP", "MLPConfig", "BackupAndRestore", "Callback", "Checkpoint", "Co
            "ModelFileError", "StopTraining", "TerminateOnNaN", "TrainConfig", "Trainer",
            "TrainingInterrupted", "fit", "gradcheck", "load", "load_checkpoint", "optim",
            "save", "save_checkpoint", "__version__"]
+
+
+ESTIMATORS = ("handgrad.MLPClassifier", "handgrad.MLPRegressor")
+
+
+def save(model, path):
+    """Write a model file (safetensors and JSON, never pickle): of an :class:`MLP`, or of
+    a fitted ``MLPClassifier``/``MLPRegressor`` (its network, parameters, classes and
+    fitted attributes), which :func:`load` gives back as the estimator."""
+    if not isinstance(model, MLP) and hasattr(model, "to_mlp"):
+        model = model.to_mlp()
+    return serialization.save(model, path)
+
+
+def load(path):
+    """Read a model file: the :class:`MLP`, or the fitted estimator :func:`save` was given
+    (which needs scikit-learn; :func:`handgrad.serialization.load` reads the network alone)."""
+    model = serialization.load(path)
+    kind = model.training.get("estimator")
+    if kind not in ESTIMATORS:
+        return model
+    try:
+        from . import sklearn
+    except ImportError as exc:
+        raise ModelFileError(f"{path} holds a fitted {kind}, which needs scikit-learn: pip "
+                             f"install 'handgrad[sklearn]' (handgrad.serialization.load "
+                             f"reads its network alone)") from exc
+    return sklearn.from_model(model, path)
 
 
 def __getattr__(name):

@@ -312,15 +312,19 @@ class _BaseMLP(BaseEstimator):
         return self
 
     def _validation_rows(self, validation_data):
-        """``(X_val, Y_val, y_val)`` from a user's ``validation_data=(X_val, y_val)``."""
-        try:
-            X_val, y_val = validation_data
-        except (TypeError, ValueError):
-            raise ValueError("validation_data must be a pair (X_val, y_val)") from None
+        """``(X_val, Y_val, y_val, sw_val)`` from ``validation_data=(X_val, y_val)`` or
+        ``(X_val, y_val, sample_weight_val)``."""
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError("validation_data must be (X_val, y_val) or (X_val, y_val, "
+                             "sample_weight_val)")
+        X_val, y_val, *sw_val = validation_data
         X_val = validate_data(self, X_val, reset=False, accept_sparse=["csr", "csc"],
                               dtype=(np.float64, np.float32))
         Y_val, y_val = self._encode_validation(y_val, X_val.shape[0])
-        return X_val, Y_val, y_val
+        sw_val = sw_val[0] if sw_val else None
+        if sw_val is not None:
+            sw_val = _check_sample_weight(sw_val, X_val, dtype=np.float64)
+        return X_val, Y_val, y_val, sw_val
 
     def _target(self, Y):
         """What the network trains on: labels (N,) for softmax, rows (N, M) otherwise."""
@@ -366,8 +370,7 @@ class _BaseMLP(BaseEstimator):
         opt = self._optimizer.optimizer
         val = None
         if validation_data is not None:
-            X_val, Y_val, y_val = validation_data
-            val = (X_val, Y_val, y_val, None)
+            val = validation_data  # (X_val, Y_val, y_val, sw_val): no split
         elif self.early_stopping:
             (X, Y, sw), val = self._early_stopping_split(X, Y, y_raw, sw, rs)
         N = X.shape[0]
@@ -386,10 +389,11 @@ class _BaseMLP(BaseEstimator):
             callbacks.append(_ProgressBar(start + epochs))
         uniform = sw is None or np.all(sw == sw[0])  # equal weights: the plain mean
         dropout = Dropout(0.0, float(self.dropout)) if self.dropout else None
+        validation = None if val is None else (val[0], self._target(val[1]), val[3])
         trainer = Trainer(model, X, self._target(Y), optimizer=opt, epochs=start + epochs,
                           initial_epoch=start, batch_size=B, shuffle=bool(self.shuffle),
                           order=ScikitLearnOrder(rs, N), seed=self._seed,
-                          sample_weight=None if uniform else sw,
+                          sample_weight=None if uniform else sw, validation_data=validation,
                           callbacks=callbacks, l2=float(self.alpha), dropout=dropout,
                           max_loss=math.inf)  # scikit-learn never stops on a large loss
         self.n_iter_ = 0
@@ -515,13 +519,8 @@ class _BaseMLP(BaseEstimator):
         parameters and fitted state in ``model.training``: what ``handgrad.save`` writes."""
         check_is_fitted(self, "coefs_")
         model = self._sync_model().copy()
-        model.training = {"estimator": f"handgrad.{type(self).__name__}",
-                          "params": _json_params(self.get_params()),
-                          "state": _json_state(self)}
+        model.training = _describe(self)
         if is_classifier(self):
-            model.training["classes"] = _json_classes(self.classes_)
-            model.training["multilabel"] = bool(self._label_binarizer.y_type_.startswith(
-                "multilabel"))
             model.classes = ([str(c) for c in self.classes_]
                              if len(self.classes_) == model.n_classes else None)
         return model
@@ -608,8 +607,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def fit(self, X, y, sample_weight=None, validation_data=None):
         """Fit to ``X`` (N, D), dense or sparse, and labels ``y`` (N,) or a label
-        indicator matrix (N, L); ``validation_data=(X_val, y_val)`` is scored each
-        epoch (``validation_loss_``) and replaces the early-stopping split."""
+        indicator matrix (N, L). ``validation_data=(X_val, y_val)`` (or with a third
+        entry, its sample weights) is evaluated after each epoch (its loss in
+        ``validation_loss_``) and, with ``early_stopping``, replaces the split."""
         return self._fit(X, y, sample_weight, incremental=False,
                          validation_data=validation_data)
 
@@ -920,10 +920,8 @@ class _Monitor(Callback):
         est.loss_curve_.append(est.loss_)
         if est.verbose:
             print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
-        if self.validation is not None:
-            X_val, Y_val, y_val, sw_val = self.validation
-            loss, _ = est.model_.evaluate(X_val, est._target(Y_val), sample_weight=sw_val)
-            est.validation_loss_.append(float(loss))
+        if self.validation is not None:  # the Trainer evaluated it: the loss, weighted
+            est.validation_loss_.append(float(history.val_loss[-1]))
         if est.early_stopping:
             X_val, _, y_val, sw_val = self.validation
             score = est._score_rows(X_val, y_val, sw_val)
@@ -984,38 +982,55 @@ class _ProgressBar(Callback):
         return False
 
 
-# -- plain-JSON descriptions for model files (handgrad.save) ---------------------
+# -- model files: the estimator as plain JSON beside its network (handgrad.save) ------
+
+FILE_STATE = ("n_iter_", "t_", "loss_", "best_loss_", "best_validation_score_",
+              "_no_improvement_count", "_epoch", "_seed")
+FILE_CURVES = ("loss_curve_", "validation_scores_", "validation_loss_")
 
 
-def _json_params(params):
+def _number(v):
+    """A JSON value for a number: non-finite floats as strings ("inf", "nan")."""
+    if isinstance(v, (np.integer, np.floating, np.bool_)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def _from_number(v):
+    return float(v) if isinstance(v, str) and v in ("inf", "-inf", "nan") else v
+
+
+def _json_params(est):
+    """``get_params()`` as JSON; what JSON cannot hold (callbacks, a RandomState) is left
+    out and comes back as the default."""
     out = {}
-    for k, v in params.items():
-        if isinstance(v, (np.integer, np.floating, np.bool_)):
-            v = v.item()
-        if isinstance(v, tuple):
-            v = list(v)
-        if isinstance(v, float) and not math.isfinite(v):
-            v = str(v)  # np.inf for n_iter_no_change: "inf"
-        if isinstance(v, (int, float, str, bool, list, type(None))) or (
-                isinstance(v, dict) and all(isinstance(x, (int, float, str)) for x in v)):
+    for k, v in est.get_params().items():
+        if k == "class_weight" and isinstance(v, dict):
+            out[k] = {"pairs": [[_json_label(c), _number(w)] for c, w in v.items()]}
+            continue
+        if isinstance(v, (tuple, list)) and all(isinstance(x, (Integral, np.integer)) for x in v):
+            v = [int(x) for x in v]
+        v = _number(v)
+        if isinstance(v, (int, float, str, bool, list, type(None))):
             out[k] = v
     return out
 
 
-def _json_state(est):
-    state = {}
-    for name in ("n_iter_", "t_", "loss_", "best_loss_", "best_validation_score_", "_epoch"):
-        v = getattr(est, name, None)
-        if isinstance(v, (np.integer, np.floating)):
-            v = v.item()
-        if isinstance(v, float) and not math.isfinite(v):
-            v = str(v)
-        state[name] = v
-    for name in ("loss_curve_", "validation_scores_", "validation_loss_"):
-        v = getattr(est, name, None)
-        state[name] = None if v is None else [float(x) if math.isfinite(x) else str(x)
-                                              for x in v]
-    return state
+def _params_from_json(d):
+    params = {}
+    for k, v in d.items():
+        if k == "hidden_layer_sizes" and isinstance(v, list):
+            v = tuple(v)
+        elif k == "class_weight" and isinstance(v, dict):
+            v = {c: w for c, w in v["pairs"]}
+        params[k] = _from_number(v)
+    return params
+
+
+def _json_label(c):
+    return c.item() if isinstance(c, np.generic) else c
 
 
 def _json_classes(classes):
@@ -1025,3 +1040,66 @@ def _json_classes(classes):
     if kind == "f":
         return {"dtype": classes.dtype.str, "values": [float(c) for c in classes]}
     return {"dtype": "str", "values": [str(c) for c in classes]}
+
+
+def _classes_from_json(d):
+    return np.array(d["values"], dtype=None if d["dtype"] == "str" else np.dtype(d["dtype"]))
+
+
+def _describe(est):
+    """The estimator beside its network, in ``model.training`` (handgrad.save)."""
+    training = {"estimator": f"handgrad.{type(est).__name__}", "params": _json_params(est),
+                "state": {name: _number(getattr(est, name, None)) for name in FILE_STATE}}
+    for name in FILE_CURVES:
+        curve = getattr(est, name, None)
+        training["state"][name] = None if curve is None else [_number(x) for x in curve]
+    names = getattr(est, "feature_names_in_", None)
+    if names is not None:
+        training["feature_names_in"] = [str(n) for n in names]
+    if is_classifier(est):
+        training["classes"] = _json_classes(est.classes_)
+        training["target_type"] = est._label_binarizer.y_type_
+    return training
+
+
+def from_model(model, path="the model file"):
+    """The fitted estimator a model file written by ``handgrad.save(estimator, path)``
+    describes, around its network ``model`` (what :func:`handgrad.load` returns).
+
+    Parameters, classes, feature names and the fitted attributes come back; callbacks
+    and the optimizer's state do not (``partial_fit`` continues with a fresh optimizer).
+    """
+    training = model.training
+    kinds = {"handgrad.MLPClassifier": MLPClassifier, "handgrad.MLPRegressor": MLPRegressor}
+    try:
+        cls = kinds[training["estimator"]]
+        est = cls(**_params_from_json(training["params"]))
+        state = training["state"]
+        if cls is MLPClassifier:
+            classes = _classes_from_json(training["classes"])
+            target_type = training["target_type"]
+    except (KeyError, TypeError, ValueError) as exc:
+        from .serialization import ModelFileError
+
+        raise ModelFileError(f"{path}: the estimator's description is damaged ({exc!r})") \
+            from None
+    if cls is MLPClassifier:
+        binarizer = LabelBinarizer()
+        if target_type.startswith("multilabel"):
+            binarizer.fit(np.eye(len(classes), dtype=int))  # an indicator of each label
+        else:
+            binarizer.fit(classes)
+        est._label_binarizer, est.classes_ = binarizer, binarizer.classes_
+    est.model_ = model
+    est.n_features_in_ = model.n_inputs
+    if training.get("feature_names_in") is not None:
+        est.feature_names_in_ = np.array(training["feature_names_in"], dtype=object)
+    est._publish_weights()
+    est._reset_state()
+    for name in FILE_STATE + FILE_CURVES:
+        value = state.get(name)
+        if isinstance(value, list):
+            value = [_from_number(v) for v in value]
+        if value is not None or name in FILE_CURVES:
+            setattr(est, name, _from_number(value))
+    return est
