@@ -596,3 +596,33 @@ def test_save_and_load_a_fitted_estimator_without_pickle(iris, tmp_path, kind):
     if est.solver != "lbfgs" and not est.early_stopping:
         back.partial_fit(X, target)
         assert back.n_iter_ == 1 and back.t_ == est.t_ + len(X)
+
+
+def readme_estimator_blocks():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## scikit-learn's MLPClassifier and MLPRegressor"):]
+    section = section[:section.index("\n## ", 1)]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_the_readme_has_an_example_of_each_feature():
+    blocks = readme_estimator_blocks()
+    for feature in ("class_weight", "dropout", "validation_data", "callbacks", "verbose=2",
+                    "handgrad.save", "handgrad.load"):
+        assert any(feature in block for block in blocks), feature
+
+
+@pytest.mark.parametrize("index", range(len(readme_estimator_blocks())))
+def test_readme_estimator_examples_run_as_written(tmp_path, index):
+    import subprocess
+    import sys
+
+    code = readme_estimator_blocks()[index]
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stderr
+    if "print(" in code:
+        assert run.stdout.strip()
