@@ -245,3 +245,21 @@ def test_models_with_each_output_save_and_load(tmp_path, rng):
         assert back.config == model.config
         X = rng.normal(size=(5, 3))
         np.testing.assert_array_equal(back.output(X), model.output(X))
+
+
+def test_torch_and_onnx_bridges_follow_the_output(torch, rng):
+    from handgrad.torch_bridge import to_torch
+
+    X = rng.normal(size=(5, 3))
+    for output in ("softmax", "logistic", "identity"):
+        model = handgrad.MLP(3, 4, 2, dtype="float64", seed=0, output=output)
+        net = to_torch(model, probabilities=True)
+        np.testing.assert_allclose(net(torch.tensor(X)).detach().numpy(), model.output(X),
+                                   rtol=1e-12)
+    with pytest.raises(ValueError, match="exp"):
+        to_torch(handgrad.MLP(3, 4, 2, output="exp"), probabilities=True)
+    pytest.importorskip("onnx")
+    from handgrad.onnx import to_onnx_model
+
+    with pytest.raises(ValueError, match="softmax"):
+        to_onnx_model(handgrad.MLP(3, 4, 1, output="logistic"))

@@ -32,6 +32,9 @@ def _onnx():
 
 def to_onnx_model(model, fold_preprocessing=True):
     """Build the ``onnx.ModelProto`` of ``model`` (checked with ``full_check=True``)."""
+    if model.config.output != "softmax":
+        raise ValueError(f"ONNX export covers softmax classifiers (probabilities and label); "
+                         f"this model's output is {model.config.output!r}")
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
 
