@@ -431,7 +431,7 @@ def test_conversion_both_ways(iris, tmp_path):
     model = clf.to_mlp()
     assert model.classes == ["a", "b", "c"]
     handgrad.save(model, tmp_path / "m.safetensors")
-    back = handgrad.load(tmp_path / "m.safetensors")
+    back = handgrad.serialization.load(tmp_path / "m.safetensors")  # the network alone
     np.testing.assert_allclose(back.predict_proba(X), clf.predict_proba(X), rtol=1e-12)
     est = MLPClassifier.from_mlp(back)
     np.testing.assert_array_equal(est.predict(X), clf.predict(X))

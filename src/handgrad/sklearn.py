@@ -131,10 +131,10 @@ class _BaseMLP(BaseEstimator):
         number("dropout", 0, 1, high_open=True)
         for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             flag(name)
-        if isinstance(self.verbose, bool) or not isinstance(self.verbose, Integral):
-            if not isinstance(self.verbose, (bool, np.bool_)):
-                raise ValueError(f"verbose must be a bool or an int, got {self.verbose!r}")
-        if self.dtype is not None and np.dtype(self.dtype) not in (np.float32, np.float64):
+        if not isinstance(self.verbose, (bool, np.bool_, Integral)):
+            raise ValueError(f"verbose must be a bool or an int, got {self.verbose!r}")
+        if self.dtype is not None and (self.dtype not in ("float32", "float64", np.float32,
+                                                          np.float64)):
             raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
         if self.early_stopping and self.validation_fraction == 0:
             raise ValueError("early_stopping needs validation_fraction > 0")
