@@ -191,8 +191,8 @@ def test_n_iter_counts_the_last_call_and_t_every_sample(iris):
 @quiet
 def test_partial_fit_equals_fit_epoch_by_epoch(iris):
     """The k-th partial_fit call trains epoch k: after as many calls as fit's epochs,
-    with the same optimizer state carried over, the same network (scikit-learn's is
-    only close: each of its partial_fit calls restarts the shuffle)."""
+    with the same optimizer state carried over, the same network. (With shuffling each
+    partial_fit call draws its order afresh from random_state, as scikit-learn's do.)"""
     X, y = iris
     params = dict(solver="sgd", learning_rate_init=0.05, random_state=0, shuffle=False)
     fitted = MLPClassifier(max_iter=7, tol=0, n_iter_no_change=np.inf, **params).fit(X, y)

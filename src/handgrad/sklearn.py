@@ -1049,6 +1049,8 @@ def _classes_from_json(d):
 def _describe(est):
     """The estimator beside its network, in ``model.training`` (handgrad.save)."""
     training = {"estimator": f"handgrad.{type(est).__name__}", "params": _json_params(est),
+                "n_iter": _number(getattr(est, "n_iter_", None)),  # the summary every
+                "loss": _number(getattr(est, "loss_", None)),  # model file's training has
                 "state": {name: _number(getattr(est, name, None)) for name in FILE_STATE}}
     for name in FILE_CURVES:
         curve = getattr(est, name, None)
