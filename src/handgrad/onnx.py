@@ -54,6 +54,9 @@ def to_onnx_model(model, fold_preprocessing=True, input_dtype=None):
     ``input_dtype``: the element type of the graph's ``input``: None (the model's
     dtype), ``"float32"``, ``"float64"`` or ``"uint8"`` (raw pixels, cast inside).
     """
+    if model.config.output != "softmax":
+        raise ValueError(f"ONNX export covers softmax classifiers (probabilities and label); "
+                         f"this model's output is {model.config.output!r}")
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
 

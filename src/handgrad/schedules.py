@@ -99,11 +99,13 @@ class NoImprovement:
     Values are compared "lower is better" (pass ``higher_is_better`` for accuracies). An
     epoch whose value is not below ``best − tol`` counts as no improvement, any other
     resets the count; ``best`` follows every strictly better value (even by less than
-    ``tol``). The plateau is reached when the count *exceeds* ``patience``.
+    ``tol``). The plateau is reached when the count *exceeds* ``patience`` (which may be
+    ``math.inf``: never, as scikit-learn's ``n_iter_no_change=np.inf``).
     """
 
     def __init__(self, patience, tol, higher_is_better=False):
-        self.patience, self.tol = int(patience), float(tol)
+        self.patience = math.inf if patience == math.inf else int(patience)
+        self.tol = float(tol)
         self.sign = -1.0 if higher_is_better else 1.0
         self.best, self.count = None, 0  # best: sign · value, None before the first
 

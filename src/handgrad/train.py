@@ -28,7 +28,7 @@ import numpy as np
 
 from .callbacks import Callback, StopTraining
 from .config import ARRAYS, ConfigError, TrainConfig
-from .model import Dropout, check_sample_weight, square_norm
+from .model import Dropout, check_sample_weight, is_sparse, square_norm
 from .optim import OPTIMIZERS, Adam, Optimizer, make_optimizer
 from .update import Update
 
@@ -156,7 +156,15 @@ class Trainer:
     loss and accuracy). ``dropout`` (a :class:`~handgrad.model.Dropout`),
     ``label_smoothing``, ``max_norm``, ``augment`` (``augment(rows, rng)``, in place) and
     ``l2`` (scikit-learn's ``alpha``) regularise. A batch loss above ``max_loss`` (default
-    ``10⁴ ln M``) counts as divergence.
+    ``10⁴ ln M`` for a softmax output; for the other outputs only a non-finite loss)
+    counts as divergence. ``X`` may be a SciPy sparse matrix (kept sparse: batches are
+    CSR rows). For a model whose output is not softmax, ``y`` is target rows (N, M).
+
+    ``initial_epoch`` (as Keras's) starts the run at that epoch number: epoch ``e``'s
+    shuffle is still epoch ``e``'s, so a model trained epoch by epoch by Trainers with
+    ``initial_epoch=e, epochs=e + 1`` sees the batches one ``epochs=E`` run would.
+    ``order``, a callable ``epoch -> permutation of the N rows``, replaces the seeded
+    shuffle (the scikit-learn estimators pass scikit-learn's own).
 
     :meth:`run` trains; callbacks (:class:`~handgrad.callbacks.Callback`) see every
     epoch and batch. :meth:`from_config` builds a Trainer, its optimizer, schedules and
@@ -174,13 +182,18 @@ class Trainer:
     def __init__(self, model, X, y, *, optimizer=None, epochs=10, batch_size=128,
                  shuffle=True, seed=None, sample_weight=None, validation_data=None,
                  callbacks=(), max_loss=None, dropout=None, label_smoothing=0.0,
-                 max_norm=None, augment=None, l2=0.0, config=None):
+                 max_norm=None, augment=None, l2=0.0, config=None, initial_epoch=0,
+                 order=None):
         if optimizer is None:
             optimizer = Adam()
         if not isinstance(optimizer, Optimizer):
             raise ValueError(f"optimizer must be a handgrad.optim.Optimizer, got {optimizer!r}")
         _check_count("epochs", epochs, minimum=0)
         _check_count("batch_size", batch_size, minimum=1)
+        _check_count("initial_epoch", initial_epoch, minimum=0)
+        if order is not None and not callable(order):
+            raise ValueError(f"order must be a callable epoch -> row permutation, got {order!r}")
+        self._order = order  # another shuffle scheme (e.g. scikit-learn's), if given
         self.model, self.optimizer = model, optimizer
         self.epochs, self.shuffle = int(epochs), bool(shuffle)
         # (N, D) in the model's dtype, checked once here; ‖X‖² (or None) from that check
@@ -207,8 +220,12 @@ class Trainer:
                 raise ValueError(f"callbacks must be handgrad.callbacks.Callback instances, "
                                  f"got {cb!r}")
         # A batch loss above this is divergence, not learning: ln M is the loss of a
-        # uniform guess, and 10^4 ln M nats means P(correct) ≈ M^(−10^4).
-        self.max_loss = 1e4 * math.log(model.n_classes) if max_loss is None else float(max_loss)
+        # uniform guess, and 10^4 ln M nats means P(correct) ≈ M^(−10^4). The other
+        # outputs' losses have no such scale: only a non-finite one is divergence.
+        if max_loss is None:
+            max_loss = (1e4 * math.log(model.n_classes) if model.config.output == "softmax"
+                        else math.inf)
+        self.max_loss = float(max_loss)
         # regularisation and augmentation (training time only)
         if dropout is not None and not isinstance(dropout, Dropout):
             raise ValueError(f"dropout must be a handgrad.model.Dropout, got {dropout!r}")
@@ -230,7 +247,8 @@ class Trainer:
         self.n_batches = -(-N // self.batch_size)
         self.config = config if config is not None else self._describe()
         # position: the next batch to run, and the running sums of the current epoch
-        self.epoch, self.batch = 0, 0
+        # (initial_epoch, as Keras's: a run continued from epoch e draws epoch e's order)
+        self.epoch, self.batch = int(initial_epoch), 0
         self._sums = [0.0, 0.0, 0.0, 0.0]  # loss·w, correct·w, w, seconds
         self.stop_requested = False
         self.last_checkpoint = None  # the path of the last checkpoint written, if any
@@ -319,10 +337,17 @@ class Trainer:
         return self.epoch >= self.epochs or self.history.stopped_early
 
     def order(self, epoch):
-        """The row order of ``epoch`` (N,), a function of the seed and epoch only."""
+        """The row order of ``epoch`` (N,), a function of the seed and epoch only
+        (or what the ``order`` option returns for it)."""
         N = self.X.shape[0]
         if not self.shuffle:
             return np.arange(N)
+        if self._order is not None:
+            perm = np.asarray(self._order(epoch))
+            if perm.shape != (N,) or not np.issubdtype(perm.dtype, np.integer):
+                raise ValueError(f"order({epoch}) must return a permutation of the {N} rows, "
+                                 f"got shape {perm.shape} and dtype {perm.dtype}")
+            return perm
         return np.random.default_rng([self.history.seed, epoch]).permutation(N)
 
     # -- running -------------------------------------------------------------------
@@ -399,7 +424,7 @@ class Trainer:
                             self.dropout.rng = rng
                     loss, batch_w, correct = self.train_batch(xb, tb, sb)
                     self._sums[0] += loss * batch_w
-                    self._sums[1] += correct
+                    self._sums[1] = None if correct is None else self._sums[1] + correct
                     self._sums[2] += batch_w
                     self.batch += 1
                     try:
@@ -422,8 +447,8 @@ class Trainer:
         model = self.model
         ws = model.workspace(xb.shape[0])
         w, batch_w, l2 = self._loss_weights(xb, sb)  # 1/B or s/Σs; penalty coefficient
-        if not batch_w:
-            return 0.0, 0.0, 0.0  # every row weighs 0: no gradient
+        if not batch_w:  # every row weighs 0: no gradient (and no accuracy to count)
+            return 0.0, 0.0, (0.0 if model.config.classifies else None)
         model.forward(xb, ws, self.dropout)  # F1–F4
         loss = model.loss(ws, tb, w) + model.l2_penalty(ws, l2)  # F5 (+ penalty)
         loss, batch_w, hits = self._combine(loss, batch_w, self._hits(ws, tb, sb))
@@ -474,11 +499,9 @@ class Trainer:
         return loss, batch_w, hits
 
     def _hits(self, ws, tb, sb):
-        # The forward pass already holds this batch's logits: train accuracy for free.
-        O = ws.Q[-1]  # (B, M)
-        labels = tb if tb.ndim == 1 else tb.argmax(axis=1)  # (B,)
-        hits = O.argmax(axis=1) == labels  # (B,)
-        return float(np.count_nonzero(hits) if sb is None else np.dot(hits, sb))
+        # The forward pass already holds this batch's outputs: train accuracy for free
+        # (None for a regression output, which has no accuracy).
+        return self.model._hits(ws.Q[-1], tb, sb)
 
     def _agree_to_stop(self):
         """After a batch: stop now? (``request_stop`` was called, e.g. on Ctrl-C)."""
@@ -499,7 +522,8 @@ class Trainer:
     def _end_epoch(self, epoch):
         loss_w, correct_w, total_w, seconds = self._sums
         metrics = {"train_loss": loss_w / total_w if total_w else math.nan,
-                   "train_accuracy": correct_w / total_w if total_w else math.nan}
+                   "train_accuracy": (None if correct_w is None
+                                      else correct_w / total_w if total_w else math.nan)}
         if self.validation is not None:
             t0 = time.perf_counter()
             metrics["val_loss"], metrics["val_accuracy"] = self._validate()
@@ -541,7 +565,7 @@ class Trainer:
         if not 0 <= state["batch"] < self.n_batches:
             raise ValueError(f"cannot resume: batch {state['batch']} out of range")
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
-        self._sums = [float(v) for v in state["sums"]]
+        self._sums = [None if v is None else float(v) for v in state["sums"]]
         self.history = History.from_dict(state["history"])
         _load_callback_states(self.callbacks, state.get("callbacks") or [])
 
@@ -629,14 +653,17 @@ class _BatchGatherer:
         bufs = self.buffers.get(n)
         if bufs is None:
             bufs = self.buffers[n] = (
-                np.empty((n, self.X.shape[1]), self.X.dtype),  # (B, D)
+                None if is_sparse(self.X) else np.empty((n, self.X.shape[1]), self.X.dtype),  # (B, D)
                 np.empty((n, *self.target.shape[1:]), self.target.dtype),  # (B,) or (B, M)
                 None if self.s is None else np.empty(n),  # (B,)
             )
         xb, tb, sb = bufs
-        # mode="clip" skips take's slower bounds-checking path; the indices come
-        # from a permutation of range(N), so they are always in range.
-        np.take(self.X, idx, axis=0, out=xb, mode="clip")
+        if is_sparse(self.X):
+            xb = self.X[idx]  # (B, D) CSR: the batch's rows only, never dense
+        else:
+            # mode="clip" skips take's slower bounds-checking path; the indices come
+            # from a permutation of range(N), so they are always in range.
+            np.take(self.X, idx, axis=0, out=xb, mode="clip")
         np.take(self.target, idx, axis=0, out=tb, mode="clip")
         if sb is not None:
             np.take(self.s, idx, out=sb, mode="clip")
