@@ -233,8 +233,8 @@ def test_gradcheck_fails_a_planted_wrong_gradient_on_trained_models(trained_mode
             out *= 1.001  # B2: ∂L/∂O off by 0.1%, so every gradient is
             return out
 
-        # the model dispatches through OUTPUTS, which holds the function itself
-        monkeypatch.setitem(hm.OUTPUTS, "softmax", (hm.OUTPUTS["softmax"][0], broken))
+        # the model dispatches through OUTPUT_LAYERS, which holds the function itself
+        monkeypatch.setitem(hm.OUTPUT_LAYERS, "softmax", (hm.OUTPUT_LAYERS["softmax"][0], broken))
     models, x_test, y_test = trained_models
     rng = np.random.default_rng(1)
     for model in models:
