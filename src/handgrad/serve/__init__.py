@@ -5,13 +5,23 @@ digit and watch the network (needs ``pip install 'handgrad[serve]'``).
 - :func:`serve` runs a server for model files until SIGTERM;
 - :func:`create_app` builds the ASGI app, for any ASGI server;
 - :class:`ServeConfig` holds the batching and safety settings.
+
+The web framework loads on first use of what needs it, so ``ServeConfig`` (and
+the command line's help) work without the extra installed.
 """
 
-from .app import ServeConfig, create_app
-from .batcher import DynamicBatcher, Overloaded
-from .protocol import ProtocolError
-from .served import ServedModel
-from .server import load_models, serve
+from .config import ServeConfig
 
-__all__ = ["DynamicBatcher", "Overloaded", "ProtocolError", "ServeConfig", "ServedModel",
-           "create_app", "load_models", "serve"]
+_LAZY = {"create_app": "app", "DynamicBatcher": "batcher", "Overloaded": "batcher",
+         "ProtocolError": "protocol", "ServedModel": "served", "load_models": "server",
+         "serve": "server"}
+
+__all__ = ["ServeConfig", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'handgrad.serve' has no attribute {name!r}")

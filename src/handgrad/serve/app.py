@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from importlib import resources
 
 from starlette.applications import Starlette
@@ -33,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from .. import __version__
 from . import page
 from .batcher import DynamicBatcher, Overloaded, Stopped
+from .config import ServeConfig
 from .metrics import Metrics
 from .openapi import openapi_document
 from .protocol import (HEADER_LENGTH, ProtocolError, decompress, encode_infer_response,
@@ -48,49 +48,6 @@ VISITOR_COOKIE = "handgrad_visitor"
 UNLIMITED = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics"})
 OFFLOAD_BYTES = 256 << 10  # bodies larger than this are parsed off the event loop
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """Batching and safety settings of a server (every one has a command-line flag)."""
-
-    max_batch_size: int = 64  # rows per forward pass; 1 turns dynamic batching off
-    batch_delay: float = 0.0  # seconds a batch waits for more rows once it has one
-    max_queue: int = 4096  # rows waiting per model before requests are refused (503)
-    max_body_bytes: int = 16 << 20  # request bodies beyond this are refused (413)
-    request_timeout: float = 30.0  # seconds before a request is answered 504
-    max_concurrency: int = 256  # requests handled at once; more are refused (503)
-    max_visitors: int = 64  # per-visitor model copies held for the page
-    max_visitor_bytes: int = 512 << 20  # memory of all those copies together
-    visitor_ttl: float = 900.0  # seconds of idleness before a copy expires
-    page_lr: float = 0.5  # the page's default learning rate for "learn from this"
-    access_log: bool = True
-
-    def __post_init__(self):
-        def positive_int(name, low=1):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ValueError(f"{name} must be an integer of at least {low}, got {v!r}")
-
-        def seconds(name, low, high, open_low=False):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
-                    (low < v if open_low else low <= v) and v <= high):
-                raise ValueError(f"{name} must be a number of seconds in "
-                                 f"{'(' if open_low else '['}{low:g}, {high:g}], got {v!r}")
-
-        for name in ("max_batch_size", "max_queue", "max_body_bytes", "max_concurrency"):
-            positive_int(name)
-        positive_int("max_visitors", 0)
-        positive_int("max_visitor_bytes", 0)
-        if self.max_queue < self.max_batch_size:
-            raise ValueError(f"max_queue ({self.max_queue}) must be at least max_batch_size "
-                             f"({self.max_batch_size})")
-        seconds("batch_delay", 0, 10)
-        seconds("request_timeout", 0, 24 * 3600, open_low=True)
-        seconds("visitor_ttl", 0, 7 * 24 * 3600, open_low=True)
-        if not (isinstance(self.page_lr, (int, float)) and 0 < self.page_lr <= page.MAX_LR):
-            raise ValueError(f"page_lr must be in (0, {page.MAX_LR:g}], got {self.page_lr!r}")
 
 
 def error(status, message, headers=None):
@@ -191,6 +148,11 @@ class Guard:
                 if state["status"] is None:
                     await error(504, f"the request took longer than the limit of "
                                      f"{cfg.request_timeout:g} s")(scope, receive, send_logged)
+            except Exception:
+                # The app answered 500 and logged the traceback (_unexpected); re-raising
+                # would only make uvicorn log it a second time.
+                if state["status"] is None:
+                    raise
         finally:
             if limited:
                 self.in_flight -= 1
@@ -413,7 +375,7 @@ class Server:
     async def _page_body(self, request):
         return parse_json(await request.body())
 
-    async def page_models(self, request):
+    async def page_model_list(self, request):
         token = self._visitor(request)
         items = []
         for name, m in self.models.items():
@@ -511,7 +473,7 @@ class Server:
             *both("/infer", self.infer, ("POST",)),
             Route("/metrics", self.metrics_endpoint),
             Route("/openapi.json", self.openapi),
-            Route("/api/models", self.page_models),
+            Route("/api/models", self.page_model_list),
             Route("/api/models/{name}/look", self.look, methods=["POST"]),
             Route("/api/models/{name}/learn", self.learn, methods=["POST"]),
             Route("/api/models/{name}/trace", self.trace, methods=["POST"]),

@@ -14,12 +14,12 @@ import numpy as np
 
 from ..datasets.errors import DataError
 from ..optim import SGD
+from .config import MAX_LR
 from .protocol import ProtocolError
 from .served import grid_shape
 
 MAX_SIDE = 1024  # the largest drawing accepted, in pixels per side
 TOP_UNITS = 8  # first-layer weight images shown for the most active units
-MAX_LR = 10.0
 FULL_VALUES = 64  # trace values with at most this many entries are sent whole
 
 
