@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("starlette", reason="the serve extra is not installed: pip install '.[serve]'")
-
-import handgrad  # noqa: E402
-from handgrad.datasets import Preprocessor, load_dataset  # noqa: E402
+import handgrad
+from handgrad.datasets import Preprocessor, load_dataset
 
 
 def _train(x_train, y_train, classes, hidden, epochs, seed=0):

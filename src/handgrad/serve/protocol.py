@@ -123,7 +123,7 @@ def parse_json(body):
     if not body:
         raise ProtocolError(400, "the request body is empty; send a JSON object")
     try:
-        value = json.loads(body)
+        value = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise ProtocolError(400, "the request body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
