@@ -20,7 +20,7 @@ class ServeConfig:
     max_visitors: int = 64  # per-visitor model copies held for the page
     max_visitor_bytes: int = 512 << 20  # memory of all those copies together
     visitor_ttl: float = 900.0  # seconds of idleness before a copy expires
-    page_lr: float = 0.5  # the page's default learning rate for "learn from this"
+    page_lr: float = 0.005  # the page's default learning rate for "learn from this"
     access_log: bool = True
 
     def __post_init__(self):

@@ -135,7 +135,7 @@ def learn(model, x, label, lr):
 def loss_of(model, x, label):
     X = model.prepare(x[None])  # (1, D)
     P = model.predict_proba(X)[0]  # (M,)
-    return float(-np.log(max(float(P[label]), np.finfo(np.float64).tiny)))  # F5
+    return max(0.0, -math.log(max(float(P[label]), np.finfo(np.float64).tiny)))  # F5
 
 
 def trace(model, x, label):
