@@ -5,12 +5,13 @@ from .datasets import DataError
 from .model import MLP, MLPConfig, gradcheck
 from .serialization import ModelFileError, load, load_checkpoint, save, save_checkpoint
 from .train import Callback, History, StopTraining, Trainer, fit
+from .trace import Trace, trace  # the function: `handgrad.trace(model, x, y)`
 
 __version__ = "0.1.0"
 
 __all__ = ["MLP", "MLPConfig", "Callback", "DataError", "History", "ModelFileError",
-           "StopTraining", "Trainer", "fit", "gradcheck", "load", "load_checkpoint", "optim",
-           "save", "save_checkpoint", "__version__"]
+           "StopTraining", "Trace", "Trainer", "fit", "gradcheck", "load", "load_checkpoint",
+           "optim", "save", "save_checkpoint", "trace", "__version__"]
 
 
 def __getattr__(name):

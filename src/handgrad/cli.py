@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__  # noqa: F401  (set before the import below)
-from . import _cli_serve
+from . import _cli_explain, _cli_serve
 from ._atomic import remove_stale_temporaries
 from ._progress import progress_bar
 from .datasets import NAMED, DataError, Preprocessor, load_dataset, stratified_split
@@ -286,6 +286,7 @@ def build_parser():
                    help="folder for the PNG files")
     r.add_argument("--dataset", default=None,
                    help="data set for the confusion matrix (default: the training one)")
+    _cli_explain.add_parser(sub)
     _cli_serve.add_parser(sub)
     return parser
 
@@ -306,7 +307,8 @@ def main(argv=None) -> int:
         return ExitCode.USAGE
     command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                "info": cmd_info, "gradcheck": cmd_gradcheck, "report": cmd_report,
-               "export": cmd_export, "serve": _cli_serve.run}[args.command]
+               "export": cmd_export, "explain": _cli_explain.run,
+               "serve": _cli_serve.run}[args.command]
     try:
         return int(command(args))
     except CLIError as exc:
