@@ -139,32 +139,30 @@ def loss_of(model, x, label):
 
 
 def trace(model, x, label):
-    """The derivation's steps for ``x`` with true ``label``, ready for the page.
+    """The derivation's steps (``handgrad.trace``) for ``x`` with true ``label``, for the page.
 
     Small values (P − y, a bias gradient of a few classes) go whole; larger ones as
     their norm, extremes and first entries, since a W¹ gradient has D × H entries.
     """
-    import handgrad
+    from ..trace import trace as derive
 
-    tracer = getattr(handgrad, "trace", None)
-    if tracer is None:
-        raise ProtocolError(501, "this handgrad has no handgrad.trace: the derivation's "
-                                 "numbers need a release that has it")
     X = model.prepare(x[None])  # (1, D)
-    t = tracer(model, X, np.array([label]))
+    t = derive(model, X[0], label)  # one example: the derivation's vectors (D,), (H,), (M,)
     steps = []
-    for step in t.to_dict()["steps"]:
-        value = np.asarray(step.get("value"), dtype=np.float64)
-        item = {"eq": step.get("eq"), "name": step.get("name"),
-                "shape": list(step.get("shape") or value.shape),
-                "check_error": step.get("check_error")}
+    for step in t.steps:
+        value = np.asarray(step.value, dtype=np.float64)
+        error = step.check_error
+        item = {"eq": step.eq, "name": step.name, "formula": step.text,
+                "shape": list(value.shape),
+                "check_error": float(error) if error is not None and math.isfinite(error)
+                else None,
+                "passed": None if step.check is None else step.check.passed}
         flat = value.ravel()
         if flat.size <= FULL_VALUES:
-            item["value"] = _round(value, 5)
+            item["value"] = [float(f"{v:.5g}") for v in flat]  # row-major, 5 significant digits
         else:
             item["summary"] = {"norm": float(np.linalg.norm(flat)), "min": float(flat.min()),
                                "max": float(flat.max()),
-                               "nonzero": int(np.count_nonzero(flat)),
-                               "first": _round(flat[:8], 5)}
+                               "nonzero": int(np.count_nonzero(flat))}
         steps.append(item)
     return {"label": label, "steps": steps}

@@ -296,13 +296,13 @@ function fmt(v) {
 
 function values(step) {
   if (step.value !== undefined) {
-    const flat = [].concat(...[step.value].flat(Infinity));
+    const flat = step.value;
     const shown = flat.slice(0, 12).map(fmt).join(", ");
     return `[${shown}${flat.length > 12 ? ", …" : ""}]`;
   }
   const s = step.summary;
   return `‖·‖ = ${fmt(s.norm)}, min ${fmt(s.min)}, max ${fmt(s.max)}, ` +
-    `${s.nonzero} non-zero; first [${s.first.map(fmt).join(", ")}, …]`;
+    `${s.nonzero} of ${step.shape.reduce((a, b) => a * b, 1)} non-zero`;
 }
 
 function renderTrace(t) {
@@ -311,19 +311,20 @@ function renderTrace(t) {
     `True label ${name}: each quantity of F1–F5 and B1–B7 for your drawing, and the worst ` +
     `relative error of an independent check (finite differences, the numerical Jacobian).`;
   const table = document.createElement("table");
-  table.innerHTML = "<thead><tr><th>eq</th><th>quantity</th><th>shape</th><th>values</th>" +
-    "<th>check</th></tr></thead>";
+  table.innerHTML = "<thead><tr><th>eq</th><th>quantity</th><th>formula</th><th>shape</th>" +
+    "<th>values</th><th>check</th></tr></thead>";
   const body = document.createElement("tbody");
   for (const step of t.steps) {
     const tr = document.createElement("tr");
     if (step.name === "dL/dO") tr.className = "seed";
     const err = step.check_error;
-    const ok = err === null || err === undefined ? null : err < 1e-4;
+    const ok = step.passed;
+    const shown = err === null ? "not finite" : err.toExponential(1);
     const cells = [
-      ["eq", step.eq], ["name", step.name], ["shape", `(${step.shape.join(" × ")})`],
+      ["eq", step.eq], ["name", step.name], ["formula", step.formula],
+      ["shape", step.shape.length ? `(${step.shape.join(" × ")})` : "scalar"],
       ["vals", values(step)],
-      [ok === null ? "" : ok ? "ok" : "bad",
-        ok === null ? "—" : `${ok ? "✓" : "✗"} ${err.toExponential(1)}`],
+      [ok === null ? "" : ok ? "ok" : "bad", ok === null ? "—" : `${ok ? "✓" : "✗"} ${shown}`],
     ];
     for (const [cls, text] of cells) {
       const td = document.createElement("td");
