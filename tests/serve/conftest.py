@@ -134,22 +134,28 @@ class ServeProcess:
     """``handgrad serve`` as a user runs it: a subprocess on a free port."""
 
     def __init__(self, *args, env=None):
+        import tempfile
+
+        self.log = tempfile.TemporaryFile("w+")  # stderr: the access log, never a full pipe
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "handgrad", "serve", "--port", "0", *map(str, args)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         self.url = None
         deadline = time.monotonic() + 60
         lines = []
         while self.url is None:
             line = self.proc.stdout.readline()
             if not line:
-                raise RuntimeError("handgrad serve exited: " + "".join(lines) +
-                                   self.proc.stderr.read())
+                raise RuntimeError("handgrad serve exited: " + "".join(lines) + self.stderr())
             lines.append(line)
             if line.startswith("page: "):
                 self.url = line.split()[1].rstrip("/")
             if time.monotonic() > deadline:
                 raise RuntimeError("handgrad serve did not start")
+
+    def stderr(self):
+        self.log.seek(0)
+        return self.log.read()
 
     def stop(self, timeout=30):
         if self.proc.poll() is None:
@@ -175,7 +181,7 @@ def serve_process():
     for p in procs:
         p.stop()
         p.proc.stdout.close()
-        p.proc.stderr.close()
+        p.log.close()
 
 
 def free_port():

@@ -48,7 +48,7 @@ function point(ev) {
 let drawing = false, lastPt = null;
 pad.addEventListener("pointerdown", (ev) => {
   ev.preventDefault();
-  pad.setPointerCapture(ev.pointerId);
+  try { pad.setPointerCapture(ev.pointerId); } catch (e) { /* a synthetic pointer */ }
   drawing = true;
   lastPt = point(ev);
   stroke(lastPt, lastPt, ev.pressure);
@@ -62,7 +62,7 @@ pad.addEventListener("pointermove", (ev) => {
 function endStroke(ev) {
   if (!drawing) return;
   drawing = false;
-  if (pad.hasPointerCapture(ev.pointerId)) pad.releasePointerCapture(ev.pointerId);
+  try { pad.releasePointerCapture(ev.pointerId); } catch (e) { /* never captured */ }
   look();
 }
 pad.addEventListener("pointerup", endStroke);
