@@ -314,7 +314,7 @@ class Server:
 
     async def model_ready(self, request):
         served = self.model(request)
-        ok = self.ready and self.batchers[served.name]._worker is not None
+        ok = self.ready and self.batchers[served.name].running
         return JSONResponse({"name": served.name, "ready": ok}, status_code=200 if ok else 503)
 
     async def model_config(self, request):

@@ -70,6 +70,11 @@ class DynamicBatcher:
     def queued_rows(self):
         return self._queued_rows
 
+    @property
+    def running(self):
+        """Whether requests are taken: started and not stopping."""
+        return self._worker is not None and not self._stopping
+
     async def start(self):
         if self._worker is not None:
             return
