@@ -51,3 +51,22 @@ def test_scaling_smoke(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert [x["ranks"] for x in results] == [1, 2]
     assert all(x["allreduce_seconds"] > 0 for x in results)
+
+
+def test_serve_smoke(tmp_path):
+    import shutil
+
+    pytest.importorskip("starlette", reason="the serve extra is not installed")
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install wrk): benchmarks/serve.py needs it")
+    out = tmp_path / "serve.json"
+    r = subprocess.run([sys.executable, BENCH / "serve.py", "--hidden", "16", "--peer", "none",
+                        "--concurrency", "1", "4", "--duration", "1", "--warmup", "0",
+                        "--repeats", "1", "--out", out],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    assert {(x["server"], x["clients"]) for x in doc["results"]} == {
+        (s, c) for s in ("handgrad, dynamic batching", "handgrad, no batching") for c in (1, 4)}
+    assert all(x["throughput"] > 0 and x["errors"] == 0 for x in doc["results"])
+    assert doc["summary"]["batching_speedup"] > 0 and doc["machine"]["cpu_count"] >= 1
