@@ -96,6 +96,8 @@ def add_parser(subparsers):
                    default=d.visitor_ttl, help="seconds of idleness before a copy expires")
     s.add_argument("--shutdown-timeout", type=_int(0), default=30,
                    help="seconds in-flight requests get to finish after SIGTERM")
+    b.add_argument("--blas-threads", type=_int(0), default=d.blas_threads,
+                   help="BLAS threads for the forward passes (0: BLAS's own default)")
     o = p.add_argument_group("page and logs")
     o.add_argument("--lr", type=_number(0, 10, open_low=True), default=d.page_lr,
                    help="the page's default learning rate for 'learn from this'")
@@ -117,7 +119,8 @@ def run(args) -> int:
         max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
         request_timeout=args.timeout, max_concurrency=args.max_concurrency,
         max_visitors=args.max_visitors, max_visitor_bytes=args.max_visitor_bytes,
-        visitor_ttl=args.visitor_ttl, page_lr=args.lr, access_log=not args.no_access_log)
+        visitor_ttl=args.visitor_ttl, page_lr=args.lr, access_log=not args.no_access_log,
+        blas_threads=args.blas_threads or None)
     models = load_models(args.models, args.name)
 
     def ready(url):

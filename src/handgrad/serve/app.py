@@ -11,6 +11,7 @@ ever goes to the server's log.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import re
@@ -78,6 +79,8 @@ class Guard:
         self.metrics = metrics
         self.routes = routes
         self.in_flight = 0
+        self._id_prefix = uuid.uuid4().hex[:8] + "-"
+        self._ids = itertools.count(1)
 
     def _route(self, scope):
         for route in self.routes:
@@ -93,7 +96,7 @@ class Guard:
         headers = dict(scope["headers"])
         rid = headers.get(b"x-request-id", b"").decode("latin-1")
         if not _REQUEST_ID.match(rid):
-            rid = uuid.uuid4().hex[:16]
+            rid = f"{self._id_prefix}{next(self._ids):x}"  # unique per process, no syscall
         scope["handgrad.request_id"] = rid
         state = {"status": None, "bytes_out": 0, "bytes_in": 0}
 
@@ -260,6 +263,7 @@ class Server:
     # -- lifecycle -------------------------------------------------------------
 
     async def startup(self):
+        self._limit_blas()
         for b in self.batchers.values():
             await b.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -271,6 +275,20 @@ class Server:
             self._sweeper.cancel()
         for b in self.batchers.values():
             await b.stop()
+        if getattr(self, "_blas_limit", None) is not None:
+            self._blas_limit.restore_original_limits()
+            self._blas_limit = None
+
+    def _limit_blas(self):
+        n = self.config.blas_threads
+        if n is None:
+            return
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            logger.warning("threadpoolctl is not installed: BLAS keeps its own thread count")
+            return
+        self._blas_limit = threadpool_limits(limits=n, user_api="blas")  # process-wide
 
     async def _sweep(self):
         period = min(30.0, self.config.visitor_ttl / 2)

@@ -22,6 +22,10 @@ class ServeConfig:
     visitor_ttl: float = 900.0  # seconds of idleness before a copy expires
     page_lr: float = 0.005  # the page's default learning rate for "learn from this"
     access_log: bool = True
+    # BLAS threads for the forward passes (None: leave the library's own choice). One
+    # keeps the cores for the event loop: a small network's pass is short, and threads
+    # that spin while the loop parses requests cost more than they save.
+    blas_threads: int | None = 1
 
     def __post_init__(self):
         def positive_int(name, low=1):
@@ -43,6 +47,8 @@ class ServeConfig:
         if self.max_queue < self.max_batch_size:
             raise ValueError(f"max_queue ({self.max_queue}) must be at least max_batch_size "
                              f"({self.max_batch_size})")
+        if self.blas_threads is not None:
+            positive_int("blas_threads")
         seconds("batch_delay", 0, 10)
         seconds("request_timeout", 0, 24 * 3600, open_low=True)
         seconds("visitor_ttl", 0, 7 * 24 * 3600, open_low=True)
