@@ -219,3 +219,31 @@ def test_page_serves_its_assets_from_the_package(digits_server):
     for asset in ("/static/app.js", "/static/style.css"):
         r = httpx.get(url + asset)
         assert r.status_code == 200 and "https://" not in r.text
+
+
+def test_blas_threads_are_limited_while_serving_and_restored_after(live, make_app, digits_model):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info()
+                if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("NumPy's BLAS is not visible to threadpoolctl")
+    server = live(make_app(digits_model, blas_threads=1))
+    assert blas_threads() == [1] * len(before)
+    server.stop()
+    assert blas_threads() == before
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"blas_threads": 0}, "blas_threads"), ({"max_batch_size": 0}, "max_batch_size"),
+    ({"request_timeout": 0}, "request_timeout"), ({"page_lr": 20}, "page_lr"),
+    ({"max_queue": 2}, "max_queue (2) must be at least max_batch_size (64)"),
+])
+def test_serve_config_names_bad_settings(settings, words):
+    from handgrad.serve import ServeConfig
+
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        ServeConfig(**settings)
