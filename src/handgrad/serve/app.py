@@ -25,7 +25,6 @@ from importlib import resources
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -38,7 +37,6 @@ from .metrics import Metrics
 from .openapi import openapi_document
 from .protocol import (HEADER_LENGTH, ProtocolError, decompress, encode_infer_response,
                        parse_infer_request, parse_json, split_body)
-from .served import ServedModel
 from .visitors import VisitorCopies
 
 access_logger = logging.getLogger("handgrad.serve.access")
