@@ -93,9 +93,16 @@ def test_draw_a_seven_then_learn_from_it(browser, live, make_app, mnist_model):
         now = probabilities(page)
         assert now[target] > p, (step, now[target], p)
         p = now[target]
+        # the derivation follows: it is traced again on the copy after this step
+        page.wait_for_selector(f"#trace[data-steps='{step}']")
         if page.text_content("#prediction") == str(target):
             break
     assert page.text_content("#prediction") == str(target) != first
+    # the derivation is of the same copy: its P (F4) is the probabilities shown
+    row = page.eval_on_selector_all(
+        "#trace tbody tr", "rows => rows.map(r => [...r.children].map(c => c.textContent))")
+    P_traced = next(r for r in row if r[1] == "P")[4].strip("[]…, ").split(", ")
+    assert abs(float(P_traced[target]) - probabilities(page)[target]) < 1e-3
     assert "loss" in page.text_content("#learn-status")
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -458,7 +458,9 @@ class Server:
 
         def run():
             with lock:
-                return page.trace(model, x, label)
+                result = page.trace(model, x, label)
+                result["steps_taken"] = copy.steps if copy else 0  # which copy it traced
+                return result
 
         return self._page_response(request, await run_in_threadpool(run), token)
 

@@ -53,11 +53,18 @@ pad.addEventListener("pointerdown", (ev) => {
   lastPt = point(ev);
   stroke(lastPt, lastPt, ev.pressure);
 });
+let lastLive = 0;
 pad.addEventListener("pointermove", (ev) => {
   if (!drawing) return;
   const p = point(ev);
   stroke(lastPt, p, ev.pressure);
   lastPt = p;
+  // live while drawing: at most one look every 150 ms, never piling up requests
+  const now = performance.now();
+  if (now - lastLive > 150 && state.busy === 0) {
+    lastLive = now;
+    look();
+  }
 });
 function endStroke(ev) {
   if (!drawing) return;
@@ -118,14 +125,18 @@ async function look() {
 async function learn() {
   if (!state.model || !state.inked || state.label === null) return;
   const lr = parseFloat($("lr").value);
+  const before = state.last ? state.last.probabilities[state.label] : null;
   setStatus("learning…");
   try {
     const r = await api(modelPath("learn"), { ...drawingBody(), label: state.label, lr });
     state.seq++;
     render(r);
+    const name = state.model.classes[r.label];
+    const moved = before === null ? "" :
+      `; P(${name}) ${(100 * before).toFixed(1)}% → ${(100 * r.probabilities[r.label]).toFixed(1)}%`;
     $("learn-status").textContent =
-      `One SGD step on your copy with label ${state.model.classes[r.label]} (lr ${r.lr}): ` +
-      `loss ${r.loss_before.toFixed(4)} → ${r.loss_after.toFixed(4)}.`;
+      `One SGD step on your copy with label ${name} (lr ${r.lr}): ` +
+      `loss ${r.loss_before.toFixed(4)} → ${r.loss_after.toFixed(4)}${moved}.`;
     setStatus("ready");
     await showTrace();
   } catch (e) {
@@ -336,6 +347,7 @@ function renderTrace(t) {
   }
   table.appendChild(body);
   $("trace").replaceChildren(table);
+  $("trace").dataset.steps = String(t.steps_taken); // the copy's SGD steps it shows
 }
 
 // ---------------------------------------------------------------- start
