@@ -57,7 +57,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def add_parser(subparsers):
-    from .serve.config import ServeConfig
+    from handgrad.serve.config import ServeConfig  # absolute: the module moves to cli/serve.py
 
     d = ServeConfig()
     p = subparsers.add_parser(
@@ -108,8 +108,8 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     try:
-        from .serve import ServeConfig
-        from .serve.server import load_models, serve
+        from handgrad.serve import ServeConfig
+        from handgrad.serve.server import load_models, serve
     except ImportError as exc:
         print(f"handgrad: error: serving needs the 'serve' extra ({exc.name} is missing): "
               f"pip install 'handgrad[serve]'", file=sys.stderr)
