@@ -195,10 +195,12 @@ def serve_table():
     peer = (f"MLServer {doc['mlserver']} (scikit-learn {doc['peer_sklearn']})"
             if doc.get("mlserver") else "FastAPI + onnxruntime" if doc["peer"] == "onnx"
             else "no peer")
-    load = doc["machine"].get("load_average")
+    m = doc["machine"]
+    load = (m.get("load_average_before"), m.get("load_average_after"))
     lines = [
         f"Measured by `python benchmarks/{doc['command'].strip()}` on {_machine(doc)}"
-        + (f" (load average {load[0]:.1f} when it started)" if load else "")
+        + (f" (1-minute load average {load[0][0]:.1f} before, {load[1][0]:.1f} after: other "
+           f"work shared the machine)" if all(load) else "")
         + f"; {doc['client']}, closed loop; peer: {peer}. Network "
         f"{'-'.join(map(str, doc['network']))}, single-example JSON requests; medians of "
         f"{doc['repeats']} interleaved {doc['duration_s']:g} s runs per row.",

@@ -149,10 +149,16 @@ MLSERVER_MODEL = textwrap.dedent("""
 """)
 
 
-def mlserver_available(python):
-    r = subprocess.run([python, "-c", "import mlserver, mlserver_sklearn, sklearn, joblib"],
-                       capture_output=True)
+def importable(python, modules):
+    r = subprocess.run([python, "-c", f"import {', '.join(modules)}"], capture_output=True)
     return r.returncode == 0
+
+
+def mlserver_available(python):
+    return importable(python, ["mlserver", "mlserver_sklearn", "sklearn", "joblib"])
+
+
+ONNX_PEER = ["fastapi", "onnxruntime", "onnx", "uvicorn"]
 
 
 def mlserver_server(label, python, model, workdir, body, adaptive):
@@ -254,7 +260,7 @@ def machine_info():
     info = {"python": sys.version.split()[0], "numpy": np.__version__,
             "platform": platform.platform(), "processor": platform.processor(),
             "cpu_count": os.cpu_count(), "handgrad": handgrad.__version__,
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+            "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None}
     try:
         from threadpoolctl import threadpool_info
 
@@ -282,10 +288,17 @@ def main(argv=None):
         sys.exit("benchmarks/serve.py needs wrk: apt-get install wrk")
     peer = args.peer
     if peer == "auto":
-        peer = "mlserver" if mlserver_available(args.peer_python) else "onnx"
+        peer = ("mlserver" if mlserver_available(args.peer_python)
+                else "onnx" if importable(sys.executable, ONNX_PEER) else "none")
+        if peer == "none":
+            print("no peer: neither MLServer (--peer-python) nor FastAPI + onnxruntime is "
+                  "installed", file=sys.stderr)
     elif peer == "mlserver" and not mlserver_available(args.peer_python):
         sys.exit(f"{args.peer_python} has no mlserver/mlserver-sklearn (see --help)")
+    elif peer == "onnx" and not importable(sys.executable, ONNX_PEER):
+        sys.exit(f"the ONNX peer needs {', '.join(ONNX_PEER)} installed")
 
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     model = build_model(args.hidden, seed=0)
     x = np.random.default_rng(1).integers(0, 256, (1, 784)).astype(np.float32)
     want = int(model.predict(model.prepare(x))[0])
@@ -343,8 +356,10 @@ def main(argv=None):
     if peers:
         best_peer = max(peers, key=lambda p: by[(p, top)])
         summary.update(best_peer=best_peer, vs_best_peer=batched / by[(best_peer, top)])
+    machine = machine_info()
+    machine["load_average_before"] = load_before
     doc = {"command": "serve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
+           "date": time.strftime("%Y-%m-%d"), "machine": machine,
            "network": [784, args.hidden, 10], "peer": peer, "client": wrk_version(),
            "duration_s": args.duration, "repeats": args.repeats, "results": results,
            "summary": summary}
