@@ -159,9 +159,9 @@ class Scripts(Node):
             base = f"{{{base}}}"
         out = base
         if self.sub is not None:
-            out += f"_{{{self.sub.latex()}}}"
+            out += f"_{{{self.sub.latex().strip()}}}"
         if self.sup is not None:
-            out += f"^{{{self.sup.latex()}}}"
+            out += f"^{{{self.sup.latex().strip()}}}"
         return out
 
     def mathml(self):
@@ -324,7 +324,9 @@ def factor(node):
 
 
 def transpose(node):
-    return Scripts(_node(node), sup=Mo("⊤", spaced=False))
+    """``xᵀ``; ``(W²)ᵀ`` for a symbol that has a superscript already."""
+    node = _node(node)
+    return Scripts(Fenced(node) if node.scripted else node, sup=Mo("⊤", spaced=False))
 
 
 def eq(*sides):

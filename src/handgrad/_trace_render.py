@@ -125,6 +125,127 @@ def _sections(trace):
     return out
 
 
+# --------------------------------------------------------------------------- #
+# One entry of each step, worked out with numbers (one-example traces)
+# --------------------------------------------------------------------------- #
+
+_SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+MAX_TERMS = 6  # a sum with more terms is shown by its first few and its last
+
+
+def _sub(*indices):
+    return "".join(str(i + 1).translate(_SUB) for i in indices)
+
+
+def _product_sum(pairs, extra, decimals):
+    """``(a)(b) + (a)(b) + … + extra``, shortened when long."""
+    def term(a, b):
+        return f"({_number(a, decimals)})({_number(b, decimals)})"
+
+    pairs = list(pairs)
+    terms = [term(a, b) for a, b in pairs]
+    if len(terms) > MAX_TERMS:
+        terms = terms[:3] + [f"… ({len(pairs)} products)"] + terms[-1:]
+    if extra is not None:
+        terms.append(_number(extra, decimals))
+    return " + ".join(terms).replace("+ -", "− ")
+
+
+def worked(trace, step, decimals):
+    """One entry of ``step`` computed from the numbers before it, as plain text; None for
+    a batch, where each entry is a sum over examples."""
+    if trace.batched:
+        return None
+    K = len(trace.network["layer_sizes"]) - 1
+    spec = K == 2
+
+    def n(v):
+        return _number(v, decimals)
+
+    def name(base, l):  # the plain name and the printed symbol of a layer's quantity
+        if l == K and base == "Q":
+            return "O", "O"
+        if l == 0 and base == "h":
+            return None, "x"
+        plain = base if spec else f"{base}{l}"
+        return plain, base if spec else base + str(l).translate(_SUP)
+
+    def val(base, l):
+        if l == 0 and base == "h":
+            return trace.x
+        return trace[name(base, l)[0]].value
+
+    eq, l, v = step.eq, step.layer, step.value
+    act = trace.network["activation"]
+    y = trace.y
+    c = int(np.argmax(y))  # the target class (the largest target for soft targets)
+    if eq in ("F1", "F3"):
+        W, b = trace.params[f"W{l}"], trace.params[f"b{l}"]
+        A = val("h", l - 1)
+        sym = name("Q", l)[1]
+        return (f"{sym}{_sub(0)} = Σₖ W{str(l).translate(_SUP)}{_sub(0)}ₖ "
+                f"{name('h', l - 1)[1]}ₖ + b{str(l).translate(_SUP)}{_sub(0)} = "
+                f"{_product_sum(zip(W[0], A), b[0], decimals)} = {n(v[0])}")
+    if eq == "F2":
+        q, h = name("Q", l)[1], name("h", l)[1]
+        fn = {"relu": "max(0, {})", "tanh": "tanh({})", "logistic": "σ({})",
+              "identity": q + _sub(0) + " = {}"}[act]
+        return f"{h}{_sub(0)} = {fn.format(n(val('Q', l)[0]))} = {n(v[0])}"
+    if eq == "F4":
+        O = trace["O"].value
+        e = np.exp(O - O.max())
+        scale = math.exp(O.max())
+        return (f"P{_sub(0)} = exp(O{_sub(0)}) / Σₖ exp(Oₖ) = {n(e[0] * scale)} / "
+                f"{n(e.sum() * scale)} = {n(v[0])}")
+    if eq == "F5":
+        P = trace["P"].value
+        if np.count_nonzero(y) == 1:
+            return f"L = −log P{_sub(c)} = −log({n(P[c])}) = {n(v)}"
+        return None
+    if eq == "B2a":
+        P = trace["P"].value
+        return f"∂L/∂P{_sub(c)} = −y{_sub(c)}/P{_sub(c)} = −{n(y[c])}/{n(P[c])} = {n(v[c])}"
+    if eq == "B1":
+        P = trace["P"].value
+        return (f"∂P{_sub(0)}/∂O{_sub(0)} = P{_sub(0)}(1 − P{_sub(0)}) = "
+                f"({n(P[0])})({n(1 - P[0])}) = {n(v[0, 0])};  "
+                f"∂P{_sub(0)}/∂O{_sub(1)} = −P{_sub(0)}P{_sub(1)} = "
+                f"−({n(P[0])})({n(P[1])}) = {n(v[0, 1])}").replace("−(-", "(")
+    if eq == "B2":
+        P = trace["P"].value
+        return f"∂L/∂O{_sub(0)} = P{_sub(0)} − y{_sub(0)} = {n(P[0])} − {n(y[0])} = {n(v[0])}"
+    up = name("Q", l)[1]
+    if step.name.startswith("dL/db"):
+        return (f"∂L/∂b{str(l).translate(_SUP)}{_sub(0)} = ∂L/∂{up}{_sub(0)} = {n(v[0])}")
+    if step.name.startswith("dL/dW"):
+        g = trace[f"dL/d{name('Q', l)[0]}"].value[0]
+        below = name("h", l - 1)[1]
+        return (f"∂L/∂W{str(l).translate(_SUP)}{_sub(0, 0)} = (∂L/∂{up}{_sub(0)}) "
+                f"{below}{_sub(0)} = ({n(g)})({n(val('h', l - 1)[0])}) = {n(v[0, 0])}")
+    if eq == "B5":
+        W = trace.params[f"W{l + 1}"]
+        g = trace[f"dL/d{name('Q', l + 1)[0]}"].value
+        above = name("Q", l + 1)[1]
+        return (f"∂L/∂{name('h', l)[1]}{_sub(0)} = Σᵢ W{str(l + 1).translate(_SUP)}ᵢ{_sub(0)}"
+                f" ∂L/∂{above}ᵢ = {_product_sum(zip(W[:, 0], g), None, decimals)} = "
+                f"{n(v[0])}")
+    if eq == "B6a":
+        a, q, h = name("a", l)[1], val("Q", l)[0], val("h", l)[0]
+        qs, hs = name("Q", l)[1], name("h", l)[1]
+        return {"relu": f"{a}{_sub(0)} = 1[{qs}{_sub(0)} > 0] = 1[{n(q)} > 0] = {n(v[0])}",
+                "tanh": f"{a}{_sub(0)} = 1 − ({hs}{_sub(0)})² = 1 − ({n(h)})² = {n(v[0])}",
+                "logistic": f"{a}{_sub(0)} = {hs}{_sub(0)}(1 − {hs}{_sub(0)}) = "
+                            f"({n(h)})({n(1 - h)}) = {n(v[0])}",
+                "identity": f"{a}{_sub(0)} = 1"}[act]
+    if eq == "B6":
+        a = name("a", l)
+        dh = trace[f"dL/d{name('h', l)[0]}"].value[0]
+        return (f"∂L/∂{name('Q', l)[1]}{_sub(0)} = (∂L/∂{name('h', l)[1]}{_sub(0)}) "
+                f"{a[1]}{_sub(0)} = ({n(dh)})({n(trace[a[0]].value[0])}) = {n(v[0])}")
+    return None
+
+
 def _inputs(trace):
     """``[(name, array)]``: the example, the target and the parameters."""
     items = [("x", trace.x), ("y", trace.y)]
@@ -153,8 +274,11 @@ def _verdict(trace):
 PREAMBLE = ("Every value comes from handgrad's own layer functions (src/handgrad/model.py), "
             "computed in float64; every check is computed without them: an independent "
             "forward pass for F1–F5, central finite differences of the loss for each "
-            "gradient, the numerical Jacobian of the softmax for B1. Equation ids refer to "
-            "docs/derivation.md.")
+            "gradient, the numerical Jacobian of the softmax for B1. ✓ marks a value that "
+            "agrees with its check within the tolerance; errors are shown as bounds, since "
+            "the digits below them are rounding noise. Equation ids refer to "
+            "docs/derivation.md; subscripts in the worked entries count from 1, "
+            "[i, j] positions from 0.")
 
 
 # --------------------------------------------------------------------------- #
@@ -218,6 +342,9 @@ def render_text(trace, decimals, color=False):
             for label, extra in step.also.items():
                 out.append(f"     = {label}:")
                 out += ["       " + line for line in _value_lines(extra, decimals)]
+            by_hand = worked(trace, step, decimals)
+            if by_hand:
+                out.append(f"     one entry by hand: {by_hand}")
             check = _check_line(step)
             paint = green if step.passed else red
             out.append(f"     {paint}{check}{reset}")
@@ -237,8 +364,8 @@ def _md_block(lines):
 
 def render_markdown(trace, decimals):
     out = ["# The derivation with numbers", ""]
-    out.append(f"*{_headline(trace)}.* " + (f"{_md_escape(trace.description)}." if
-                                             trace.description else ""))
+    out.append(f"*{_headline(trace)}.* " + (f"{_md_escape(_sentence(trace.description))}."
+                                             if trace.description else ""))
     out += ["", PREAMBLE.replace("src/handgrad/model.py", "`src/handgrad/model.py`")
             .replace("docs/derivation.md", "`docs/derivation.md`"), ""]
     out += ["## The example and the weights", ""]
@@ -255,9 +382,16 @@ def render_markdown(trace, decimals):
             for label, extra in step.also.items():
                 out += [f"The same, as the chain rule {_md_escape(label)}:", "",
                         _md_block(_value_lines(extra, decimals)), ""]
+            by_hand = worked(trace, step, decimals)
+            if by_hand:
+                out += [f"One entry by hand: `{by_hand}`", ""]
             out += [f"shape {tuple(step.shape)} · {_check_line(step)}", ""]
     out += ["## Verdict", "", _verdict(trace), ""]
     return "\n".join(out)
+
+
+def _sentence(text):
+    return text[:1].upper() + text[1:]
 
 
 def _md_escape(text):
@@ -274,7 +408,10 @@ _LATEX_TEXT = {"−": "$-$", "²": "$^2$", "∂": r"$\partial$", "⊙": r"$\odot
                "ⱼ": r"$_j$", "–": "--", "—": "---", "δ": r"$\delta$", "…": r"\dots{}",
                "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
                "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-               "\\": r"\textbackslash{}", "<": r"$<$", ">": r"$>$", "|": r"$|$"}
+               "\\": r"\textbackslash{}", "<": r"$<$", ">": r"$>$", "|": r"$|$",
+               "ₖ": r"$_k$", "ⁿ": r"$^n$", "ˡ": r"$^\ell$"}
+_LATEX_TEXT.update({sup: f"$^{d}$" for d, sup in zip("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")})
+_LATEX_TEXT.update({sub: f"$_{d}$" for d, sub in zip("0123456789", "₀₁₂₃₄₅₆₇₈₉")})
 
 
 def _latex_text(text):
@@ -302,6 +439,9 @@ def _latex_value(a, decimals):
         return None
     if a.ndim == 0:
         return _latex_number(a, decimals)
+    if a.ndim == 1 and a.size > MAX_COLUMNS:  # a long vector wraps, read row by row
+        rows = r" \\ ".join(" & ".join(_latex_number(v, decimals) for v in r) for r in _rows(a))
+        return rf"\left[\begin{{array}}{{{'r' * MAX_COLUMNS}}} {rows} \end{{array}}\right]^{{\top}}"
     if a.ndim == 1:
         row = " & ".join(_latex_number(v, decimals) for v in a)
         return rf"\begin{{bmatrix}} {row} \end{{bmatrix}}^{{\top}}"
@@ -320,8 +460,9 @@ def _latex_array_block(symbol, a, decimals, batch_label="example"):
         for n, block in enumerate(a):
             out.append(rf"\[ {symbol}_{{[{n}]}} = {_latex_value(block, decimals)} \]")
         return out
-    return [r"\begin{quote}\small", *(_latex_text(line) + r"\\" for line in
-                                       _summary_lines(a, decimals)), r"\end{quote}"]
+    lines = _summary_lines(a, decimals)
+    return [r"\begin{quote}\small", rf"${symbol}$: " + _latex_text(lines[0]) + r"\\",
+            *(_latex_text(line) + r"\\" for line in lines[1:]), r"\end{quote}"]
 
 
 def render_latex(trace, decimals, standalone):
@@ -343,6 +484,9 @@ def render_latex(trace, decimals, standalone):
             for label, extra in step.also.items():
                 body.append(rf"The same, as the chain rule {_latex_text(label)}:")
                 body += _latex_array_block(symbol, extra, decimals)
+            by_hand = worked(trace, step, decimals)
+            if by_hand:
+                body.append(r"\noindent One entry by hand: " + _latex_text(by_hand) + r"\\")
             body.append(r"\noindent{\small " + _latex_text(
                 f"shape {tuple(step.shape)} · {_check_line(step)}") + "}")
     body += ["", r"\subsection*{Verdict}", _latex_text(_verdict(trace))]
@@ -375,7 +519,8 @@ STYLE = """
 .hg-trace .hg-ok { color: #1a7f37; }
 .hg-trace .hg-bad { color: #cf222e; font-weight: 700; }
 .hg-trace .hg-note { margin: 0.2rem 0; color: #424a53; }
-.hg-trace math { font-size: 1.3rem; margin: 0.5rem 0 0.5rem 1rem; text-align: left; }
+.hg-trace .hg-formula { margin: 0.5rem 0 0.5rem 1rem; }
+.hg-trace .hg-formula math { font-size: 1.3rem; math-style: normal; }
 .hg-trace table.hg-matrix { border-collapse: collapse; font-family: ui-monospace, monospace;
   font-size: 0.85rem; margin: 0.3rem 0; border-left: 2px solid #57606a;
   border-right: 2px solid #57606a; }
@@ -383,9 +528,13 @@ STYLE = """
 .hg-trace table.hg-matrix td.hg-neg { color: #0550ae; }
 .hg-trace table.hg-inputs td, .hg-trace table.hg-inputs th { padding: 0.2rem 0.6rem;
   vertical-align: top; text-align: left; }
-.hg-trace .hg-summary { font-family: ui-monospace, monospace; font-size: 0.85rem; margin: 0.3rem 0; }
+.hg-trace .hg-summary { font-family: ui-monospace, monospace; font-size: 0.85rem;
+  margin: 0.3rem 0; }
 .hg-trace .hg-check { font-size: 0.9rem; margin: 0.2rem 0; }
+.hg-trace .hg-worked { font-size: 0.9rem; margin: 0.3rem 0; }
+.hg-trace .hg-worked code { white-space: normal; }
 .hg-trace .hg-verdict { font-weight: 700; margin: 1rem 0; }
+.hg-trace .hg-image { display: block; margin: 0.2rem 0 0.4rem; border: 1px solid #d0d7de; }
 """
 
 
@@ -414,19 +563,37 @@ def _html_value(a, decimals, batch_label="example"):
     return "".join(parts)
 
 
+def _svg_image(x, shape, pixel=4):
+    """An image input (one example) drawn as an inline SVG, darkest = smallest value."""
+    if shape is None or len(shape) != 2 or x.ndim != 1 or x.size != shape[0] * shape[1]:
+        return ""
+    lo, hi = float(np.min(x)), float(np.max(x))
+    levels = np.zeros(x.shape) if hi <= lo else (x - lo) / (hi - lo)
+    rows, cols = shape
+    rects = []
+    for k in np.flatnonzero(levels > 0):
+        g = int(round(255 * levels[k]))
+        rects.append(f'<rect x="{k % cols}" y="{k // cols}" width="1" height="1" '
+                     f'fill="rgb({g},{g},{g})"/>')
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="hg-image" width="{cols * pixel}" '
+            f'height="{rows * pixel}" viewBox="0 0 {cols} {rows}" shape-rendering="crispEdges">'
+            f'<rect width="{cols}" height="{rows}" fill="black"/>{"".join(rects)}</svg>')
+
+
 def render_html(trace, decimals, standalone):
     ok = "hg-ok" if trace.ok else "hg-bad"
     parts = [f'<div class="hg-trace"><style>{STYLE}</style>',
-             f"<h2>The derivation with numbers</h2>",
+             "<h2>The derivation with numbers</h2>",
              f"<p><strong>{escape(_headline(trace))}</strong>"
              + (f"<br/>{escape(trace.description)}" if trace.description else "") + "</p>",
              f'<p class="hg-note">{escape(PREAMBLE)}</p>',
              f'<p class="hg-verdict {ok}">{escape(_verdict(trace))}</p>',
              "<h3>The example and the weights</h3>", '<table class="hg-inputs">']
     for name, a in _inputs(trace):
+        picture = _svg_image(a, trace.input_shape) if name == "x" else ""
         parts.append(f'<tr><th><code>{escape(name)}</code></th>'
                      f'<td class="hg-shape">{escape(str(tuple(a.shape)))}</td>'
-                     f"<td>{_html_value(a, decimals)}</td></tr>")
+                     f"<td>{picture}{_html_value(a, decimals)}</td></tr>")
     parts.append("</table>")
     for title, steps in _sections(trace):
         parts.append(f"<h3>{escape(title)}</h3>")
@@ -440,12 +607,16 @@ def render_html(trace, decimals, standalone):
                 f'<span class="hg-eq">{escape(step.eq)}</span>'
                 f'<code class="hg-name">{escape(step.name)}</code>'
                 f'<span class="hg-shape">{escape(str(tuple(step.shape)))}</span>{mark}</div>'
-                f"{step.formula.math()}"
+                f'<div class="hg-formula">{step.formula.math(display=False)}</div>'
                 f'<p class="hg-note">{escape(step.note)}</p>'
                 f"{_html_value(step.value, decimals)}")
             for label, extra in step.also.items():
                 parts.append(f'<p class="hg-note">The same, as the chain rule '
                              f"{escape(label)}:</p>{_html_value(extra, decimals)}")
+            by_hand = worked(trace, step, decimals)
+            if by_hand:
+                parts.append(f'<p class="hg-worked">One entry by hand: '
+                             f"<code>{escape(by_hand)}</code></p>")
             cls = "hg-ok" if step.passed else "hg-bad"
             parts.append(f'<p class="hg-check {cls}">{escape(_check_line(step))}</p></div>')
     parts.append(f'<p class="hg-verdict {ok}">{escape(_verdict(trace))}</p></div>')

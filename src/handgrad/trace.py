@@ -17,9 +17,11 @@ Two computations meet in every step:
 
 Everything is computed in float64 whatever the model's dtype (float32 weights convert
 exactly). The worst relative error of a check is ``max |v − n| / max(|v|, |n|, floor)``
-over the checked entries, where the absolute ``floor`` is a small fraction of the step's
-largest entry: entries far below the step's scale (where finite differences are only
-noise) are judged on that scale instead of on their own.
+over the checked entries, where the absolute ``floor`` is the independent computation's own
+rounding noise (estimated from the magnitudes it sums, never from the values it checks)
+divided by the tolerance: an entry down at that noise, where a finite difference can say
+nothing finer, is judged on the noise's scale instead of its own, so tiny values do not
+fail for want of digits while any mismatch larger than the noise still does.
 
 Shape key: ``B`` batch, ``D`` inputs, ``H`` hidden units, ``M`` classes. A single example
 (``x`` of shape (D,)) gives the derivation's column vectors, ``Q`` (H,), ``P`` (M,), and so
@@ -145,7 +147,7 @@ class Trace:
     """
 
     def __init__(self, steps, *, network, x, y, params, description="", classes=None,
-                 tolerance=TOLERANCE, decimals=4):
+                 tolerance=TOLERANCE, decimals=4, input_shape=None):
         self.steps = list(steps)
         self.network = dict(network)  # layer_sizes, activation, dtype of the model
         self.x = np.asarray(x, dtype=np.float64)  # (D,) or (B, D): the inputs F1 received
@@ -155,6 +157,8 @@ class Trace:
         self.classes = None if classes is None else [str(c) for c in classes]
         self.tolerance = float(tolerance)
         self.decimals = int(decimals)
+        # the shape of one raw example (e.g. (28, 28)), so views can draw an image input
+        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         self._by_name = {s.name: s for s in self.steps}
 
     # -- access ----------------------------------------------------------------
@@ -241,6 +245,7 @@ class Trace:
             "format": TRACE_FORMAT, "format_version": TRACE_VERSION,
             "network": self.network, "description": self.description,
             "classes": self.classes, "tolerance": self.tolerance, "decimals": self.decimals,
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
             "x": _encode_array(self.x), "y": _encode_array(self.y),
             "params": {k: _encode_array(v) for k, v in self.params.items()},
             "loss": _encode_float(self.loss), "ok": self.ok,
@@ -281,7 +286,8 @@ class Trace:
             return cls(steps, network=network, x=x, y=_decode_array(d["y"]),
                        params={k: _decode_array(v) for k, v in d["params"].items()},
                        description=d.get("description", ""), classes=d.get("classes"),
-                       tolerance=d.get("tolerance", TOLERANCE), decimals=d.get("decimals", 4))
+                       tolerance=d.get("tolerance", TOLERANCE), decimals=d.get("decimals", 4),
+                       input_shape=d.get("input_shape"))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"damaged trace record: missing or malformed {exc}") from None
 
@@ -354,13 +360,13 @@ def _plan(K, activation, batched):
     def named(base, l):
         return base if spec_net else f"{base}{l}"
 
-    def q(l):
-        return fm.sym("O") if l == K else fm.sym("Q", None if spec_net else l)
+    def q(l, sub=None):  # sub="n": example n of a batch
+        return fm.sym("O", sub=sub) if l == K else fm.sym("Q", None if spec_net else l, sub)
 
-    def h(l):
+    def h(l, sub=None):
         if l == 0:
-            return fm.sym("x")
-        return fm.sym("h", None if spec_net else l)
+            return fm.sym("x", sub=sub)
+        return fm.sym("h", None if spec_net else l, sub)
 
     def a(l):
         return fm.sym("a", None if spec_net else l)
@@ -402,42 +408,43 @@ def _plan(K, activation, batched):
                           fm.Sum("k", fm.Func("exp", fm.sym("O", sub="k"), latex=r"\exp"))))),
         "Softmax turns the scores into probabilities that sum to 1 (the code goes through "
         "log-sum-exp, so nothing overflows)."))
-    yi = fm.sym("y", sub="i")
-    ce = fm.Row(fm.minus(), fm.Sum("i", fm.Row(yi, sp, fm.Func("log", Pi, latex=r"\log"))))
+    # With a batch the seed's quantities carry the example's index n and the mean's 1/B.
+    n = "n" if batched else ""
+    yi, Pn = fm.sym("y", sub=n + "i"), fm.sym("P", sub=n + "i")
+    ce = fm.Sum("i", fm.Row(yi, sp, fm.Func("log", Pn, latex=r"\log")))
     if batched:
-        ce = fm.Row(fm.minus(), fm.Frac(1, "B"), fm.Sum("n", fm.Sum("i", fm.Row(
-            fm.sym("y", sub="ni"), sp, fm.Func("log", fm.sym("P", sub="ni"), latex=r"\log")))))
-    plan.append(_Spec("F5", "L", None, fm.eq("L", ce),
+        ce = fm.Row(fm.factor(fm.Frac(1, "B")), sp, fm.Sum("n", ce))
+    plan.append(_Spec("F5", "L", None, fm.eq("L", fm.Row(fm.minus(), ce)),
                       "Cross-entropy: minus the log-probability the network gives the target"
                       + (", averaged over the batch." if batched else ".")))
     # The seed: B2a (differentiating F5), B1 (the softmax Jacobian), B2 (their product).
-    scale = fm.Row("B", sp) if batched else None
-    dLdP = fm.Row(fm.minus(), fm.Frac(yi, fm.Row(scale, Pi) if scale else Pi))
-    plan.append(_Spec("B2a", "dL/dP", None, fm.eq(d(Pi), dLdP),
+    dLdP = fm.Row(fm.minus(), fm.Frac(yi, fm.Row("B", sp, Pn) if batched else Pn))
+    plan.append(_Spec("B2a", "dL/dP", None, fm.eq(d(Pn), dLdP),
                       "F5 differentiated with respect to each probability: 0 wherever the "
                       "target is 0." + (" Each example carries the 1/B of the mean."
                                         if batched else ""), d("P")))
-    Oj, Pj = fm.sym("O", sub="j"), fm.sym("P", sub="j")
+    Oj, Pj = fm.sym("O", sub=n + "j"), fm.sym("P", sub=n + "j")
     plan.append(_Spec("B1", "dP/dO", None, fm.eq(
-        fm.partial(Pi, Oj), fm.Row(Pi, fm.Fenced(fm.Row(fm.sym("δ", sub="ij"), fm.op("−"), Pj)))),
+        fm.partial(Pn, Oj), fm.Row(Pn, fm.Fenced(fm.Row(fm.sym("δ", sub="ij"), fm.op("−"), Pj)))),
         "The softmax Jacobian: raising one score raises its own probability and lowers all "
         "the others" + (" (one M × M matrix per example)." if batched else "."),
         fm.partial("P", "O")))
-    pmy = fm.Row(Pj, fm.op("−"), fm.sym("y", sub="j"))
+    pmy = fm.Row(Pj, fm.op("−"), fm.sym("y", sub=n + "j"))
     plan.append(_Spec("B2", "dL/dO", K, fm.eq(
-        d(Oj), fm.Sum("i", fm.Row(fm.factor(d(Pi)), fm.factor(fm.partial(Pi, Oj)))),
+        d(Oj), fm.Sum("i", fm.Row(fm.factor(d(Pn)), fm.factor(fm.partial(Pn, Oj)))),
         fm.Frac(pmy, "B") if batched else pmy),
         "The chain rule through the Jacobian collapses to P − y because the target sums to 1; "
         "the code computes P − y directly, never forming the Jacobian.", d("O")))
     # Down through the layers: B3, B4 for the output layer; B5, B6, B7 for each below.
     for l in range(K, 0, -1):
         grad_b, grad_W = ("B3", "B4") if l == K else ("B7", "B7")
-        plan.append(_Spec(grad_b, f"dL/db{l}", l, fm.eq(d(b(l)), batch_sum(d(q(l)))),
+        ex = "n" if batched else None  # the batch sums run over examples n
+        plan.append(_Spec(grad_b, f"dL/db{l}", l, fm.eq(d(b(l)), batch_sum(d(q(l, ex)))),
                           "A bias moves its output one-for-one, so its gradient is the "
                           "output's gradient" + (", summed over the batch." if batched else ".")
                           + ("" if l == K else " (B3's pattern, one layer down).")))
         plan.append(_Spec(grad_W, f"dL/dW{l}", l, fm.eq(
-            d(W(l)), batch_sum(fm.Row(fm.factor(d(q(l))), sp, fm.transpose(h(l - 1))))),
+            d(W(l)), batch_sum(fm.Row(fm.factor(d(q(l, ex))), sp, fm.transpose(h(l - 1, ex))))),
             "Each weight's gradient: the gradient at its output times the input it multiplies"
             + (", summed over the batch." if batched else ".")
             + ("" if l == K else " (B4's pattern, one layer down).")))
@@ -485,7 +492,6 @@ def trace(model, x, y, *, max_checks=MAX_CHECKS, tolerance=TOLERANCE, seed=0,
     if not (isinstance(tolerance, (int, float)) and tolerance > 0):
         raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
     X, Y, labels, batched = _inputs(model, x, y)
-    B = X.shape[0]
     K = model.n_layers
     act = model.config.activation
     params = {k: v.astype(np.float64) for k, v in model.params.items()}  # exact for float32
@@ -510,7 +516,16 @@ def trace(model, x, y, *, max_checks=MAX_CHECKS, tolerance=TOLERANCE, seed=0,
                                  "activation": act, "dtype": model.config.dtype},
                  x=X if batched else X[0], y=Y if batched else Y[0], params=params,
                  description=description, classes=model.classes, tolerance=tolerance,
-                 decimals=decimals)
+                 decimals=decimals, input_shape=_input_shape(model))
+
+
+def _input_shape(model):
+    """The shape of one raw example when the model's preprocessing records it."""
+    prep = model.preprocessor
+    shape = getattr(prep, "input_shape", None)
+    if shape is None or math.prod(shape) != model.n_inputs:
+        return None
+    return tuple(shape)
 
 
 def _per_example(spec):
@@ -815,9 +830,12 @@ class _Checker:
             size = float(np.sum(np.where(ref.Y != 0, np.abs(ref.Y * np.log(P)), 0.0)))
         size /= P.shape[0]
         steps = EPS * np.where(P > 0, P, 1.0)
-        return self._finite(value, P, lambda P: (_ref_loss_of_P(P, ref.Y), []), steps, size)
+        # Where P underflowed to 0, −y/P is its limit: −∞ where y > 0, else 0.
+        limit = np.where(ref.Y != 0, -np.inf, 0.0)
+        return self._finite(value, P, lambda P: (_ref_loss_of_P(P, ref.Y), []), steps, size,
+                            fixed=P == 0, fixed_value=limit)
 
-    def _finite(self, value, base, f, steps, size):
+    def _finite(self, value, base, f, steps, size, fixed=None, fixed_value=None):
         """Central differences of ``f`` (returning ``(loss, pattern)``) around ``base``.
 
         ``steps`` (shaped like ``base``) are chosen so each moves the next pre-activation by
@@ -826,7 +844,8 @@ class _Checker:
         ReLU unit changes state within a step, the step shrinks; a unit sitting exactly at
         its kink gets the one-sided difference from the side where it stays inactive, which
         is the derivative the convention ``a = 1[Q > 0]`` takes there. Entries where no
-        difference stays on one side of every kink are left unchecked.
+        difference stays on one side of every kink are left unchecked. Entries where
+        ``fixed`` holds take ``fixed_value`` (a limit) instead of a difference.
         """
         idx = self._select(value)
         flat = base.reshape(-1)  # a view: f sees each perturbation
@@ -845,7 +864,11 @@ class _Checker:
         def same(pattern):
             return all(np.array_equal(a, b) for a, b in zip(pattern, pattern0))
 
+        fixed_flat = None if fixed is None else fixed.reshape(-1)
         for i in idx:
+            if fixed_flat is not None and fixed_flat[i]:
+                numeric[i], noise[i] = fixed_value.reshape(-1)[i], 0.0
+                continue
             old = flat[i]
             for shrink in (1.0, 1e-2, 1e-4):
                 e = step_flat[i] * shrink
@@ -1077,7 +1100,8 @@ def _pick_example(model, input, index, label, source):
         raise TraceArgumentError(f"index {i} is out of range: the test set of {ds.name} "
                                  f"has {len(ds.x_test)} examples")
     recorded = int(ds.y_test[i])
-    description = f"{source} on test example {i} of {ds.name} (label {_class_name(model, recorded)})"
+    description = (f"{source} on test example {i} of {ds.name} "
+                   f"(label {_class_name(model, recorded)})")
     if y is not None and y != recorded:
         description += f", traced with label {_class_name(model, y)} instead"
     return ds.x_test[i:i + 1], (recorded if y is None else y), description
