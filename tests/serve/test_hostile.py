@@ -238,3 +238,11 @@ def test_an_internal_error_is_json_without_a_trace(server, monkeypatch, caplog):
     assert "secret" not in message
     assert any("secret internals" in (rec.exc_text or "") for rec in caplog.records)
     still_serves(server.url)
+
+
+def test_static_files_stay_inside_the_package(server):
+    for path in ("/static/../app.py", "/static/..%2fapp.py", "/static/%2e%2e/server.py",
+                 "/static/../../serialization.py"):
+        r = httpx.get(server.url + path)
+        assert r.status_code == 404, path
+        assert "import" not in r.text
