@@ -7,8 +7,19 @@ import zlib
 import numpy as np
 import pytest
 
+from handgrad.serve import protocol
 from handgrad.serve.protocol import (ProtocolError, decompress, encode_infer_response,
                                      parse_infer_request, split_body)
+
+
+@pytest.fixture(params=["orjson", "stdlib"], autouse=True)
+def json_parser(request, monkeypatch):
+    """Every test runs with orjson (when installed) and with the standard library alone."""
+    if request.param == "stdlib":
+        monkeypatch.setattr(protocol, "orjson", None)
+    elif protocol.orjson is None:
+        pytest.skip("orjson is not installed")
+    return request.param
 
 
 def request(data, shape, datatype="FP32", **extra):
@@ -126,3 +137,10 @@ def test_compressed_bodies_and_bombs():
     assert error_of(decompress, b"not gzip", "gzip", 1000)[0] == 400
     assert error_of(decompress, raw, "br", 1000)[0] == 415
     assert error_of(decompress, gzip.compress(raw)[:-12], "gzip", 1000)[0] == 400
+
+
+def test_nan_in_json_is_read_for_the_tensor_checks_to_name():
+    header, _ = split_body(b'{"inputs": [{"name": "input", "shape": [2], "datatype": "FP32", '
+                           b'"data": [1, NaN]}]}', None)
+    x = parse_infer_request(header).inputs[0].data
+    assert np.isnan(x[1])

@@ -26,6 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+try:  # 5–10× faster than the standard library's parser (part of the serve extra)
+    import orjson
+except ImportError:  # pragma: no cover - the standard library does the same, slower
+    orjson = None
+
 HEADER_LENGTH = "inference-header-content-length"
 
 # Datatype names of the protocol and their little-endian NumPy types.
@@ -119,9 +124,24 @@ def split_body(body, header_length):
 
 
 def parse_json(body):
-    """A JSON object from request bytes, or a 400 naming where it is broken."""
+    """A JSON object from request bytes, or a 400 naming where it is broken.
+
+    orjson parses when installed; whatever it refuses is parsed again by the standard
+    library, for its precise message and because it reads NaN and Infinity, which the
+    checks of the tensors then name (422) instead of calling the body broken.
+    """
     if not body:
         raise ProtocolError(400, "the request body is empty; send a JSON object")
+    if orjson is not None:
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if not isinstance(value, dict):
+                raise ProtocolError(400, f"the request body must be a JSON object, "
+                                         f"got {type(value).__name__}")
+            return value
     try:
         value = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -302,7 +322,8 @@ def encode_infer_response(model_name, model_version, request_id, outputs):
     body = {"model_name": model_name, "model_version": model_version, "outputs": tensors}
     if request_id is not None:
         body["id"] = request_id
-    head = json.dumps(body, separators=(",", ":")).encode()
+    head = orjson.dumps(body) if orjson is not None else json.dumps(
+        body, separators=(",", ":")).encode()
     if not tails:
         return head, {"content-type": "application/json"}
     return b"".join([head, *tails]), {"content-type": "application/octet-stream",
