@@ -130,5 +130,9 @@ def run(args) -> int:
         print(f"page: {url}/  protocol: {url}/v2  metrics: {url}/metrics  "
               f"(Ctrl-C or SIGTERM stops)", flush=True)
 
-    return serve(models, args.host, args.port, config,
-                 shutdown_timeout=args.shutdown_timeout, on_ready=ready)
+    try:
+        return serve(models, args.host, args.port, config,
+                     shutdown_timeout=args.shutdown_timeout, on_ready=ready)
+    except KeyboardInterrupt:  # Ctrl-C: the requests in flight have finished
+        print("stopped (Ctrl-C)", file=sys.stderr)
+        return 130

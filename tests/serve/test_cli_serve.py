@@ -114,3 +114,10 @@ def test_names_must_be_distinct_and_valid(digits_model, capsys):
     assert "model name 'a/b'" in capsys.readouterr().err
     assert main(["serve", str(digits_model), "--max-queue", "8"]) == 1
     assert "max_queue (8) must be at least max_batch_size (64)" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_cleanly(serve_process, digits_model):
+    proc = serve_process(digits_model, "--no-access-log")
+    proc.proc.send_signal(signal.SIGINT)
+    assert proc.proc.wait(30) == 130
+    assert proc.stderr().strip().endswith("stopped (Ctrl-C)")
