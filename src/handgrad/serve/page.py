@@ -32,7 +32,8 @@ def _field(body, key, kind):
 
 
 def drawing(body):
-    """The grayscale drawing (H, W) of a page request: ``pixels`` base64, ``width``, ``height``."""
+    """The grayscale drawing (height, width) of a page request: ``pixels`` base64, ``width``,
+    ``height``."""
     width, height = _field(body, "width", int), _field(body, "height", int)
     if not (8 <= width <= MAX_SIDE and 8 <= height <= MAX_SIDE):
         raise ProtocolError(400, f"a drawing must be 8 to {MAX_SIDE} pixels a side, "
@@ -45,7 +46,7 @@ def drawing(body):
     if len(raw) != width * height:
         raise ProtocolError(400, f"'pixels' holds {len(raw)} bytes; a {width}×{height} "
                                  f"drawing has {width * height}")
-    return np.frombuffer(raw, np.uint8).reshape(height, width).astype(np.float64)  # (H, W)
+    return np.frombuffer(raw, np.uint8).reshape(height, width).astype(np.float64)  # (height, width)
 
 
 def max_value(served):
