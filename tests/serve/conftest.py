@@ -66,10 +66,13 @@ def mnist_model(models_dir):
     if mnist is not None and (mnist / "train-images-idx3-ubyte.gz").exists():
         ds = load_dataset("mnist", root=mnist, progress=False)
         x, y, classes = ds.x_train[:12000], ds.y_train[:12000], ds.classes
+        data = "mnist"
     else:
         x, y = synthetic_strokes(3000, np.random.default_rng(0))
         classes = [str(k) for k in range(10)]
+        data = "synthetic strokes"
     model = _train(x, y, classes, (64,), epochs=3)
+    model.training = {"data": data}  # what the tests may expect of it
     path = models_dir / "mnist.safetensors"
     handgrad.save(model, path)
     return path
