@@ -35,6 +35,8 @@ def test_health_and_metadata(client):
     assert [o["name"] for o in meta["outputs"]] == ["probabilities", "label"]
     assert client.get_server_metadata()["name"] == "handgrad"
     assert client.get_model_config("digits")["max_batch_size"] == 64
+    assert client.get_model_repository_index() == [
+        {"name": "digits", "version": "1", "state": "READY"}]
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])

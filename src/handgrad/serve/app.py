@@ -325,6 +325,12 @@ class Server:
     async def ready_(self, request):
         return JSONResponse({"ready": self.ready}, status_code=200 if self.ready else 503)
 
+    async def repository_index(self, request):
+        """Triton's model repository index (tritonclient's ``get_model_repository_index``)."""
+        return JSONResponse([{"name": name, "version": m.version,
+                              "state": "READY" if self.ready else "UNAVAILABLE"}
+                             for name, m in self.models.items()])
+
     async def model_metadata(self, request):
         return JSONResponse(self.model(request).metadata())
 
@@ -485,6 +491,7 @@ class Server:
             Route("/v2", self.server_metadata),
             Route("/v2/health/live", self.live),
             Route("/v2/health/ready", self.ready_),
+            Route("/v2/repository/index", self.repository_index, methods=["POST"]),
             *both("", self.model_metadata),
             *both("/ready", self.model_ready),
             *both("/config", self.model_config),

@@ -167,6 +167,13 @@ def openapi_document(version):
             "/v2/health/ready": {"get": {"summary": "Readiness", "operationId": "ready",
                                          "responses": {"200": _json("Ready"),
                                                        "503": _json("Ready", "Not ready")}}},
+            "/v2/repository/index": {"post": {
+                "summary": "The models served, with their state (Triton's repository index)",
+                "operationId": "repository_index",
+                "responses": {"200": {"description": "OK", "content": {"application/json": {
+                    "schema": {"type": "array", "items": {"type": "object", "properties": {
+                        "name": {"type": "string"}, "version": {"type": "string"},
+                        "state": {"type": "string"}}}}}}}}}},
             **_model_paths(),
             "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics",
                                  "responses": {"200": {"description": "Prometheus text format",
