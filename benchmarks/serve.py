@@ -237,7 +237,7 @@ def run_wrk(server, clients, seconds, workdir):
     body_file.write_text(server.body)
     script = workdir / "post.lua"
     script.write_text(WRK_SCRIPT)
-    threads = max(1, min(2, clients))
+    threads = 1  # one event loop drives every connection: the least CPU taken from the servers
     env = {**timing_env(), "BENCH_BODY": str(body_file)}
     r = subprocess.run(["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{seconds}s",
                         "--timeout", "10s", "-s", str(script), server.url + server.infer_path],
