@@ -201,7 +201,7 @@ def serve_table():
         f"Measured by `python benchmarks/{doc['command'].strip()}` on {_machine(doc)}"
         + (f" (1-minute load average {load[0][0]:.1f} before, {load[1][0]:.1f} after: other "
            f"work shared the machine)" if all(load) else "")
-        + f"; {doc['client']}, closed loop; peer: {peer}. Network "
+        + f"; {' '.join(doc['client'].split()[:2])}, closed loop; peer: {peer}. Network "
         f"{'-'.join(map(str, doc['network']))}, single-example JSON requests; medians of "
         f"{doc['repeats']} interleaved {doc['duration_s']:g} s runs per row.",
         "",
