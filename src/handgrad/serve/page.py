@@ -145,7 +145,7 @@ def trace(model, x, label):
     Small values (P − y, a bias gradient of a few classes) go whole; larger ones as
     their norm, extremes and first entries, since a W¹ gradient has D × H entries.
     """
-    from ..trace import trace as derive
+    from .. import trace as derive  # the public function handgrad.trace
 
     X = model.prepare(x[None])  # (1, D)
     t = derive(model, X[0], label)  # one example: the derivation's vectors (D,), (H,), (M,)
