@@ -267,8 +267,40 @@ def scaling_model():
             f"rates that exchange takes: {times}.")
 
 
+def serve_table():
+    doc = _load("serve.json")
+    if doc is None:
+        return "_No serving results yet: run `python benchmarks/serve.py`._"
+    peer = (f"MLServer {doc['mlserver']} (scikit-learn {doc['peer_sklearn']})"
+            if doc.get("mlserver") else "FastAPI + onnxruntime" if doc["peer"] == "onnx"
+            else "no peer")
+    m = doc["machine"]
+    load = (m.get("load_average_before"), m.get("load_average_after"))
+    lines = [
+        f"Measured by `python benchmarks/{doc['command'].strip()}` on {_machine(doc)}"
+        + (f" (1-minute load average {load[0][0]:.1f} before, {load[1][0]:.1f} after: other "
+           f"work shared the machine)" if all(load) else "")
+        + f"; {' '.join(doc['client'].split()[:2])}, closed loop; peer: {peer}. Network "
+        f"{'-'.join(map(str, doc['network']))}, single-example JSON requests; medians of "
+        f"{doc['repeats']} interleaved {doc['duration_s']:g} s runs per row.",
+        "",
+        "| server | clients | requests/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(doc["results"], key=lambda r: (r["clients"], r["server"])):
+        lines.append(f"| {r['server']} | {r['clients']} | {r['throughput']:,.0f} | "
+                     f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |")
+    s = doc["summary"]
+    lines += ["", f"At {s['clients']} clients dynamic batching gives "
+                  f"{s['batching_speedup']:.2f}× the unbatched throughput (target ≥ 3×)"
+              + (f" and {s['vs_best_peer']:.2f}× the best peer configuration, "
+                 f"{s['best_peer']} (target ≥ 2×)." if "vs_best_peer" in s else ".")]
+    return "\n".join(lines)
+
+
 SECTIONS = {"speed-table": speed_table, "accuracy-table": accuracy_table,
-            "scaling-model": scaling_model, "scaling-table": scaling_table}
+            "scaling-model": scaling_model, "scaling-table": scaling_table,
+            "serve-table": serve_table}
 
 
 def render(text):

@@ -106,3 +106,22 @@ def test_the_predict_line_says_which_is_faster():
     assert "with OPENBLAS_CORETYPE unset" in text and "openblas 0.3 (Haswell, 2 threads)" in text
     fast = dict(slow, handgrad_s=0.020)
     assert "handgrad is 1.25× as fast as onnxruntime" in make_tables._predict_line(fast)[1]
+
+
+def test_serve_smoke(tmp_path):
+    import shutil
+
+    pytest.importorskip("starlette", reason="the serve extra is not installed")
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install wrk): benchmarks/serve.py needs it")
+    out = tmp_path / "serve.json"
+    r = subprocess.run([sys.executable, BENCH / "serve.py", "--hidden", "16", "--peer", "none",
+                        "--concurrency", "1", "4", "--duration", "1", "--warmup", "0",
+                        "--repeats", "1", "--out", out],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    assert {(x["server"], x["clients"]) for x in doc["results"]} == {
+        (s, c) for s in ("handgrad, dynamic batching", "handgrad, no batching") for c in (1, 4)}
+    assert all(x["throughput"] > 0 and x["errors"] == 0 for x in doc["results"])
+    assert doc["summary"]["batching_speedup"] > 0 and doc["machine"]["cpu_count"] >= 1

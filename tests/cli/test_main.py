@@ -9,7 +9,7 @@ from handgrad.cli import COMMANDS, ExitCode, build_parser, main
 def test_every_subcommand_is_a_module_with_add_parser_and_run():
     names = [c.__name__.rsplit(".", 1)[1] for c in COMMANDS]
     assert names == ["train", "evaluate", "predict", "info", "gradcheck", "explain", "export",
-                     "report"]
+                     "report", "serve"]
     assert all(callable(c.add_parser) and callable(c.run) for c in COMMANDS)
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert list(sub.choices) == names

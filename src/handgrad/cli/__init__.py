@@ -1,4 +1,5 @@
-"""The ``handgrad`` command: train, evaluate, predict, info, gradcheck, explain, export, report.
+"""The ``handgrad`` command: train, evaluate, predict, info, gradcheck, explain, export,
+report, serve.
 
 A thin layer over the library, one module per subcommand: each turns arguments into
 library calls and results into output, through ``add_parser(subparsers)`` and
@@ -20,13 +21,13 @@ from ..config import ConfigError
 from ..datasets import DataError
 from ..serialization import ModelFileError
 from ..train import DivergenceError
-from . import evaluate, explain, export, gradcheck, info, predict, report, train
+from . import evaluate, explain, export, gradcheck, info, predict, report, serve, train
 from ._common import CLIError, ExitCode, Formatter, config_message, describe
 
 __all__ = ["COMMANDS", "CLIError", "ExitCode", "build_parser", "main"]
 
 #: The subcommands, in the order ``handgrad --help`` lists them.
-COMMANDS = [train, evaluate, predict, info, gradcheck, explain, export, report]
+COMMANDS = [train, evaluate, predict, info, gradcheck, explain, export, report, serve]
 
 
 def build_parser():

@@ -42,7 +42,7 @@ def flag(setting, value=None):
 def cli_words(message):
     """A library message's parameters (``label_column='y'``, ``index=N``) as the command
     line's flags (``--label-column 'y'``, ``--index N``)."""
-    return re.sub(r"\b(label_column|index|label)=(\S*)",
+    return re.sub(r"\b(label_column|index|label|names)=(\S*)",
                   lambda m: f"{flag(m[1])} {m[2]}".rstrip(), message)
 
 
