@@ -42,6 +42,9 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
     while kills < 20:
         args = (["--resume", ck] if ck.exists() else [*SMALL, "--epochs", epochs])
         proc = start(*args, "--checkpoint-dir", ck_dir, "--quiet")
+        deadline = time.monotonic() + 120  # a loaded machine: wait for the first checkpoint
+        while not ck.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
         time.sleep(rng.uniform(0.25, 0.8))  # imports take ~0.2 s, then training
         if proc.poll() is None:
             proc.kill()

@@ -391,7 +391,9 @@ def render_markdown(trace, decimals):
 
 
 def _sentence(text):
-    return text[:1].upper() + text[1:]
+    """Capitalised as a sentence, unless it starts with a name (a file's, e.g.)."""
+    first = text.split(" ", 1)[0]
+    return text[:1].upper() + text[1:] if first.isalpha() and first.islower() else text
 
 
 def _md_escape(text):

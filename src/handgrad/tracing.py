@@ -1029,7 +1029,7 @@ def explain(model=None, input=None, *, index=None, label=None, max_checks=MAX_CH
     if y is None:
         y = int(model.predict(x[None, :])[0])
         description += f"; label {_class_name(model, y)} is the model's prediction " \
-                       f"(choose another with label=)"
+                       f"(another label can be given)"
     return trace(model, x, y, max_checks=max_checks, tolerance=tolerance, decimals=decimals,
                  description=description)
 

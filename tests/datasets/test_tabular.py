@@ -275,3 +275,18 @@ def test_a_single_class_names_the_label_column(tmp_path, rng):
     with pytest.raises(DataError, match=r"label column 'label' \(column 2 of 2, named like a "
                                         r"label\): the labels hold a single class"):
         load_dataset(write(tmp_path, "one.csv", "\n".join(rows)))
+
+
+def test_a_guessed_column_of_wildly_unbalanced_values_is_refused(tmp_path):
+    """Digits with the label first and no header: the last pixel is 0 in most rows."""
+    from handgrad.datasets import DataError, load_digits, read_csv
+
+    images, labels = load_digits()
+    rows = np.column_stack([labels, images.reshape(len(images), -1)])
+    path = tmp_path / "nohdr.csv"
+    np.savetxt(path, rows, fmt="%d", delimiter=",")
+    with pytest.raises(DataError, match="wildly unbalanced") as info:
+        read_csv(path)
+    assert "label_column=0" in str(info.value)
+    table = read_csv(path, label_column=0)
+    np.testing.assert_array_equal(table.y, labels)

@@ -30,8 +30,16 @@ __all__ = ["COMMANDS", "CLIError", "ExitCode", "build_parser", "main"]
 COMMANDS = [train, evaluate, predict, info, gradcheck, explain, export, report, serve]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors on one line (the usage is what ``--help`` is for);
+    subcommands' parsers are of the same class."""
+
+    def error(self, message):
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="handgrad", formatter_class=Formatter,
         description="Train and use neural-network classifiers whose gradients are "
                     "derived by hand (see docs/derivation.md).",

@@ -46,6 +46,9 @@ LABEL_NAMES = ("label", "target", "class", "y")
 # Below this many rows, the number of distinct labels says little: not judged.
 MIN_ROWS_TO_JUDGE = 20
 MIN_ROWS_PER_CLASS = 3  # on average: more distinct "labels" than N / 3 look like a feature
+# A guessed label column whose largest class outnumbers its smallest this many times over
+# is more likely a feature (naming the column explicitly skips every check).
+MAX_CLASS_IMBALANCE = 100
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,11 @@ def _not_like_labels(cells, y):
         if len(distinct) < (hi - lo + 1) / 2:
             return (f"its {len(distinct)} distinct whole numbers are scattered over {lo}..{hi}, "
                     f"as a feature's values are, not numbered as classes")
+    values, counts = np.unique(y, return_counts=True)
+    if counts.min() * MAX_CLASS_IMBALANCE < counts.max():  # e.g. a border pixel: mostly 0
+        return (f"its values would be wildly unbalanced classes: {str(values[counts.argmax()])!r} "
+                f"in {counts.max()} rows, {str(values[counts.argmin()])!r} in only "
+                f"{counts.min()}, as a mostly constant feature's are")
     return None
 
 
