@@ -51,3 +51,18 @@ def test_scaling_smoke(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert [x["ranks"] for x in results] == [1, 2]
     assert all(x["allreduce_seconds"] > 0 for x in results)
+
+
+def test_estimator_speed_smoke(mnist_dir, tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.setenv("HANDGRAD_DATA", str(mnist_dir.parent))
+    out = tmp_path / "estimator_speed.json"
+    r = subprocess.run([sys.executable, BENCH / "estimator_speed.py", "--repeats", "1",
+                        "--rows", "1024", "--regression-rows", "2000", "--sparse-rows", "1000",
+                        "--sparse-cols", "2000", "--out", out],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert len(rows) == 6 and all(row["seconds"]["handgrad"] > 0 for row in rows)
+    sparse = rows[-1]
+    assert sparse["sparse"] and sparse["peak_growth_bytes"]["handgrad"] < 200 * 2**20
