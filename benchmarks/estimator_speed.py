@@ -14,7 +14,8 @@ scikit-learn, handgrad, ...) with the median of the repeats reported:
   copy would be 4 GB).
 
     python benchmarks/estimator_speed.py             # writes results/estimator_speed.json
-    python benchmarks/estimator_speed.py --repeats 1 --rows 4096 --sparse-rows 2000 --out /tmp/e.json
+    python benchmarks/estimator_speed.py --repeats 1 --rows 4096 --sparse-rows 2000 \\
+        --out /tmp/e.json
     python benchmarks/make_tables.py                 # regenerates the README's table
 
 Needs real MNIST (found as handgrad finds it) and scikit-learn.
@@ -74,7 +75,8 @@ import json, resource, sys, time, warnings
 import numpy as np, scipy.sparse as sp
 sys.path.insert(0, {here!r})
 from estimator_speed import estimator
-lib, rows, cols, density, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+lib, seed = sys.argv[1], int(sys.argv[5])
+rows, cols, density = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 rng = np.random.default_rng(0)
 nnz = int(rows * cols * density)
 X = sp.csr_matrix((rng.random(nnz, dtype=np.float32),
