@@ -298,9 +298,37 @@ def serve_table():
     return "\n".join(lines)
 
 
+def estimator_table():
+    doc = _load("estimator_speed.json")
+    if doc is None:
+        return ("_No estimator speed results yet: run `python benchmarks/estimator_speed.py` "
+                "on an otherwise idle machine._")
+    lines = [
+        f"Measured by `python benchmarks/{doc['command']}` on {_machine(doc)}, scikit-learn "
+        f"{doc['sklearn']}. Seconds per epoch (`partial_fit`), the same settings and arrays for "
+        f"both, medians of interleaved repeats; ratios > 1 mean handgrad is faster (target: 2×).",
+        "",
+        "| row | handgrad s | scikit-learn s | vs scikit-learn | peak memory growth (handgrad / "
+        "scikit-learn) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in doc["results"]:
+        s = r["seconds"]
+        memory = "–"
+        if r.get("sparse"):
+            peak = r["peak_growth_bytes"]
+            memory = (f"{peak['handgrad'] / 2**20:.0f} / {peak['sklearn'] / 2**20:.0f} MiB "
+                      f"(bound: {r['memory_bound_bytes'] / 2**20:.0f} MiB, twice the sparse "
+                      f"data plus the model)")
+        lines.append(f"| {r['row']} | {s['handgrad']:.3f} | {s['sklearn']:.3f} | "
+                     f"{r['speedup_vs_sklearn']:.2f}× | {memory} |")
+    return "\n".join(lines)
+
+
 SECTIONS = {"speed-table": speed_table, "accuracy-table": accuracy_table,
             "scaling-model": scaling_model, "scaling-table": scaling_table,
-            "serve-table": serve_table}
+            "serve-table": serve_table,
+            "estimator-speed-table": estimator_table}
 
 
 def render(text):

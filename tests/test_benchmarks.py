@@ -125,3 +125,18 @@ def test_serve_smoke(tmp_path):
         (s, c) for s in ("handgrad, dynamic batching", "handgrad, no batching") for c in (1, 4)}
     assert all(x["throughput"] > 0 and x["errors"] == 0 for x in doc["results"])
     assert doc["summary"]["batching_speedup"] > 0 and doc["machine"]["cpu_count"] >= 1
+
+
+def test_estimator_speed_smoke(mnist_dir, tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.setenv("HANDGRAD_DATA", str(mnist_dir.parent))
+    out = tmp_path / "estimator_speed.json"
+    r = subprocess.run([sys.executable, BENCH / "estimator_speed.py", "--repeats", "1",
+                        "--rows", "1024", "--regression-rows", "2000", "--sparse-rows", "1000",
+                        "--sparse-cols", "2000", "--out", out],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert len(rows) == 6 and all(row["seconds"]["handgrad"] > 0 for row in rows)
+    sparse = rows[-1]
+    assert sparse["sparse"] and sparse["peak_growth_bytes"]["handgrad"] < 200 * 2**20

@@ -17,7 +17,6 @@ from handgrad.model import (
     logistic_binary_cross_entropy_backward,
     logistic_binary_cross_entropy_forward,
     softmax_cross_entropy_backward,
-    softmax_cross_entropy_forward,
 )
 
 

@@ -290,7 +290,8 @@ nnz = 20_000  # density 1e-4
 X = sp.coo_matrix((rng.normal(size=nnz), (rng.integers(0, N, nnz), rng.integers(0, D, nnz))),
                   shape=(N, D)).asformat(sys.argv[1])
 y = rng.integers(0, 2, N)
-MLPClassifier(hidden_layer_sizes=(4,), max_iter=1, batch_size=500, random_state=0).fit(X[:50], y[:50])
+warm = MLPClassifier(hidden_layer_sizes=(4,), max_iter=1, batch_size=500, random_state=0)
+warm.fit(X[:50], y[:50])  # imports and first-use allocations, before the measurement
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 for solver in ("adam", "sgd", "lbfgs"):
     clf = MLPClassifier(hidden_layer_sizes=(8,), solver=solver, max_iter=2, batch_size=500,

@@ -52,7 +52,7 @@ from sklearn.utils.validation import (
 )
 
 from ._progress import progress_bar
-from .model import MLP, Dropout, is_sparse, logistic_output
+from .model import MLP, Dropout, logistic_output
 from .optim import SGD, Adam
 from .schedules import NoImprovement
 from .train import Callback, DivergenceError, Trainer

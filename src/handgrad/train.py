@@ -652,8 +652,9 @@ class _BatchGatherer:
         n = len(idx)
         bufs = self.buffers.get(n)
         if bufs is None:
+            dense = not is_sparse(self.X)  # sparse rows are gathered into a new CSR
             bufs = self.buffers[n] = (
-                None if is_sparse(self.X) else np.empty((n, self.X.shape[1]), self.X.dtype),  # (B, D)
+                np.empty((n, self.X.shape[1]), self.X.dtype) if dense else None,  # (B, D)
                 np.empty((n, *self.target.shape[1:]), self.target.dtype),  # (B,) or (B, M)
                 None if self.s is None else np.empty(n),  # (B,)
             )
