@@ -20,9 +20,8 @@ CASES = [
 
 
 @pytest.fixture(autouse=True)
-def _both_blas_modes(blas_mode, accel_mode):
-    """Every test here runs with the BLAS passes and with their plain-NumPy fallbacks,
-    each with the accelerator's compiled kernels and without."""
+def _both_blas_modes(blas_mode):
+    """Every test here runs with the BLAS passes and with their plain-NumPy fallbacks."""
 
 
 OURS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
