@@ -3,8 +3,8 @@
 A block is run from an empty folder (the files it writes land there) with the
 environment of the test run, so ``HANDGRAD_DATA`` finds real MNIST as it does for
 the other tests. A block is skipped only with a stated reason: it needs MNIST and
-``HANDGRAD_DATA`` does not provide it, or it imports an optional package that is not
-installed.
+``HANDGRAD_DATA`` does not provide it, it imports an optional package that is not
+installed, or it is a client of a running server (tested against one in tests/serve).
 """
 
 import os
@@ -57,6 +57,9 @@ def test_readme_python_block_runs_as_shown(code, tmp_path, request):
     for module in needs(code):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"the block needs {OPTIONAL[module]}, which is not installed")
+    if "InferenceServerClient(" in code:
+        pytest.skip("a client of a running `handgrad serve MODEL`: tests/serve/"
+                    "test_tritonclient.py makes the same calls against a live server")
     if "load_mnist" in code or '"mnist"' in code:
         request.getfixturevalue("mnist_dir")  # skips, saying why, without real MNIST
     env = dict(os.environ, MPLBACKEND="Agg", XDG_CACHE_HOME=str(tmp_path / "cache"))
