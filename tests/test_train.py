@@ -329,3 +329,35 @@ def test_batches_whose_rows_all_weigh_zero_are_skipped(rng):
                                batch_size=8, shuffle=False)
     np.testing.assert_array_equal(model.param_buffer, reference.param_buffer)
     assert history.train_loss == pytest.approx(ref_history.train_loss, rel=1e-14)
+
+
+def test_a_stop_after_an_epochs_last_batch_resumes_bit_identically():
+    """A stop (Ctrl-C) can land after the last batch of an epoch, before the epoch's end
+    is recorded: the checkpoint then holds batch == n_batches, and resuming records that
+    epoch's end first."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(96, 5)), rng.integers(0, 3, 96)
+
+    def trainer(callbacks=()):
+        model = handgrad.MLP(5, 4, 3, dtype="float64", seed=0)
+        return handgrad.Trainer(model, X, y, optimizer=handgrad.optim.SGD(0.1), epochs=3,
+                                batch_size=32, seed=0, callbacks=callbacks)
+
+    class StopAtEpochEnd(handgrad.Callback):
+        def on_batch_end(self, batch, loss):
+            if batch == 2:  # the last of 3 batches
+                raise handgrad.StopTraining
+
+    full = trainer()
+    full.run()
+    first = trainer([StopAtEpochEnd()])
+    first.run()
+    state = first.state_dict()
+    assert state["batch"] == first.n_batches and not first.finished
+    second = trainer()
+    second.model.param_buffer[...] = first.model.param_buffer
+    second.optimizer.load_state_dict(first.optimizer.state_dict())
+    second.load_state_dict(state)
+    second.run()
+    np.testing.assert_array_equal(second.model.param_buffer, full.model.param_buffer)
+    assert second.history.train_loss == full.history.train_loss

@@ -562,7 +562,9 @@ class Trainer:
                 raise ValueError(f"cannot resume: the checkpoint has {key}={state[key]!r} but "
                                  f"this run has {mine!r}; resume with the same data and "
                                  f"settings")
-        if not 0 <= state["batch"] < self.n_batches:
+        # batch == n_batches: stopped after an epoch's last batch, before its end was
+        # recorded; the resumed run records it first
+        if not 0 <= state["batch"] <= self.n_batches:
             raise ValueError(f"cannot resume: batch {state['batch']} out of range")
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
         self._sums = [None if v is None else float(v) for v in state["sums"]]
