@@ -5,6 +5,14 @@ import numpy as np
 import pytest
 
 
+def pytest_configure(config):
+    """Make a relative $HANDGRAD_DATA (the README's ``../shared/datasets``) absolute once,
+    so tests that change folder, and the subprocesses they start, still find the data."""
+    root = os.environ.get("HANDGRAD_DATA")
+    if root:
+        os.environ["HANDGRAD_DATA"] = str(Path(root).resolve())
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

@@ -172,6 +172,19 @@ def test_offline_error_says_which_files_to_put_where(tmp_path, family):
     assert message.count("127.0.0.1:9") == 1
 
 
+def test_offline_error_names_a_handgrad_data_that_does_not_hold_the_files(
+        tmp_path, family, monkeypatch):
+    """A relative HANDGRAD_DATA read from another folder: the error says where it looked."""
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setenv("HANDGRAD_DATA", "../data")
+    with pytest.raises(DataError) as info:
+        load_mnist(name="test-mnist", download_missing=False)
+    message = str(info.value)
+    assert "HANDGRAD_DATA is set to '../data'" in message
+    assert str(tmp_path / "elsewhere" / ".." / "data" / "test-mnist") in message
+
+
 def test_offline_error_lists_each_mirror_and_the_files_it_failed(tmp_path, family, server):
     arrays, blobs = family
     for part in PARTS[:2]:

@@ -168,6 +168,12 @@ def _offline_message(member, folder, missing, failures):
              f"{', '.join(files)}",
              f"Put {'them' if len(files) > 1 else 'it'} into {folder}, or set HANDGRAD_DATA "
              f"to a folder whose {folder.name}/ holds all four files."]
+    env = os.environ.get("HANDGRAD_DATA")
+    if env and Path(env) / folder.name != folder:
+        where = Path(env) / folder.name
+        resolved = "" if where.is_absolute() else f" (from {os.getcwd()}: {where.absolute()})"
+        lines.append(f"HANDGRAD_DATA is set to {env!r}, but {where}{resolved} does not hold "
+                     f"all four files.")
     if failures:
         grouped = {}  # (mirror, reason) -> files: one line per mirror when all failed alike
         for where, why, name in failures:
