@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import handgrad
 from handgrad.callbacks import CHECKPOINT_NAME
@@ -195,3 +196,31 @@ def test_csv_last_column_that_is_no_label_is_refused_with_the_flag(tmp_path, cap
     assert "--label-column 0" in err and "label_column=" not in err
     assert main(["train", "--dataset", str(csv), "--epochs", "1", "--label-column", "0",
                  "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("flag_, value, problem", [
+    ("--out", "notes.txt/model.safetensors", "notes.txt is a file, not a folder"),
+    ("--out", "figs", "is a folder; give a file name"),
+    ("--plot", "notes.txt", "notes.txt: is a file, not a folder"),
+    ("--plot", "notes.txt/figs", "notes.txt is a file, not a folder"),
+    ("--checkpoint-dir", "notes.txt", "notes.txt: is a file, not a folder"),
+    ("--out", "/proc/model.safetensors", "is on the kernel's virtual proc file system"),
+    ("--plot", "/proc/figures", "is on the kernel's virtual proc file system"),
+])
+def test_an_output_path_that_cannot_work_is_a_usage_error_before_training(
+        tmp_path, monkeypatch, capsys, flag_, value, problem):
+    if value.startswith("/proc"):
+        from handgrad._atomic import _file_system_type
+
+        if _file_system_type("/proc") != "proc":
+            pytest.skip("no /proc file system on this machine")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "figs").mkdir()
+    assert main(["train", "--epochs", "1", flag_, value]) == ExitCode.USAGE
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.count("\n") == 1 and err.startswith(f"handgrad: error: {value}: ")
+    assert problem in err and "does not exist" not in err
+    assert "epoch" not in captured.out  # refused before training
+    assert (tmp_path / "notes.txt").read_text() == "mine"
