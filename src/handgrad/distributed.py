@@ -30,6 +30,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from ._requirements import MissingPackageError
 from .config import ConfigError
 from .datasets import DataSource, open_dataset
 from ._threads import limit_blas_threads
@@ -43,8 +44,8 @@ def _mpi():
     try:
         from mpi4py import MPI
     except ImportError:
-        raise RuntimeError("distributed training needs mpi4py: pip install 'handgrad[mpi]'") \
-            from None
+        raise MissingPackageError("distributed training needs mpi4py: pip install "
+                                  "'handgrad[mpi]'", ["mpi"]) from None
     return MPI
 
 

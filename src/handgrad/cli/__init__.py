@@ -18,6 +18,7 @@ import traceback
 
 from .. import __version__
 from .._atomic import OutputPathError
+from .._requirements import MissingPackageError
 from ..config import ConfigError
 from ..datasets import DataError
 from ..serialization import ModelFileError
@@ -77,6 +78,8 @@ def main(argv=None) -> int:
         return _fail(args, config_message(exc), ExitCode.USAGE)
     except DivergenceError as exc:
         return _fail(args, str(exc), ExitCode.DIVERGED)
+    except MissingPackageError as exc:  # before RuntimeError, which it is
+        return _fail(args, str(exc), ExitCode.MISSING_PACKAGE)
     except OutputPathError as exc:  # an output path that cannot work: a bad argument
         return _fail(args, describe(exc), ExitCode.USAGE)
     except (ModelFileError, DataError) as exc:

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad command-line arguments
     DATA = 3  # a data or model file is missing, damaged or unsuitable
     DIVERGED = 4  # the loss or gradient became NaN or infinite
+    MISSING_PACKAGE = 5  # an optional package the command needs is not installed
     INTERRUPTED = 130  # Ctrl-C (SIGINT): a checkpoint was saved
     TERMINATED = 143  # SIGTERM: a checkpoint was saved
 
