@@ -38,6 +38,7 @@ import numpy as np
 
 from . import _formula as fm
 from . import model as _model  # the layer functions, looked up at call time
+from ._words import count
 from .datasets.errors import DataError
 
 TRACE_FORMAT = "handgrad-trace"
@@ -203,7 +204,7 @@ class Trace:
 
     def __repr__(self):
         sizes = "-".join(str(s) for s in self.network["layer_sizes"])
-        state = "all checks pass" if self.ok else f"{len(self.failed)} checks FAIL"
+        state = "all checks pass" if self.ok else f"{count(len(self.failed), 'check')} FAIL"
         return f"<Trace {sizes} {self.network['activation']}: {len(self.steps)} steps, {state}>"
 
     # -- renderers ---------------------------------------------------------------

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .._atomic import atomic_write, check_writable
+from .._words import count
 from ..tracing import MAX_CHECKS, TraceArgumentError, explain
 from ._common import CLIError, ExitCode, add_subparser, cli_words, non_negative_int, positive_int
 
@@ -70,11 +71,12 @@ def run(args) -> int:
     else:
         with atomic_write(args.out, "w") as f:
             f.write(text)
-        state = "all checks pass" if trace.ok else f"{len(trace.failed)} checks FAIL"
+        state = "all checks pass" if trace.ok else f"{count(len(trace.failed), 'check')} FAIL"
         print(f"wrote {args.out}: {len(trace.steps)} steps, {state}")
     if not trace.ok:
         names = ", ".join(f"{s.eq} {s.name}" for s in trace.failed)
-        print(f"handgrad: error: {len(trace.failed)} of {len(trace.steps)} steps disagree with "
+        print(f"handgrad: error: {len(trace.failed)} of {len(trace.steps)} steps "
+              f"{'disagrees' if len(trace.failed) == 1 else 'disagree'} with "
               f"their independent checks: {names}", file=sys.stderr)
         return ExitCode.ERROR
     return ExitCode.OK

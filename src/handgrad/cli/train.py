@@ -25,6 +25,7 @@ from .. import __version__
 from .._atomic import check_writable, remove_stale_temporaries
 from .._progress import progress_bar
 from .._requirements import require
+from .._words import count
 from ..callbacks import CHECKPOINT_NAME, BackupAndRestore, Callback, LearningRateBackoff
 from ..config import ARRAYS, TrainConfig
 from ..datasets import NAMED, Preprocessor, load_dataset, stratified_split
@@ -262,9 +263,10 @@ def _train(args, comm):
         n_val, n_test = comm.allreduce(n_val), comm.allreduce(n_test)
     if show:
         sizes = "-".join(str(s) for s in model.config.layer_sizes)
-        where = "" if comm is None else f" over {comm.size} MPI ranks"
+        where = "" if comm is None else f" over {count(comm.size, 'MPI rank')}"
         print(f"training {sizes} ({model.config.activation}, {model.config.dtype}) on "
-              f"{ds.name}{where}: {n_rows} train, {n_val} validation, {n_test} test examples",
+              f"{ds.name}{where}: {n_rows} train, {n_val} validation, "
+              f"{count(n_test, 'test example')}",
               file=stream)
         if getattr(ds, "label_column", None) is not None:
             print(f"label column: {ds.label_column}", file=stream)
@@ -281,7 +283,7 @@ def _train(args, comm):
         hint = ("" if trainer.last_checkpoint is None
                 else f"; the last finite weights are in {trainer.last_checkpoint}")
         if exc.backoffs:
-            hint += f" (after {exc.backoffs} learning-rate back-offs)"
+            hint += f" (after {count(exc.backoffs, 'learning-rate back-off')})"
         raise CLIError(f"{exc}: try a smaller --lr, or --on-divergence backoff to halve it and "
                        f"retry automatically{hint}", ExitCode.DIVERGED) from None
     finally:
@@ -317,7 +319,7 @@ def _train(args, comm):
         print(json.dumps(summary, indent=2))
     else:
         print(f"test accuracy {test_acc:.4f}  test loss {test_loss:.6f}  "
-              f"({n_test} examples, trained in {train_time:.1f}s)")
+              f"({count(n_test, 'example')}, trained in {train_time:.1f}s)")
         if config.out is not None:
             print(f"model saved to {shown['out']}")
         for f in figures:
