@@ -62,7 +62,7 @@ def add_parser(subparsers):
     data.add_argument("--dataset", default=d.dataset,
                       help=f"{', '.join(NAMED)}, an IDX folder, a .csv or an .npz file")
     data.add_argument("--label-column", default=d.label_column,
-                      help="label column of a CSV file: an index, a header name, or auto (a header "
+                      help="label column of a CSV file: an index (from 0), a header name, or auto (a header "
                            "named label, target, class or y, else the last column)")
     data.add_argument("--scaling", choices=("divide", "standardize", "none"), default=d.scaling,
                       help="input scaling fitted on the training set (divide: x / max value)")

@@ -40,7 +40,7 @@ class Dataset:
     classes: list = field(default_factory=list)
     feature_names: list | None = None
     # which CSV column held the labels and how it was chosen (None for other sources);
-    # str() gives e.g. "'label' (column 1 of 785, named like a label)"
+    # str() gives e.g. "'label' (0-based column 0 of 785, named like a label)"
     label_column: LabelColumn | None = None
 
     @property

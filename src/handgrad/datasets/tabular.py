@@ -51,12 +51,19 @@ MIN_ROWS_PER_CLASS = 3  # on average: more distinct "labels" than N / 3 look lik
 MAX_CLASS_IMBALANCE = 100
 
 
+def column_words(index):
+    """A column as messages name it: ``0-based column 3``, counted as ``label_column=``
+    counts."""
+    return f"0-based column {index}"
+
+
 @dataclass(frozen=True)
 class LabelColumn:
     """Which column of a CSV file holds the labels, and how it was chosen.
 
-    ``index`` counts from 0; ``name`` is its header (None without one); ``how`` is
-    ``"given"`` (``label_column=``), ``"named like a label"`` or ``"the last column"``.
+    ``index`` counts from 0, as ``label_column=`` (and ``--label-column``) do, and so does
+    every message that names a column; ``name`` is its header (None without one); ``how``
+    is ``"given"`` (``label_column=``), ``"named like a label"`` or ``"the last column"``.
     """
 
     index: int
@@ -65,7 +72,7 @@ class LabelColumn:
     n_columns: int
 
     def __str__(self):
-        where = f"column {self.index + 1} of {self.n_columns}, {self.how}"
+        where = f"{column_words(self.index)} of {self.n_columns}, {self.how}"
         return f"{self.name!r} ({where})" if self.name is not None else where
 
 
@@ -155,7 +162,7 @@ def read_csv(path, label_column="auto", *, header="auto", delimiter=",",
             try:
                 value = float(cell)
             except ValueError:
-                col = names[c] if names else f"column {c + 1}"
+                col = names[c] if names else column_words(c)
                 hint = ""
                 if label is not None and label.how != "given":
                     hint = (f"; the labels were taken from {label}: if {col} holds them, "
@@ -163,7 +170,7 @@ def read_csv(path, label_column="auto", *, header="auto", delimiter=",",
                 raise DataError(f"{path}, line {line}, {col}: {cell.strip()!r} is not a "
                                 f"number{hint}") from None
             if not math.isfinite(value):
-                col = names[c] if names else f"column {c + 1}"
+                col = names[c] if names else column_words(c)
                 raise DataError(f"{path}, line {line}, {col}: {cell.strip()!r} is not finite")
             X[r, j] = value
             j += 1
@@ -235,8 +242,8 @@ def _refusal(path, label, problem, records, names):
     first = [cells[0].strip() for _, cells in records]
     if label.index != 0 and not _not_like_labels(first, _labels_array(first)):
         # the other usual place for labels
-        what = f"column 1 ({names[0]!r})" if names else "column 1"
-        return msg + (f"{what[0].upper()}{what[1:]} does: if it holds the labels, pass "
+        what = column_words(0) + (f" ({names[0]!r})" if names else "")
+        return msg + (f"{what} does: if it holds the labels, pass "
                       f"label_column={_python_value(names, 0)}")
     return msg + "Name the label column with label_column=NAME_OR_INDEX (an index counts from 0)"
 
