@@ -131,3 +131,48 @@ def test_the_readme_documents_every_exit_code():
     line = readme[readme.index("exit codes: 0 ok"):][:400]
     for code in ExitCode:
         assert f"{int(code)} " in line, code.name
+
+
+# --------------------------------------------------------------------------- #
+# Library errors that name a parameter: worded with the flag, through an explicit table
+# --------------------------------------------------------------------------- #
+
+
+def test_every_parameter_in_the_table_is_a_flag_of_its_subcommand():
+    from handgrad.cli._common import PARAMETER_FLAGS
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    options = {s for p in sub.choices.values() for a in p._actions for s in a.option_strings}
+    assert set(PARAMETER_FLAGS.values()) <= options
+
+
+def test_a_parameter_is_shown_as_its_flag_and_nothing_else_is_reworded(tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = "kind,a,b\n" + "".join(f"{'cd'[i % 2]},{i},{i % 3}\n" for i in range(30))
+    (tmp_path / "index=2.csv").write_text(rows)  # a name that looks like a parameter
+    assert main(["train", "--dataset", "index=2.csv", "--epochs", "1"]) == ExitCode.DATA
+    err = capsys.readouterr().err
+    assert err.startswith("handgrad: error: index=2.csv, line 2, kind: 'c' is not a number")
+    assert err.strip().endswith("name it with --label-column 'kind'")
+    assert "--index" not in err and "label_column" not in err
+
+
+def test_serves_names_parameter_is_the_name_flag(tmp_path, capsys):
+    path = tmp_path / "m.safetensors"
+    handgrad.save(handgrad.MLP(4, 3, 2), path)
+    code = main(["serve", str(path), str(path), "--name", "same", "--name", "same"])
+    assert code == ExitCode.ERROR
+    err = capsys.readouterr().err
+    assert err.strip().endswith("name them apart with --name") and "--names" not in err
+
+
+def test_a_parameter_no_flag_sets_keeps_its_python_spelling():
+    from handgrad._errors import ParameterError
+    from handgrad.cli._common import describe
+
+    exc = ParameterError("give {sample_weight} or none", sample_weight="w")
+    assert describe(exc) == "give sample_weight=w or none"
+    exc = ParameterError("{warmup_epochs} must be below {epochs}", warmup_epochs=5, epochs=5)
+    assert describe(exc) == "--warmup-epochs 5 must be below --epochs 5"

@@ -14,7 +14,14 @@ from pathlib import Path
 from .._atomic import atomic_write, check_writable
 from .._words import count
 from ..tracing import MAX_CHECKS, TraceArgumentError, explain
-from ._common import CLIError, ExitCode, add_subparser, cli_words, non_negative_int, positive_int
+from ._common import (
+    CLIError,
+    ExitCode,
+    add_subparser,
+    describe,
+    non_negative_int,
+    positive_int,
+)
 
 FORMATS = ("text", "markdown", "latex", "json", "html")
 
@@ -64,7 +71,7 @@ def run(args) -> int:
         trace = explain(args.model, args.input, index=args.index, label=args.label,
                         max_checks=args.max_checks, decimals=args.decimals)
     except TraceArgumentError as exc:
-        raise CLIError(cli_words(str(exc)), ExitCode.USAGE) from None
+        raise CLIError(describe(exc), ExitCode.USAGE) from None
     text = render(trace, args.format, color=args.out is None and _color(sys.stdout))
     if args.out is None:
         _write_stdout(text)

@@ -74,13 +74,13 @@ def load_dataset(spec, *, root=None, label_column="auto", progress=True):
     if suffix == ".csv":
         table = read_csv(path, label_column)
         if table.y is None:
-            raise DataError(f"{path}: training needs a label column (label_column=None "
-                            f"reads features only)")
+            raise DataError(f"{path}: training needs a label column ({{label_column}} "
+                            f"reads features only)", label_column=None)
         try:
             labels, classes = _encode(table.y)
         except DataError as exc:
             raise DataError(f"{path}: label column {table.label}: {exc}; name another with "
-                            f"label_column=NAME_OR_INDEX") from None
+                            f"{{label_column}}", label_column="NAME_OR_INDEX") from None
         ds = _split(path.name, table.X, labels, classes, table.feature_names)
         ds.label_column = table.label
         return ds

@@ -163,12 +163,13 @@ def read_csv(path, label_column="auto", *, header="auto", delimiter=",",
                 value = float(cell)
             except ValueError:
                 col = names[c] if names else column_words(c)
-                hint = ""
-                if label is not None and label.how != "given":
-                    hint = (f"; the labels were taken from {label}: if {col} holds them, "
-                            f"name it with label_column={_python_value(names, c)}")
+                if label is None or label.how == "given":
+                    raise DataError(f"{path}, line {line}, {col}: {cell.strip()!r} is not a "
+                                    f"number") from None
                 raise DataError(f"{path}, line {line}, {col}: {cell.strip()!r} is not a "
-                                f"number{hint}") from None
+                                f"number; the labels were taken from {label}: if {col} holds "
+                                f"them, name it with {{label_column}}",
+                                label_column=_python_value(names, c)) from None
             if not math.isfinite(value):
                 col = names[c] if names else column_words(c)
                 raise DataError(f"{path}, line {line}, {col}: {cell.strip()!r} is not finite")
@@ -178,7 +179,7 @@ def read_csv(path, label_column="auto", *, header="auto", delimiter=",",
     if label is not None and label.how != "given":
         problem = _not_like_labels(labels, y)
         if problem:
-            raise DataError(_refusal(path, label, problem, records, names))
+            raise _refusal(path, label, problem, records, names)
     feature_names = None if names is None else [nm for c, nm in enumerate(names)
                                                 if c != label_index]
     return CSVTable(X, y, feature_names, label)
@@ -237,15 +238,17 @@ def _python_value(names, index):
 
 
 def _refusal(path, label, problem, records, names):
+    """The :class:`DataError` refusing a guessed label column, with the way out."""
     msg = (f"{path}: the labels would be {label}, but that does not look like a label "
            f"column: {problem}. ")
     first = [cells[0].strip() for _, cells in records]
     if label.index != 0 and not _not_like_labels(first, _labels_array(first)):
         # the other usual place for labels
         what = column_words(0) + (f" ({names[0]!r})" if names else "")
-        return msg + (f"{what} does: if it holds the labels, pass "
-                      f"label_column={_python_value(names, 0)}")
-    return msg + "Name the label column with label_column=NAME_OR_INDEX (an index counts from 0)"
+        return DataError(msg + f"{what} does: if it holds the labels, pass {{label_column}}",
+                         label_column=_python_value(names, 0))
+    return DataError(msg + "Name the label column with {label_column} (an index counts from 0)",
+                     label_column="NAME_OR_INDEX")
 
 
 def _label_index(path, label_column, names, width):
