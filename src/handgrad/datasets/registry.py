@@ -162,6 +162,7 @@ class DataSource:
     y_test: np.ndarray  # (N_test,) int
     read_train: Callable
     read_test: Callable
+    label_column: LabelColumn | None = None  # as :class:`Dataset`'s
 
     @property
     def n_classes(self):
@@ -171,7 +172,8 @@ class DataSource:
     def from_dataset(cls, ds):
         """A source over the arrays of a loaded :class:`Dataset`."""
         return cls(ds.name, list(ds.classes), ds.y_train, ds.y_test,
-                   lambda lo, hi: ds.x_train[lo:hi], lambda lo, hi: ds.x_test[lo:hi])
+                   lambda lo, hi: ds.x_train[lo:hi], lambda lo, hi: ds.x_test[lo:hi],
+                   ds.label_column)
 
 
 def open_dataset(spec, *, root=None, label_column="auto", progress=True, download_missing=True):
