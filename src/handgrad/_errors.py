@@ -41,6 +41,8 @@ class ParameterError(ValueError):
                       lambda m: name(m[1], self.parameters[m[1]]), self.template)
 
     def __reduce__(self):  # pickling (multiprocessing): rebuilt from its parts
+        if type(self).__init__ is not ParameterError.__init__:  # a subclass's own signature
+            return super().__reduce__()
         return _rebuild, (type(self), self.template, self.parameters)
 
 
