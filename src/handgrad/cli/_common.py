@@ -13,7 +13,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from .._errors import ParameterError, python_words
-from ..config import ConfigError
+from ..config import ConfigError, TrainConfig
 
 
 class ExitCode(IntEnum):
@@ -58,8 +58,6 @@ PARAMETER_FLAGS = {
 def parameter_flag(parameter, value=None):
     """A library parameter, with the value shown beside it, as the command line's flag:
     ``--label-column 0``; Python's ``parameter=value`` where no flag sets it."""
-    from ..config import TrainConfig
-
     name = PARAMETER_FLAGS.get(parameter)
     if name is None and parameter in {f.name for f in fields(TrainConfig)}:
         name = flag(parameter)
@@ -187,7 +185,6 @@ def add_subparser(subparsers, name, **kwargs):
 
 def dataset_for(model, spec, model_path):
     """The data set to evaluate ``model`` on: ``spec``, or the one it was trained on."""
-    from ..config import TrainConfig
     from ..datasets import load_dataset
 
     config = TrainConfig.from_training(model.training)
