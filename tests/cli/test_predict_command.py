@@ -41,6 +41,7 @@ def predicted(capsys):
     ("notes", lambda p, x: p.write_text("hello")),
     ("data.bin", lambda p, x: p.write_bytes(b"\x01\x02\x03\x04" * 8)),
     ("archive.zip", lambda p, x: p.write_bytes(b"PK\x03\x04" + bytes(40))),
+    ("rows.csv.gz", lambda p, x: p.write_bytes(__import__("gzip").compress(b"1,2,3\n4,5,6\n"))),
 ])
 def test_an_unknown_format_is_refused_listing_the_supported_ones(model_path, examples, tmp_path,
                                                                   capsys, name, write):
@@ -68,7 +69,8 @@ def test_a_bad_input_is_refused_before_anything_is_printed(model_path, examples,
 
 
 @pytest.mark.parametrize("name, compress", [
-    ("t10k-images-idx3-ubyte", False), ("digits.idx", False), ("digits.gz", True),
+    ("t10k-images-idx3-ubyte", False), ("t10k-images-idx3-ubyte.gz", True),
+    ("digits.idx", False), ("digits.gz", True),
     ("examples", False), ("examples.dat", True),  # no telling suffix: by content
 ])
 def test_idx_files_are_recognised_by_name_or_content(model_path, examples, tmp_path, capsys,

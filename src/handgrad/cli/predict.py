@@ -61,7 +61,7 @@ SUPPORTED = ("PNG/JPEG/BMP/GIF/TIFF/WebP images, .npy arrays, .csv tables, and I
 # the first bytes of each image format PIL reads for us
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM",
                b"II*\x00", b"MM\x00*")
-IDX_SUFFIXES = (".idx", ".gz", ".ubyte")  # MNIST's own names end -idx3-ubyte[.gz]
+IDX_SUFFIXES = (".idx", ".ubyte")  # MNIST's own names end -idx3-ubyte[.gz]
 
 
 def input_format(path):
@@ -75,7 +75,7 @@ def input_format(path):
         return "image"
     if suffix in (".npy", ".csv"):
         return suffix[1:]
-    if suffix in IDX_SUFFIXES or path.name.lower().endswith("-ubyte"):
+    if suffix in IDX_SUFFIXES or path.name.lower().endswith(("-ubyte", "-ubyte.gz")):
         return "idx"
     try:
         with open(path, "rb") as f:
