@@ -244,6 +244,7 @@ class Server:
                                  max_delay=config.batch_delay, max_queue=config.max_queue,
                                  name=name, on_batch=self._batch_observer(name))
             for name, m in self.models.items()}
+        self.queue_rows = {name: self.metrics.queue_rows.labels(name) for name in self.models}
         # The page's look at a drawing uses its own copy of each model (the batcher's
         # thread owns the served one), one look at a time.
         self.page_models = {name: (m.model.copy(), threading.Lock())
@@ -363,7 +364,7 @@ class Server:
         except Stopped as exc:
             return error(503, str(exc))
         finally:
-            self.metrics.queue_rows.labels(served.name).set(batcher.queued_rows)
+            self.queue_rows[served.name].set(batcher.queued_rows)
         content, headers = encode_infer_response(served.name, served.version, req.id,
                                                  served.outputs(req, P))
         return Response(content, headers=headers)
@@ -487,6 +488,7 @@ class Server:
 
         static = StaticFiles(directory=str(resources.files(__package__).joinpath("static")))
         return [
+            *both("/infer", self.infer, ("POST",)),  # first: the router tries routes in order
             Route("/", self.index),
             Route("/v2", self.server_metadata),
             Route("/v2/health/live", self.live),
@@ -495,7 +497,6 @@ class Server:
             *both("", self.model_metadata),
             *both("/ready", self.model_ready),
             *both("/config", self.model_config),
-            *both("/infer", self.infer, ("POST",)),
             Route("/metrics", self.metrics_endpoint),
             Route("/openapi.json", self.openapi),
             Route("/api/models", self.page_model_list),
