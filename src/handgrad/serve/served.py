@@ -120,14 +120,16 @@ class ServedModel:
                                          f"outputs are {', '.join(map(repr, OUTPUTS))}")
         data = t.data
         if data.dtype.kind == "f":
-            with np.errstate(invalid="ignore"):
-                finite = np.isfinite(data)
+            finite = np.isfinite(data)
             if not finite.all():
                 n, *where = np.unravel_index(int(np.argmin(finite)), data.shape)
                 raise ProtocolError(422, f"input {INPUT!r} holds NaN or infinity (first at "
                                          f"example {n}, position {list(map(int, where))})")
+        rows = data.reshape(shape[0], self.n_inputs)  # (N, D)
+        if rows.dtype == self.model.dtype:
+            return rows  # no copy: the batch's stacking or preprocessing makes the new array
         with np.errstate(over="ignore"):
-            X = data.reshape(shape[0], self.n_inputs).astype(self.model.dtype)  # (N, D)
+            X = rows.astype(self.model.dtype)  # (N, D)
         if data.dtype.kind == "f" and data.dtype.itemsize > X.dtype.itemsize \
                 and not np.isfinite(X).all():
             raise ProtocolError(422, f"input {INPUT!r} has values too large for "
