@@ -56,6 +56,7 @@ class Metrics:
         # The children of the labels seen so far, as many as the series themselves:
         # a request's metrics cost no label lookups (each takes a lock and builds a key).
         self._request_series = {}
+        self._batch_series = {}
 
     def observe_request(self, route, method, status, seconds):
         series = self._request_series.get((route, method, status))
@@ -72,9 +73,15 @@ class Metrics:
         latency.observe(seconds)
 
     def observe_batch(self, model, rows, seconds):
-        self.batch_size.labels(model).observe(rows)
-        self.batch_seconds.labels(model).observe(seconds)
-        self.inferences.labels(model).inc(rows)
+        series = self._batch_series.get(model)
+        if series is None:
+            series = self._batch_series[model] = (self.batch_size.labels(model),
+                                                  self.batch_seconds.labels(model),
+                                                  self.inferences.labels(model))
+        size, duration, inferences = series
+        size.observe(rows)
+        duration.observe(seconds)
+        inferences.inc(rows)
 
     def render(self):
         return generate_latest(self.registry)
