@@ -301,3 +301,20 @@ def test_the_guards_direct_inference_path_answers_as_the_router_does(live, make_
     assert ('handgrad_requests_total{method="POST",route="/v2/models/{name}/versions/{version}'
             '/infer",status="200"} 1.0') in metrics
     assert httpx.get(f"{direct.url}/v2/models/digits/infer").status_code == 405  # routed
+
+
+def test_a_large_request_is_decoded_off_the_event_loop_and_answered(digits_server, digits_model):
+    from handgrad.serve.app import OFFLOAD_BYTES
+
+    model = handgrad.load(digits_model)
+    x = np.tile(load_dataset("digits").x_test[:10].astype(np.float32), (100, 1, 1))  # (1000, 8, 8)
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1000, 64], "datatype": "FP32",
+                                   "data": x.ravel().tolist()}]}).encode()
+    assert len(body) > OFFLOAD_BYTES
+    r = httpx.post(f"{digits_server.url}/v2/models/digits/infer", content=body)
+    assert r.status_code == 200, r.text
+    P = np.array(r.json()["outputs"][0]["data"]).reshape(1000, 10)
+    np.testing.assert_allclose(P, model.predict_proba(model.prepare(x)), rtol=1e-5)
+    bad = body.replace(b"]}]}", b', "x"]}]}')  # one string among the numbers: 400
+    r = httpx.post(f"{digits_server.url}/v2/models/digits/infer", content=bad)
+    assert r.status_code == 400 and "'data' must be numbers" in r.json()["error"]
