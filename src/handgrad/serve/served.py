@@ -142,11 +142,11 @@ class ServedModel:
         The same network as :meth:`MLP.predict_proba`, evaluated for the few rows of a
         served batch: the layers run transposed, on activations (H, B) with one
         column per example, so each layer's product is ``W Aᵀ`` with the weights
-        (H, D) as stored. OpenBLAS multiplies that orientation 2–4× faster than the
-        training forward's ``X Wᵀ`` (a transposed view of the weights) for B = 2–64
-        rows, and an unbatched request (B = 1) takes the same matrix-vector product
-        either way. The activations are fresh arrays per pass, not a workspace: a
-        batcher's B changes from pass to pass.
+        (H, D) as stored. For a few rows (B from 2 to about 64) OpenBLAS multiplies
+        that orientation much faster than the training forward's ``X Wᵀ`` (a
+        transposed view of the weights); an unbatched request (B = 1) takes the same
+        matrix-vector product either way. The activations are fresh arrays per pass,
+        not a workspace: a batcher's B changes from pass to pass.
         """
         model = self.model
         output = model.config.output
