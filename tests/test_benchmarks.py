@@ -127,6 +127,19 @@ def test_serve_smoke(tmp_path):
     assert doc["summary"]["batching_speedup"] > 0 and doc["machine"]["cpu_count"] >= 1
 
 
+def test_serve_forward_smoke(tmp_path):
+    out = tmp_path / "serve-forward.json"
+    r = subprocess.run([sys.executable, BENCH / "serve_forward.py", "--hidden", "16",
+                        "--batch", "1", "3", "--repeats", "1", "--out", out],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    assert [x["B"] for x in doc["results"]] == [1, 3] and doc["network"] == [784, 16, 10]
+    assert all(x[k] > 0 for x in doc["results"]
+               for k in ("x_wt_us", "w_xt_us", "library_pass_us", "served_pass_us"))
+    assert doc["blas"] and all(d["num_threads"] == 1 for d in doc["blas"])
+
+
 def test_estimator_speed_smoke(mnist_dir, tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
     monkeypatch.setenv("HANDGRAD_DATA", str(mnist_dir.parent))

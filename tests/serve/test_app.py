@@ -247,3 +247,74 @@ def test_serve_config_names_bad_settings(settings, words):
 
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
         ServeConfig(**settings)
+
+
+def test_the_guards_direct_inference_path_answers_as_the_router_does(live, make_app, digits_model):
+    """POST on an infer path skips Starlette's router (Guard → Server.infer_direct); every
+    answer, errors included, is the one the routed endpoint gives."""
+    direct_app = make_app(digits_model)
+    calls = []
+    infer_direct = direct_app.direct.infer_direct
+
+    async def counted(*args):
+        calls.append(args[0]["path"])
+        return await infer_direct(*args)
+
+    direct_app.direct.infer_direct = counted
+    direct = live(direct_app)
+    app = make_app(digits_model)
+    app.direct = None  # every request through Starlette's router and middleware
+    routed = live(app)
+    x = load_dataset("digits").x_test[:2].astype(np.float32)
+    good = {"inputs": [{"name": "input", "shape": [2, 8, 8], "datatype": "FP32",
+                        "data": x.ravel().tolist()}], "id": "r-1"}
+    head = json.dumps({"inputs": [{"name": "input", "shape": [2, 64], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": x.nbytes}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    binary = {"content": head + x.tobytes(),
+              "headers": {"Inference-Header-Content-Length": str(len(head))}}
+    nan = {"inputs": [{**good["inputs"][0], "data": [float("nan")] * 128}]}
+    cases = [("/v2/models/digits/infer", {"json": good}),
+             ("/v2/models/digits/versions/1/infer", {"json": good}),
+             ("/v2/models/digits/infer", binary),
+             ("/v2/models/digits/infer", {"content": b'{"inputs": [', "headers": {}}),
+             ("/v2/models/digits/infer", {"content": json.dumps(nan)}),
+             ("/v2/models/digits/infer", {"json": {"inputs": [{**good["inputs"][0],
+                                                               "shape": [2, 7]}]}}),
+             ("/v2/models/nope/infer", {"json": good}),
+             ("/v2/models/digits/versions/7/infer", {"json": good})]
+    statuses = []
+    for path, kwargs in cases:
+        a = httpx.post(direct.url + path, **kwargs)
+        b = httpx.post(routed.url + path, **kwargs)
+        assert (a.status_code, a.headers["content-type"], a.content) == \
+               (b.status_code, b.headers["content-type"], b.content), path
+        statuses.append(a.status_code)
+        if a.status_code == 200 and "binary_data_output" not in str(kwargs):
+            out = a.json()["outputs"]
+            np.testing.assert_allclose(np.array(out[0]["data"]).reshape(2, 10),
+                                       handgrad.load(digits_model).predict_proba(
+                                           handgrad.load(digits_model).prepare(x)), rtol=1e-5)
+    assert statuses == [200, 200, 200, 400, 422, 400, 404, 404]
+    assert calls == [path for path, _ in cases]  # each took the direct path
+    metrics = httpx.get(f"{direct.url}/metrics").text
+    assert ('handgrad_requests_total{method="POST",route="/v2/models/{name}/versions/{version}'
+            '/infer",status="200"} 1.0') in metrics
+    assert httpx.get(f"{direct.url}/v2/models/digits/infer").status_code == 405  # routed
+
+
+def test_a_large_request_is_decoded_off_the_event_loop_and_answered(digits_server, digits_model):
+    from handgrad.serve.app import OFFLOAD_BYTES
+
+    model = handgrad.load(digits_model)
+    x = np.tile(load_dataset("digits").x_test[:10].astype(np.float32), (100, 1, 1))  # (1000, 8, 8)
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1000, 64], "datatype": "FP32",
+                                   "data": x.ravel().tolist()}]}).encode()
+    assert len(body) > OFFLOAD_BYTES
+    r = httpx.post(f"{digits_server.url}/v2/models/digits/infer", content=body)
+    assert r.status_code == 200, r.text
+    P = np.array(r.json()["outputs"][0]["data"]).reshape(1000, 10)
+    np.testing.assert_allclose(P, model.predict_proba(model.prepare(x)), rtol=1e-5)
+    bad = body.replace(b"]}]}", b', "x"]}]}')  # one string among the numbers: 400
+    r = httpx.post(f"{digits_server.url}/v2/models/digits/infer", content=bad)
+    assert r.status_code == 400 and "'data' must be numbers" in r.json()["error"]

@@ -250,3 +250,19 @@ def test_static_files_stay_inside_the_package(server):
         r = httpx.get(server.url + path)
         assert r.status_code == 404, path
         assert "import" not in r.text
+
+
+def test_an_internal_error_while_inferring_is_json_without_a_trace(server, monkeypatch, caplog):
+    from handgrad.serve.served import ServedModel
+
+    def broken(*args):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(ServedModel, "outputs", broken)
+    r = httpx.post(f"{server.url}/v2/models/digits/infer", json=body([0] * 64, [1, 64]),
+                   headers={"x-request-id": "bad-2"})
+    message = assert_error(r, 500, "internal error", "bad-2")
+    assert "secret" not in message
+    assert any("secret internals" in (rec.exc_text or "") for rec in caplog.records)
+    monkeypatch.undo()
+    still_serves(server.url)

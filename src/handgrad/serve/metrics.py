@@ -53,18 +53,35 @@ class Metrics:
                                    "Memory of the per-visitor model copies", registry=r)
         self.learn_steps = Counter("handgrad_page_learn_steps",
                                    "SGD steps taken on visitor copies", ["model"], registry=r)
+        # The children of the labels seen so far, as many as the series themselves:
+        # a request's metrics cost no label lookups (each takes a lock and builds a key).
+        self._request_series = {}
+        self._batch_series = {}
 
     def observe_request(self, route, method, status, seconds):
-        status = str(status)
-        self.requests.labels(route, method, status).inc()
-        if status[0] in "45":
-            self.errors.labels(route, status).inc()
-        self.latency.labels(route).observe(seconds)
+        series = self._request_series.get((route, method, status))
+        if series is None:  # first of its kind: look the labelled children up once
+            s = str(status)
+            series = self._request_series[(route, method, status)] = (
+                self.requests.labels(route, method, s),
+                self.errors.labels(route, s) if s[0] in "45" else None,
+                self.latency.labels(route))
+        requests, errors, latency = series
+        requests.inc()
+        if errors is not None:
+            errors.inc()
+        latency.observe(seconds)
 
     def observe_batch(self, model, rows, seconds):
-        self.batch_size.labels(model).observe(rows)
-        self.batch_seconds.labels(model).observe(seconds)
-        self.inferences.labels(model).inc(rows)
+        series = self._batch_series.get(model)
+        if series is None:
+            series = self._batch_series[model] = (self.batch_size.labels(model),
+                                                  self.batch_seconds.labels(model),
+                                                  self.inferences.labels(model))
+        size, duration, inferences = series
+        size.observe(rows)
+        duration.observe(seconds)
+        inferences.inc(rows)
 
     def render(self):
         return generate_latest(self.registry)

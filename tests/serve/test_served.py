@@ -1,0 +1,69 @@
+"""ServedModel: the served forward pass (transposed, for small batches) and the rows it takes."""
+
+import numpy as np
+import pytest
+
+import handgrad
+from handgrad.datasets import Preprocessor
+from handgrad.serve.protocol import parse_infer_request
+from handgrad.serve.served import ServedModel
+
+
+def image_model(dtype="float32", activation="relu", output="softmax", hidden=(12, 9)):
+    model = handgrad.MLP(36, hidden, 4, activation=activation, output=output, dtype=dtype,
+                         seed=3)
+    rng = np.random.default_rng(0)
+    for name, p in model.params.items():  # non-zero biases, so F1/F3's "+ b" is exercised
+        if name.startswith("b"):
+            p[...] = rng.standard_normal(p.shape)
+    model.preprocessor = Preprocessor("divide", scale=255.0).fit(np.zeros((1, 6, 6), np.uint8))
+    return model
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
+@pytest.mark.parametrize("output", ["softmax", "logistic"])
+def test_the_served_forward_pass_is_the_librarys(dtype, activation, output):
+    model = image_model(dtype, activation, output)
+    served = ServedModel("m", model)
+    rng = np.random.default_rng(1)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for B in (1, 2, 5, 64):
+        X = rng.integers(0, 256, (B, 36)).astype(dtype)  # raw pixels (B, D)
+        P = served.predict_proba(X)  # (B, M)
+        assert P.shape == (B, 4) and P.dtype == model.dtype
+        assert P.flags.c_contiguous  # a request's rows are one contiguous slice
+        np.testing.assert_allclose(P, model.predict_proba(model.prepare(X)), rtol=tol,
+                                   atol=tol * 1e-3)
+        if output == "softmax":
+            np.testing.assert_allclose(P.sum(axis=1), 1, rtol=tol)
+
+
+def test_the_served_forward_pass_without_hidden_layers_or_preprocessing():
+    model = handgrad.MLP(5, (), 3, seed=0)  # multinomial logistic regression: F3–F4 only
+    X = np.random.default_rng(2).standard_normal((7, 5)).astype(np.float32)
+    np.testing.assert_allclose(ServedModel("m", model).predict_proba(X),
+                               model.predict_proba(X), rtol=1e-5)
+
+
+def test_a_model_without_probabilities_fails_as_the_library_does():
+    model = handgrad.MLP(4, 3, 2, output="identity", seed=0)
+    with pytest.raises(ValueError, match="predict_proba needs a classification output"):
+        ServedModel("m", model).predict_proba(np.zeros((1, 4), np.float32))
+
+
+def request(data, shape, datatype):
+    return parse_infer_request({"inputs": [{"name": "input", "shape": shape,
+                                            "datatype": datatype, "data": data}]})
+
+
+def test_rows_are_the_request_data_in_the_models_dtype():
+    served = ServedModel("m", image_model("float32"))
+    fp32 = request(list(range(72)), [2, 6, 6], "FP32")
+    X = served.rows(fp32)
+    assert X.shape == (2, 36) and X.dtype == np.float32
+    assert np.shares_memory(X, fp32.inputs[0].data)  # already float32: no copy
+    X = served.rows(request(list(range(36)), [1, 36], "UINT8"))
+    assert X.dtype == np.float32 and X[0, 35] == 35
+    with pytest.raises(Exception, match="too large for float32"):
+        served.rows(request([1e300] * 36, [1, 36], "FP64"))
