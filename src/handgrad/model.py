@@ -27,7 +27,7 @@ from numbers import Integral
 
 import numpy as np
 
-from . import _blas
+from . import _accel, _blas
 
 ACTIVATIONS = ("relu", "tanh", "logistic", "identity")
 DTYPES = ("float32", "float64")
@@ -110,6 +110,19 @@ def activation_forward(name, Q, out):
     return out
 
 
+def hidden_forward(name, X, W, b, Q, h):
+    """F1 and F2 of a hidden layer: ``Q = X Wᵀ + b`` (B, H) and ``h = act(Q)``; returns h.
+
+    With the accelerator (:mod:`handgrad._accel`), ReLU's layer adds ``b`` and takes
+    ``max(0, ·)`` in one compiled pass over Q instead of two NumPy passes.
+    """
+    if name == "relu" and _accel.enabled():
+        np.matmul(X, W.T, out=Q)  # (B, H) = (B, D) @ (D, H)  F1's product
+        return _accel.bias_relu_forward(Q, b, h)  # (B, H)  F1's + b, F2
+    linear_forward(X, W, b, Q)  # (B, H)  F1
+    return activation_forward(name, Q, h)  # (B, H)  F2
+
+
 def activation_backward(name, G, Q, h, scratch):
     """Turn ``G = ∂L/∂h`` into ``∂L/∂Q`` in place (B6 for ReLU).
 
@@ -118,6 +131,8 @@ def activation_backward(name, G, Q, h, scratch):
     if name == "relu":
         # B6: ∂h_j/∂Q_j = a_j = 1[Q_j > 0] (the convention of PyTorch and scikit-learn
         # at Q_j = 0), so ∂L/∂Q = ∂L/∂h ⊙ a.
+        if _accel.enabled():  # one compiled pass, no mask array (handgrad._accel)
+            return _accel.relu_backward(G, Q)  # (B, H)
         np.greater(Q, 0, out=scratch)  # (B, H) bool mask a
         np.multiply(G, scratch, out=G)  # (B, H)
     elif name == "tanh":
@@ -170,6 +185,8 @@ def softmax_cross_entropy_forward(O, target, w, logP, P, row):
     Softmax goes through log-sum-exp: ``log P = O − max − log Σ exp(O − max)``, so
     only exponentials of non-positive numbers are taken and nothing overflows.
     """
+    if target.ndim == 1 and _accel.enabled():  # one compiled call (handgrad._accel)
+        return _accel.softmax_xent_forward(O, target, w, logP, P)
     # ufunc reductions called directly: np.max / np.sum add a Python layer per call
     np.maximum.reduce(O, axis=1, keepdims=True, out=row)  # (B, 1)
     np.subtract(O, row, out=logP)  # (B, M)  O − max ≤ 0
@@ -194,6 +211,8 @@ def softmax_cross_entropy_backward(P, target, w, out):
     ``Σ_i −(y_i/P_i) P_i (δ_ij − P_j) = P_j Σ_i y_i − y_j = P_j − y_j``. Fusing them
     never forms the (M, M) Jacobian of B1 nor divides by a P that may underflow.
     """
+    if target.ndim == 1 and _accel.enabled():  # one compiled call (handgrad._accel)
+        return _accel.softmax_xent_backward(P, target, w, out)
     np.copyto(out, P)  # (B, M)
     if target.ndim == 1:
         out[np.arange(len(target)), target] -= 1.0  # P − Y with one-hot Y
@@ -522,14 +541,15 @@ class MLP:
             inp = dropout_forward(X, 1.0 - dropout.input_rate, dropout.rng, masks[0], dropped[0])
         ws.inputs = [inp]
         for l in range(1, K + 1):
-            Q = linear_forward(inp, self.params[f"W{l}"], self.params[f"b{l}"],
-                               ws.Q[l - 1])  # (B, H)  F1 / F3
-            if l < K:
-                inp = activation_forward(act, Q, ws.h[l - 1])  # (B, H)  F2
-                if drop and dropout.hidden_rate:
-                    inp = dropout_forward(inp, 1.0 - dropout.hidden_rate, dropout.rng,
-                                          masks[l], dropped[l])  # (B, H)
-                ws.inputs.append(inp)
+            W, b = self.params[f"W{l}"], self.params[f"b{l}"]
+            if l == K:
+                linear_forward(inp, W, b, ws.Q[l - 1])  # (B, M)  F3
+                break
+            inp = hidden_forward(act, inp, W, b, ws.Q[l - 1], ws.h[l - 1])  # (B, H)  F1, F2
+            if drop and dropout.hidden_rate:
+                inp = dropout_forward(inp, 1.0 - dropout.hidden_rate, dropout.rng,
+                                      masks[l], dropped[l])  # (B, H)
+            ws.inputs.append(inp)
         return ws.Q[K - 1]  # (B, M)  O
 
     def backward(self, X, target, w, ws, dropout=None):
