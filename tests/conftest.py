@@ -33,3 +33,17 @@ def blas_mode(request, monkeypatch):
     elif not _blas.available():
         pytest.skip("NumPy's BLAS routines were not found: only the NumPy fallback runs")
     return request.param
+
+
+@pytest.fixture(params=["accel", "numpy"])
+def accel_mode(request):
+    """Run a test with the compiled kernels of handgrad._accel (numba) and with the plain
+    NumPy reference path they replace."""
+    from handgrad import _accel
+
+    if request.param == "accel" and not _accel.installed():
+        pytest.skip("numba is not installed (pip install 'handgrad[accel]'): "
+                    "only the NumPy path runs")
+    old = _accel.use(request.param == "accel")
+    yield request.param
+    _accel.use(old)

@@ -1,0 +1,233 @@
+"""The accelerator's compiled kernels (handgrad._accel, numba) against the NumPy path.
+
+Each kernel replaces a few NumPy passes with one; these tests hold them to the same
+values, in float32 and float64, for every variant the NumPy path handles. The
+trajectories against torch.optim run in tests/test_optim.py under both paths
+(the ``accel_mode`` fixture), and so do the autograd comparisons of tests/test_model.py.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import handgrad
+from handgrad import _accel
+from handgrad.model import (
+    activation_backward,
+    activation_forward,
+    hidden_forward,
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
+)
+from handgrad.optim import Adam, AdamW
+from handgrad.train import Trainer
+
+needs_numba = pytest.mark.skipif(
+    not _accel.installed(),
+    reason="numba is not installed (pip install 'handgrad[accel]'): no kernels to compare")
+
+TOL = {"float32": {"rtol": 2e-6, "atol": 1e-7}, "float64": {"rtol": 1e-13, "atol": 1e-15}}
+
+
+def both(fn):
+    """``fn()`` run with the kernels and then with the NumPy path: (accelerated, numpy)."""
+    old = _accel.use(True)
+    try:
+        fast = fn()
+        _accel.use(False)
+        slow = fn()
+    finally:
+        _accel.use(old)
+    return fast, slow
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cls, kwargs", [
+    (Adam, {}),
+    (Adam, {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 1e-2}),
+    (AdamW, {}),
+    (AdamW, {"lr": 1e-2, "weight_decay": 0.1}),
+])
+@pytest.mark.parametrize("n", [1, 1000, 5003])
+@pytest.mark.parametrize("split", [False, True], ids=["one-core", "split"])
+def test_adam_kernel_equals_the_numpy_update(dtype, cls, kwargs, n, split, monkeypatch):
+    """Both the one-core and the split kernel (PARALLEL_MIN moved to choose)."""
+    monkeypatch.setattr(_accel, "PARALLEL_MIN", 0 if split else 1 << 62)
+    rng = np.random.default_rng(0)
+    p0 = rng.normal(size=n).astype(dtype)
+    grads = [rng.normal(size=n).astype(dtype) for _ in range(8)]
+
+    def run():
+        p, opt = p0.copy(), cls(**kwargs)
+        for g in grads:
+            opt.step(p, g)
+        return p, opt.state["flat"]["m"], opt.state["flat"]["v"]
+
+    fast, slow = both(run)
+    for a, b in zip(fast, slow):
+        assert a.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(a, b, **TOL[dtype])
+
+
+@needs_numba
+def test_adam_kernel_updates_dict_params_and_leaves_strided_ones_to_numpy():
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(6, 8))
+    params = {"w": base[:, ::2].copy(), "strided": base[:, 1::2]}  # one C-contiguous, one not
+    grads = {"w": rng.normal(size=(6, 4)), "strided": rng.normal(size=(6, 4))}
+
+    def run():
+        p = {k: v.copy() if k == "w" else base.copy()[:, 1::2] for k, v in params.items()}
+        Adam(lr=1e-2).step(p, grads)
+        return p
+
+    fast, slow = both(run)
+    for k in params:
+        np.testing.assert_allclose(fast[k], slow[k], rtol=1e-13, atol=1e-15, err_msg=k)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("B, H", [(1, 1), (7, 33), (64, 300)])
+@pytest.mark.parametrize("split", [False, True], ids=["one-core", "split"])
+def test_bias_relu_and_relu_backward_equal_numpy(dtype, B, H, split, monkeypatch):
+    monkeypatch.setattr(_accel, "PARALLEL_MIN", 0 if split else 1 << 62)
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(B, 5)).astype(dtype)
+    W, b = rng.normal(size=(H, 5)).astype(dtype), rng.normal(size=H).astype(dtype)
+    X[0, :] = 0  # a row whose Q is exactly b: ReLU at and around its kink
+    b[0] = 0  # Q[0, 0] = 0 exactly: derivative 0 there
+
+    G0 = rng.normal(size=(B, H)).astype(dtype)
+
+    def run():
+        Q, h = np.empty((B, H), dtype), np.empty((B, H), dtype)
+        hidden_forward("relu", X, W, b, Q, h)
+        G = G0.copy()
+        activation_backward("relu", G, Q, h, np.empty((B, H), bool))
+        return Q, h, G
+
+    fast, slow = both(run)
+    for a, s in zip(fast, slow):
+        np.testing.assert_array_equal(a, s)  # no rounding: the same operations
+    assert fast[1][0, 0] == 0 and fast[2][0, 0] == 0  # h and ∂L/∂Q at Q = 0
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("weights", ["mean", "per-example"])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_softmax_cross_entropy_kernels_equal_numpy(dtype, weights, order):
+    rng = np.random.default_rng(4)
+    B, M = 37, 10
+    O = np.asarray(rng.normal(size=(B, M)) * 5, dtype=dtype, order=order)
+    O[3] = [1e4] + [-1e4] * (M - 1)  # a row whose exp would overflow without the max
+    target = rng.integers(0, M, B).astype(np.intp)
+    w = 1.0 / B if weights == "mean" else (lambda s: (s / s.sum()).astype(dtype))(
+        rng.uniform(0, 2, B))
+
+    def run():
+        logP, P = (np.empty((B, M), dtype, order=order) for _ in range(2))
+        out = np.empty((B, M), dtype, order=order)
+        loss = softmax_cross_entropy_forward(O, target, w, logP, P, np.empty((B, 1), dtype))
+        softmax_cross_entropy_backward(P, target, w, out)
+        return loss, logP, P, out
+
+    fast, slow = both(run)
+    assert fast[0] == pytest.approx(slow[0], rel=10 * TOL[dtype]["rtol"])
+    for a, b in zip(fast[1:], slow[1:]):
+        np.testing.assert_allclose(a, b, rtol=TOL[dtype]["rtol"], atol=4 * TOL[dtype]["atol"])
+    assert np.isfinite(fast[0])
+
+
+@needs_numba
+def test_soft_targets_and_other_activations_keep_the_numpy_path():
+    """The kernels cover integer labels and ReLU; the rest is NumPy whatever the switch."""
+    rng = np.random.default_rng(5)
+    Q = rng.normal(size=(4, 6))
+    for name in ("tanh", "logistic", "identity"):
+        fast, slow = both(lambda: activation_forward(name, Q.copy(), np.empty_like(Q)))
+        np.testing.assert_array_equal(fast, slow)
+    soft = rng.dirichlet(np.ones(6), size=4)
+    fast, slow = both(lambda: softmax_cross_entropy_backward(
+        np.full((4, 6), 1 / 6), soft, 0.25, np.empty((4, 6))))
+    np.testing.assert_array_equal(fast, slow)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("make_opt", [lambda: Adam(1e-3), lambda: handgrad.optim.SGD(0.05),
+                                      lambda: AdamW(1e-3, weight_decay=0.05)],
+                         ids=["adam", "sgd", "adamw"])
+def test_training_trajectories_are_the_same_with_and_without_kernels(dtype, make_opt):
+    """Whole epochs through the Trainer (fused SGD included): the same weights and losses."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(600, 20)).astype(dtype)
+    y = rng.integers(0, 5, 600)
+
+    def run():
+        model = handgrad.MLP(20, (32, 16), 5, dtype=dtype, seed=0)
+        h = handgrad.fit(model, X, y, optimizer=make_opt(), epochs=3, batch_size=64, seed=0)
+        return model.param_buffer.copy(), np.array(h.train_loss)
+
+    (wa, la), (wb, lb) = both(run)
+    tol = {"rtol": 2e-4, "atol": 2e-5} if dtype == "float32" else {"rtol": 1e-9, "atol": 1e-11}
+    np.testing.assert_allclose(wa, wb, **tol)
+    np.testing.assert_allclose(la, lb, **tol)
+
+
+@needs_numba
+@pytest.mark.parametrize("optimizer", [Adam, lambda: handgrad.optim.SGD(0.05)],
+                         ids=["adam", "fused-sgd"])
+def test_no_memory_is_allocated_per_step_with_the_kernels(optimizer):
+    import tracemalloc
+
+    old = _accel.use(True)
+    try:
+        rng = np.random.default_rng(0)
+        X = rng.random((2048, 64), dtype=np.float32)
+        y = rng.integers(0, 10, 2048)
+        trainer = Trainer(handgrad.MLP(64, 256, 10, seed=0), X, y, optimizer=optimizer(),
+                          epochs=1, batch_size=128, seed=0)
+        trainer.run()  # compiles (or loads) the kernels, builds every buffer
+        trainer.epochs = 3
+        tracemalloc.start()
+        trainer.run()
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    finally:
+        _accel.use(old)
+    assert current < 4096
+    assert peak < 2 * 2048 * 8 + 16384  # the epochs' permutations, nothing per step
+
+
+def test_switch_and_description(monkeypatch):
+    old = _accel.use(False)
+    try:
+        assert not _accel.enabled()
+        if _accel.installed():
+            assert _accel.describe()["status"].startswith("off")
+            _accel.use(True)
+            assert _accel.enabled() and _accel.describe() == {
+                "backend": "numba", "version": _accel.describe()["version"], "status": "active"}
+    finally:
+        _accel.use(old)
+    monkeypatch.setitem(_accel._state, "installed", False)
+    monkeypatch.setitem(_accel._state, "on", None)
+    assert not _accel.enabled()
+    assert "pip install 'handgrad[accel]'" in _accel.describe()["status"]
+
+
+def test_environment_variable_turns_the_kernels_off():
+    code = ("from handgrad import _accel, sysinfo; print(_accel.enabled(), "
+            "_accel.describe()['status'])")
+    env = dict(os.environ, HANDGRAD_NO_ACCEL="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split(maxsplit=1)
+    assert out[0] == "False"
+    if _accel.installed():
+        assert "HANDGRAD_NO_ACCEL=1" in out[1]
