@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 __all__ = ["MLP", "MLPConfig", "Callback", "DataError", "History", "ModelFileError",
            "StopTraining", "Trainer", "fit", "gradcheck", "load", "load_checkpoint", "optim",
-           "save", "save_checkpoint", "__version__"]
+           "save", "save_checkpoint", "system_info", "__version__"]
 
 
 def __getattr__(name):
@@ -23,6 +23,10 @@ def __getattr__(name):
         from . import onnx
 
         return getattr(onnx, name)
+    if name == "system_info":
+        from .sysinfo import system_info
+
+        return system_info
     if name == "to_torch":
         from .torch_bridge import to_torch
 

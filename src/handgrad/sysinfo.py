@@ -186,9 +186,10 @@ def kernel_warning(env, kernel, native, flags):
     could = (f"{native} ({_LEVEL_NAME[best]})" if native and best
              else native or f"its {_LEVEL_NAME[best]} kernel")
     unset = " ".join(f"-u {k}" for k in forced)
-    return (f"warning: {names} forces NumPy's OpenBLAS onto {ran} where this CPU runs "
-            f"{could}: matrix products are slower; unset it (`env {unset} handgrad ...`, "
-            f"or `unset {' '.join(forced)}`)")
+    return (f"warning: {names} {'forces' if len(forced) == 1 else 'force'} NumPy's OpenBLAS "
+            f"onto {ran} where this CPU runs {could}, so matrix products are slower; unset "
+            f"{'it' if len(forced) == 1 else 'them'} (`unset {' '.join(forced)}`, or "
+            f"`env {unset} handgrad ...` for one command)")
 
 
 def system_info(probe_native=True):
