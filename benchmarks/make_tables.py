@@ -189,9 +189,15 @@ def accuracy_table():
     t98 = _load("accuracy-time98.json")
     if t98 is not None:
         setup = t98["setup"]
+        removed = t98.get("removed_env") or {}
+        env = (" Each library ran in its own process without "
+               + ", ".join(f"`{k}={v}`" for k, v in removed.items())
+               + " (NumPy's OpenBLAS on its native kernel)." if removed else "")
         lines += ["", f"Time to {100 * setup['goal']:.0f}% test accuracy, 784-{setup['hidden']}"
                       f"-10, Adam (lr {setup['lr']}), batch {setup['batch']}, same run "
-                      f"(`python benchmarks/mnist_accuracy.py time98`):", "",
+                      f"(`python benchmarks/mnist_accuracy.py time98`; {t98['date']}).{env} "
+                      f"JAX's compile time is not in its training seconds; it is shown "
+                      f"apart:", "",
                   "| library | epochs | training seconds | test accuracy then |",
                   "|---|---|---|---|"]
         for name, lib in t98["libraries"].items():
@@ -201,7 +207,9 @@ def accuracy_table():
                 lines.append(f"| {name} | not within {setup['max_epochs']} | – | "
                              f"{last['test_accuracy']:.4f} |")
             else:
-                lines.append(f"| {name} | {r['epoch']} | {r['train_seconds']:.1f} | "
+                extra = (f" (+ {r['compile_seconds']:.1f} compile)"
+                         if r.get("compile_seconds") is not None else "")
+                lines.append(f"| {name} | {r['epoch']} | {r['train_seconds']:.1f}{extra} | "
                              f"{r['test_accuracy']:.4f} |")
     return "\n".join(lines)
 

@@ -169,12 +169,14 @@ class JaxRunner:
             jax.nn.relu(x @ params[0].T + params[1]) @ params[2].T + params[3], axis=1))
 
     def warm_up(self):
+        """Compile the step for each batch shape, on copies: the real weights stay as
+        initialised (the copies are donated and dropped)."""
+        copy = lambda tree: self.jax.tree.map(self.jnp.copy, tree)  # noqa: E731
         for size in batches(self.X.shape[0], self.B):
             for _ in range(2):
                 idx = np.arange(size, dtype=np.int32)
-                self.params, self.state, loss = self.train_step(self.params, self.state,
-                                                                self.X, self.y, idx)
-        self.jax.block_until_ready(self.params)
+                out = self.train_step(copy(self.params), copy(self.state), self.X, self.y, idx)
+        self.jax.block_until_ready(out)
 
     def epoch(self, seed):
         t0 = time.perf_counter()

@@ -56,6 +56,23 @@ ALL_LIBRARIES = (*DEFAULT_LIBRARIES, "sklearn")
 LR = {"sgd": 0.05, "adam": 1e-3}
 
 
+def machine_info():
+    """Python, NumPy, the CPU and the BLAS libraries loaded in this process (threadpoolctl)."""
+    import handgrad
+
+    info = {"python": sys.version.split()[0], "numpy": np.__version__,
+            "platform": platform.platform(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count(), "handgrad": handgrad.__version__}
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [{k: d.get(k) for k in ("internal_api", "version", "architecture",
+                                               "num_threads")} for d in threadpool_info()]
+    except ImportError:
+        pass
+    return info
+
+
 def gemm_flops(B, D, H, M, n_rows):
     """Matrix-product FLOPs of one epoch for D-H-M: forward (F1, F3), B4/B7 and B5."""
     per_row = 2 * (D * H + H * M)  # forward
