@@ -52,11 +52,9 @@ def both(fn):
     (AdamW, {}),
     (AdamW, {"lr": 1e-2, "weight_decay": 0.1}),
 ])
-@pytest.mark.parametrize("n", [1, 1000, 5003])
-@pytest.mark.parametrize("split", [False, True], ids=["one-core", "split"])
-def test_adam_kernel_equals_the_numpy_update(dtype, cls, kwargs, n, split, monkeypatch):
-    """Both the one-core and the split kernel (PARALLEL_MIN moved to choose)."""
-    monkeypatch.setattr(_accel, "PARALLEL_MIN", 0 if split else 1 << 62)
+@pytest.mark.parametrize("n", [1, 1000, 3 * (1 << 17) + 5])
+def test_adam_kernel_equals_the_numpy_update(dtype, cls, kwargs, n):
+    """Lengths of one element, less than a NumPy block, and several blocks and a part."""
     rng = np.random.default_rng(0)
     p0 = rng.normal(size=n).astype(dtype)
     grads = [rng.normal(size=n).astype(dtype) for _ in range(8)]
@@ -93,9 +91,7 @@ def test_adam_kernel_updates_dict_params_and_leaves_strided_ones_to_numpy():
 @needs_numba
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("B, H", [(1, 1), (7, 33), (64, 300)])
-@pytest.mark.parametrize("split", [False, True], ids=["one-core", "split"])
-def test_bias_relu_and_relu_backward_equal_numpy(dtype, B, H, split, monkeypatch):
-    monkeypatch.setattr(_accel, "PARALLEL_MIN", 0 if split else 1 << 62)
+def test_bias_relu_and_relu_backward_equal_numpy(dtype, B, H):
     rng = np.random.default_rng(2)
     X = rng.normal(size=(B, 5)).astype(dtype)
     W, b = rng.normal(size=(H, 5)).astype(dtype), rng.normal(size=H).astype(dtype)

@@ -9,7 +9,7 @@ loops compiled by numba, each a single pass that keeps every intermediate in a
 register:
 
 - :func:`adam_update`: Adam and AdamW, ``m``, ``v`` and ``p`` in one pass (4 reads,
-  3 writes per parameter), split between the cores;
+  3 writes per parameter);
 - :func:`bias_relu_forward`: F1's ``+ b`` and F2's ``max(0, ·)`` in one pass;
 - :func:`relu_backward`: B6, ``∂L/∂Q = ∂L/∂h ⊙ 1[Q > 0]`` without a mask array;
 - :func:`softmax_xent_forward` / :func:`softmax_xent_backward`: F4–F5 and B2 each in
@@ -33,9 +33,6 @@ import threading
 import numpy as np
 
 _DISABLE_ENV = "HANDGRAD_NO_ACCEL"
-# Below this many elements a single-pass kernel runs on one core: waking the other
-# costs more than it saves.
-PARALLEL_MIN = 1 << 16
 
 _kernels = None  # {name: compiled function}, imported on first use
 _state = {"on": None, "installed": None}  # "on" None: the environment decides on first use
@@ -95,11 +92,6 @@ def kernels():
     return _kernels
 
 
-def _pick(name, size):
-    """The parallel kernel for large arrays, the one-core kernel for small ones."""
-    return kernels()[f"{name}_parallel" if size >= PARALLEL_MIN else f"{name}_serial"]
-
-
 def adam_update(p, g, m, v, *, beta1, beta2, scale, eps_hat, weight_decay, shrink):
     """One Adam/AdamW step of the flat contiguous ``p`` in place, with ``m``, ``v``.
 
@@ -108,19 +100,19 @@ def adam_update(p, g, m, v, *, beta1, beta2, scale, eps_hat, weight_decay, shrin
     the gradient (0 for AdamW), ``shrink`` AdamW's ``1 − lr λ`` (1 for Adam).
     """
     t = p.dtype.type
-    _pick("adam", p.size)(p, g, m, v, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2),
+    kernels()["adam"](p, g, m, v, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2),
                           t(scale), t(eps_hat), t(weight_decay), t(shrink))
 
 
 def bias_relu_forward(Q, b, h):
     """``Q ← Q + b`` (F1's bias) and ``h = max(0, Q)`` (F2) in one pass; returns h."""
-    _pick("bias_relu", Q.size)(Q, b, h)
+    kernels()["bias_relu"](Q, b, h)
     return h
 
 
 def relu_backward(G, Q):
     """B6 in place: ``G ← G ⊙ 1[Q > 0]``; returns G."""
-    _pick("relu_backward", G.size)(G, Q)
+    kernels()["relu_backward"](G, Q)
     return G
 
 

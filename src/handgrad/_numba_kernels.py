@@ -1,95 +1,62 @@
 """The numba kernels behind :mod:`handgrad._accel` (imported only where numba is).
 
 Module-level functions, so numba caches their machine code on disk. Each kernel is
-one pass over its arrays, written once as an element function (inlined) and looped
-twice: ``*_serial`` on one core, ``*_parallel`` split between the cores (``prange``).
-Loops run over ``range(n)`` from 0, so LLVM vectorises them; ``error_model="numpy"``
-gives IEEE division (no Python ZeroDivisionError test per element). No ``fastmath``:
-the operations and their rounding are the NumPy path's.
+one pass over its arrays on the calling thread. Loops run over ``range(n)`` from 0, so
+LLVM vectorises them; ``error_model="numpy"`` gives IEEE division (no Python
+ZeroDivisionError test per element). No ``fastmath``: the operations and their
+rounding are the NumPy path's.
+
+No kernel starts threads. numba's ``parallel=True`` versions of these kernels, tried
+in training on the 2-core benchmark machine, made steps several times slower: a second
+thread pool beside OpenBLAS's, each call waiting for cores that OpenBLAS's threads held.
 """
 
 import numba
 import numpy as np
 
-__all__ = ["adam_serial", "adam_parallel", "bias_relu_serial", "bias_relu_parallel",
-           "relu_backward_serial", "relu_backward_parallel", "xent_forward", "xent_backward"]
+__all__ = ["adam", "bias_relu", "relu_backward", "xent_forward", "xent_backward"]
 
 _OPTS = {"cache": True, "nogil": True, "error_model": "numpy"}
 jit = numba.njit(**_OPTS)
-pjit = numba.njit(parallel=True, **_OPTS)
-inline = numba.njit(inline="always", **_OPTS)
 
 
 # -- Adam / AdamW: m, v and p in one pass --------------------------------------
 
 
-@inline
-def _adam_element(p, g, m, v, b1, c1, b2, c2, scale, eps_hat, wd, shrink):
-    p = p * shrink  # AdamW: p (1 − lr λ); Adam: shrink = 1
-    g = g + wd * p  # Adam: g + λ p; AdamW: wd = 0
-    m = b1 * m + c1 * g  # m = β1 m + (1 − β1) g
-    v = b2 * v + c2 * (g * g)  # v = β2 v + (1 − β2) g²
-    return p - scale * (m / (np.sqrt(v) + eps_hat)), m, v  # p − s m / (√v + ε̂)
-
-
 @jit
-def adam_serial(p, g, m, v, b1, c1, b2, c2, scale, eps_hat, wd, shrink):
+def adam(p, g, m, v, b1, c1, b2, c2, scale, eps_hat, wd, shrink):
     """Adam/AdamW of 1-D arrays; every constant is a scalar of the arrays' dtype."""
     for i in range(p.shape[0]):
-        p[i], m[i], v[i] = _adam_element(p[i], g[i], m[i], v[i], b1, c1, b2, c2, scale,
-                                         eps_hat, wd, shrink)
-
-
-@pjit
-def adam_parallel(p, g, m, v, b1, c1, b2, c2, scale, eps_hat, wd, shrink):
-    for i in numba.prange(p.shape[0]):
-        p[i], m[i], v[i] = _adam_element(p[i], g[i], m[i], v[i], b1, c1, b2, c2, scale,
-                                         eps_hat, wd, shrink)
+        p_i = p[i] * shrink  # AdamW: p (1 − lr λ); Adam: shrink = 1
+        g_i = g[i] + wd * p_i  # Adam: g + λ p; AdamW: wd = 0
+        m_i = b1 * m[i] + c1 * g_i  # m = β1 m + (1 − β1) g
+        v_i = b2 * v[i] + c2 * (g_i * g_i)  # v = β2 v + (1 − β2) g²
+        m[i] = m_i
+        v[i] = v_i
+        p[i] = p_i - scale * (m_i / (np.sqrt(v_i) + eps_hat))  # p − s m / (√v + ε̂)
 
 
 # -- F1's bias and F2's ReLU; B6 ------------------------------------------------
 
 
-@inline
-def _bias_relu_row(Q, b, h, n):
-    zero = Q.dtype.type(0)
-    for j in range(Q.shape[1]):
-        q = Q[n, j] + b[j]  # F1: X Wᵀ + b
-        Q[n, j] = q
-        h[n, j] = q if q > zero else zero  # F2: max(0, Q)
-
-
 @jit
-def bias_relu_serial(Q, b, h):
+def bias_relu(Q, b, h):
     """``Q ← Q + b`` and ``h = max(0, Q)`` in one pass over (B, H)."""
+    zero = Q.dtype.type(0)
     for n in range(Q.shape[0]):
-        _bias_relu_row(Q, b, h, n)
-
-
-@pjit
-def bias_relu_parallel(Q, b, h):
-    for n in numba.prange(Q.shape[0]):
-        _bias_relu_row(Q, b, h, n)
-
-
-@inline
-def _relu_backward_row(G, Q, n):
-    zero = G.dtype.type(0)
-    for j in range(G.shape[1]):
-        G[n, j] = G[n, j] if Q[n, j] > zero else zero  # B6: ∂L/∂h ⊙ 1[Q > 0]
+        for j in range(Q.shape[1]):
+            q = Q[n, j] + b[j]  # F1: X Wᵀ + b
+            Q[n, j] = q
+            h[n, j] = q if q > zero else zero  # F2: max(0, Q)
 
 
 @jit
-def relu_backward_serial(G, Q):
+def relu_backward(G, Q):
     """B6 in place: ``G ← G ⊙ 1[Q > 0]`` (0 at Q = 0, as PyTorch and scikit-learn)."""
+    zero = G.dtype.type(0)
     for n in range(G.shape[0]):
-        _relu_backward_row(G, Q, n)
-
-
-@pjit
-def relu_backward_parallel(G, Q):
-    for n in numba.prange(G.shape[0]):
-        _relu_backward_row(G, Q, n)
+        for j in range(G.shape[1]):
+            G[n, j] = G[n, j] if Q[n, j] > zero else zero  # B6: ∂L/∂h ⊙ 1[Q > 0]
 
 
 # -- F4–F5 and B2 for integer labels (small (B, M) arrays: one call, not ten) ----
