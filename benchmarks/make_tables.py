@@ -160,6 +160,30 @@ def _speed_targets(doc):
     return out
 
 
+def profile_table():
+    doc = _load("profile-step.json")
+    if doc is None:
+        return "_No profile yet: run `python benchmarks/profile_step.py`._"
+    b = doc["numpy_blas"]
+    removed = doc.get("removed_env") or {}
+    lines = [f"Measured by `python benchmarks/{doc['command']}` on {doc['cpu_count']} cores, "
+             f"{doc['date']}, NumPy's {b.get('library')} {b.get('version')} "
+             f"({b.get('kernel')} kernel)"
+             + (f", run without {', '.join(f'`{k}`' for k in removed)}" if removed else "")
+             + ".", ""]
+    results = doc["results"]
+    heads = [f"{r['optimizer']} H={r['hidden']} B={r['batch']}, "
+             f"{'accelerator' if r['accelerator'] else 'NumPy path'}" for r in results]
+    lines += ["| phase (µs) | " + " | ".join(heads) + " |",
+              "|---|" + "---|" * len(results)]
+    for phase in results[0]["phases_us"]:
+        lines.append(f"| {phase} | " + " | ".join(
+            f"{r['phases_us'].get(phase, 0):.0f}" for r in results) + " |")
+    lines.append("| **step (measured fit)** | " + " | ".join(
+        f"**{r['fit_step_us']:.0f}**" for r in results) + " |")
+    return "\n".join(lines)
+
+
 def accuracy_table():
     rows = [_load(f"accuracy-{t}.json") for t in ("plain", "elastic")]
     lines = ["| target | published | handgrad test error | target met | epochs | "
@@ -247,7 +271,7 @@ def scaling_model():
             f"rates that exchange takes: {times}.")
 
 
-SECTIONS = {"speed-table": speed_table, "accuracy-table": accuracy_table,
+SECTIONS = {"speed-table": speed_table, "speed-profile": profile_table, "accuracy-table": accuracy_table,
             "scaling-model": scaling_model, "scaling-table": scaling_table}
 
 
