@@ -71,6 +71,13 @@ def _env_note(doc):
     return "no OpenBLAS kernel variable was set (NumPy's OpenBLAS on its native kernel)"
 
 
+def _threads_note(doc):
+    if doc.get("threads") and doc["threads"] != doc["machine"]["cpu_count"]:
+        return (f"Every library was held to {doc['threads']} thread"
+                f"{'s' if doc['threads'] > 1 else ''} (`--threads`). ")
+    return ""
+
+
 def speed_table():
     doc = _load("speed.json")
     if doc is None:
@@ -80,7 +87,8 @@ def speed_table():
     lines = [
         f"Measured by `python benchmarks/{doc['command']}` on {m['cpu_count']} cores "
         f"({m['cpu'].get('model')}, {m['cpu'].get('vector_level')}), Python {m['python']}, "
-        f"{doc['date']}: {_peer_versions(doc)}. {_env_note(doc)[0].upper() + _env_note(doc)[1:]}. Seconds per "
+        f"{doc['date']}: {_peer_versions(doc)}. {_env_note(doc)[0].upper() + _env_note(doc)[1:]}. "
+        f"{_threads_note(doc)}Seconds per "
         f"MNIST epoch (784-H-10, {doc['results'][0]['rows'] if doc['results'] else 0:,} "
         f"images, float32), medians of interleaved repeats, compile time excluded; "
         f"*vs fastest*: the fastest of PyTorch eager, torch.compile and JAX jit divided by "
@@ -107,6 +115,9 @@ def speed_table():
             + f" | {LABELS.get(r.get('fastest_peer'), '–')} | {ratio('handgrad')} | "
               f"{ratio('handgrad-numpy')} | {r['gemm_bound_s']:.3f} | "
               f"{'–' if share is None else f'{100 * share:.0f}%'} |")
+    if doc.get("stopped_early"):
+        lines += ["", f"The run was stopped after {len(doc['results'])} of its "
+                      f"{doc['cells_planned']} planned cells; the table holds those it finished."]
     lines += _compile_times(doc, libs)
     lines += _speed_targets(doc)
     p = doc.get("predict") or {}

@@ -31,6 +31,24 @@ import numpy as np
 LIBRARIES = ("handgrad", "torch", "torch-compile", "jax", "sklearn")
 
 
+def threads():
+    """Threads each library may use: $BENCH_THREADS (set by ``speed.py --threads``), or
+    every core."""
+    return int(os.environ.get("BENCH_THREADS") or os.cpu_count() or 1)
+
+
+def thread_environment(n):
+    """Environment variables that hold NumPy's OpenBLAS, PyTorch's OpenMP/MKL, numba and
+    XLA to ``n`` threads (read when each library loads)."""
+    env = {"BENCH_THREADS": str(n), "OPENBLAS_NUM_THREADS": str(n), "OMP_NUM_THREADS": str(n),
+           "MKL_NUM_THREADS": str(n), "NUMBA_NUM_THREADS": str(n)}
+    if n == 1:  # XLA's CPU backend: no Eigen thread pool for its operations
+        env["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
+                                                  "--xla_cpu_multi_thread_eigen=false",
+                                                  "intra_op_parallelism_threads=1"]))
+    return env
+
+
 def initial_weights(H, seed):
     """``(W1, b1, W2, b2)`` float32 arrays: handgrad's He-normal initialisation."""
     import handgrad
@@ -77,7 +95,7 @@ class TorchRunner:
         import torch
 
         self.torch, self.B, self.compiled = torch, B, compiled
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(threads())
         self.X, self.y = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
         self.net = torch.nn.Sequential(torch.nn.Linear(784, H), torch.nn.ReLU(),
                                        torch.nn.Linear(H, 10))
@@ -92,6 +110,9 @@ class TorchRunner:
 
         self.loss, self.step = loss, self.optim.step
         if compiled:
+            # a fresh compile per configuration: dynamo caches by code object, and the
+            # cells' shapes would otherwise pile up to its recompile limit (then: eager)
+            torch._dynamo.reset()
             self.loss = torch.compile(loss, dynamic=False)
             self.step = torch.compile(self.optim.step, dynamic=False)
 

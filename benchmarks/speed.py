@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -305,6 +306,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rows", type=int, default=60000,
                     help="training rows per epoch (60000: all of MNIST)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads per library (default: every core); --threads 1 compares "
+                         "single-core speed, which a busy shared machine does not distort")
     ap.add_argument("--keep-env", action="store_true",
                     help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the timed workers")
     ap.add_argument("--no-predict", action="store_true",
@@ -319,6 +323,11 @@ def main(argv=None):
 
     parent = system_info()  # this environment, as a user running handgrad here has it
     env, removed = child_environment(args.keep_env)
+    threads = args.threads or os.cpu_count() or 1
+    if args.threads:
+        import peers
+
+        env.update(peers.thread_environment(args.threads))
     if removed:
         print(f"timed workers run without {' '.join(f'{k}={v}' for k, v in removed.items())}"
               + (f" ({parent['warning'][9:]})" if parent["warning"] else ""), flush=True)
@@ -340,16 +349,23 @@ def main(argv=None):
             print(f"{lib}: 2048² sgemm {r['sgemm_gflops']:.0f} GFLOP/s", flush=True)
         peak = max(r["sgemm_gflops"] for r in doc["libraries"].values())
         doc["gemm_throughput_gflops"] = peak
-        doc["threads"] = os.cpu_count()
-        for opt in args.optimizer:
-            for H in args.hidden:
-                for B in args.batch:
-                    row = run_cell(workers, opt, H, B, args.rows, args.repeats, peak)
-                    doc["results"].append(row)
-                    print(_describe(row), flush=True)
-                    _write(args.out, doc)  # after every cell: a long run keeps what it has
-        if not args.no_predict and "handgrad" in workers:
-            doc["predict"] = workers["handgrad"].ask("predict", repeats=max(args.repeats, 5))
+        doc["threads"] = threads
+        # both optimizers for each shape before the next: a stopped run covers both
+        cells = [(o, H, B) for H in args.hidden for B in args.batch for o in args.optimizer]
+        doc["cells_planned"] = len(cells)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
+        try:
+            for opt, H, B in cells:
+                row = run_cell(workers, opt, H, B, args.rows, args.repeats, peak)
+                doc["results"].append(row)
+                print(_describe(row), flush=True)
+                _write(args.out, doc)  # after every cell: a stopped run keeps what it has
+            if not args.no_predict and "handgrad" in workers:
+                doc["predict"] = workers["handgrad"].ask("predict",
+                                                         repeats=max(args.repeats, 5))
+        except KeyboardInterrupt:  # the cells finished so far are the result, marked as such
+            print(f"stopped after {len(doc['results'])} of {len(cells)} cells", flush=True)
+            doc["stopped_early"] = True
     finally:
         for w in workers.values():
             w.close()
