@@ -46,7 +46,7 @@ def _peer_versions(doc):
         acc = (libs.get("handgrad") or {}).get("info", {}).get("accelerator") or {}
         out.append(f"handgrad {hg['info']['handgrad']} on NumPy {hg['info']['numpy']}'s "
                    f"{b.get('library')} {b.get('version')} ({b.get('kernel')} kernel, "
-                   f"{b.get('threads')} threads)"
+                   f"{b.get('threads')} thread{'s' if b.get('threads') != 1 else ''})"
                    + (f", accelerator {acc['backend']} {acc['version']}"
                       if acc.get("backend") else ""))
     t = (libs.get("torch") or libs.get("torch-compile") or {}).get("info")
@@ -55,7 +55,8 @@ def _peer_versions(doc):
         mkl = f"MKL {blas[1].split('-')[0]}" if len(blas) > 1 else (t.get("blas") or "?")
         dnn = (t.get("onednn") or "").split(" (")[0].replace("Intel(R) MKL-DNN", "oneDNN")
         out.append(f"PyTorch {t['torch']} ({mkl}, {dnn}, CPU capability "
-                   f"{t.get('cpu_capability')}, {t.get('threads')} threads)")
+                   f"{t.get('cpu_capability')}, {t.get('threads')} thread"
+                   f"{'s' if t.get('threads') != 1 else ''})")
     j = (libs.get("jax") or {}).get("info")
     if j:
         out.append(f"JAX {j['jax']} (XLA, {j['backend']})")
@@ -179,19 +180,19 @@ def profile_table():
     removed = doc.get("removed_env") or {}
     lines = [f"Measured by `python benchmarks/{doc['command']}` on {doc['cpu_count']} cores, "
              f"{doc['date']}, NumPy's {b.get('library')} {b.get('version')} "
-             f"({b.get('kernel')} kernel)"
+             f"({b.get('kernel')} kernel, {b.get('threads')} thread"
+             f"{'s' if b.get('threads') != 1 else ''})"
              + (f", run without {', '.join(f'`{k}`' for k in removed)}" if removed else "")
              + ".", ""]
     results = doc["results"]
-    heads = [f"{r['optimizer']} H={r['hidden']} B={r['batch']}, "
-             f"{'accelerator' if r['accelerator'] else 'NumPy path'}" for r in results]
-    lines += ["| phase (µs) | " + " | ".join(heads) + " |",
-              "|---|" + "---|" * len(results)]
-    for phase in results[0]["phases_us"]:
-        lines.append(f"| {phase} | " + " | ".join(
-            f"{r['phases_us'].get(phase, 0):.0f}" for r in results) + " |")
-    lines.append("| **step (measured fit)** | " + " | ".join(
-        f"**{r['fit_step_us']:.0f}**" for r in results) + " |")
+    phases = list(results[0]["phases_us"])
+    lines += ["| configuration | " + " | ".join(phases) + " | **step (measured fit)** |",
+              "|---|" + "---|" * (len(phases) + 1)]
+    for r in results:
+        lines.append(f"| {r['optimizer']} H={r['hidden']} B={r['batch']}, "
+                     f"{'accelerator' if r['accelerator'] else 'NumPy path'} | "
+                     + " | ".join(f"{r['phases_us'].get(p, 0):.0f}" for p in phases)
+                     + f" | **{r['fit_step_us']:.0f}** |")
     return "\n".join(lines)
 
 
@@ -228,11 +229,17 @@ def accuracy_table():
         env = (" Each library ran in its own process without "
                + ", ".join(f"`{k}={v}`" for k, v in removed.items())
                + " (NumPy's OpenBLAS on its native kernel)." if removed else "")
+        held = t98.get("threads") and t98["threads"] != t98["machine"].get("cpu_count")
+        command = "python benchmarks/mnist_accuracy.py time98"
+        if held:
+            env += (f" Every library was held to {t98['threads']} thread"
+                    f"{'s' if t98['threads'] != 1 else ''}.")
+            command += f" --threads {t98['threads']}"
         lines += ["", f"Time to {100 * setup['goal']:.0f}% test accuracy, 784-{setup['hidden']}"
                       f"-10, Adam (lr {setup['lr']}), batch {setup['batch']}, same run "
-                      f"(`python benchmarks/mnist_accuracy.py time98`; {t98['date']}).{env} "
-                      f"JAX's compile time is not in its training seconds; it is shown "
-                      f"apart:", "",
+                      f"(`{command}`; {t98['date']}).{env} "
+                      f"Compile time (JAX's jit; handgrad's accelerator loading its cached "
+                      f"kernels) is not in the training seconds; it is shown apart:", "",
                   "| library | epochs | training seconds | test accuracy then |",
                   "|---|---|---|---|"]
         for name, lib in t98["libraries"].items():

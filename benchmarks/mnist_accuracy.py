@@ -100,16 +100,25 @@ def _mnist():
 def curve_handgrad(X, y, Xt, yt):
     import handgrad
 
+    # the accelerator's kernels load (numba, from its cache) on a throw-away model first:
+    # kept apart like JAX's compile time
+    t0 = time.perf_counter()
+    B = T98["batch"]
+    handgrad.fit(handgrad.MLP(784, T98["hidden"], 10, seed=1), X[:4 * B], y[:4 * B],
+                 optimizer=handgrad.optim.Adam(lr=T98["lr"]), epochs=1, batch_size=B, seed=1)
+    warm_s = time.perf_counter() - t0
     model = handgrad.MLP(784, T98["hidden"], 10, seed=0)
     opt = handgrad.optim.Adam(lr=T98["lr"])
-    trainer = handgrad.Trainer(model, X, y, optimizer=opt, epochs=0, batch_size=T98["batch"],
-                               seed=0)
+    trainer = handgrad.Trainer(model, X, y, optimizer=opt, epochs=0, batch_size=B, seed=0)
 
     def epoch(e):
         trainer.epochs = e + 1  # run one more epoch
         trainer.run()
 
-    return _curve(epoch, lambda: float(np.mean(model.predict(Xt) == yt)))
+    points = _curve(epoch, lambda: float(np.mean(model.predict(Xt) == yt)))
+    for p in points:
+        p["compile_seconds"] = warm_s
+    return points
 
 
 def curve_torch(X, y, Xt, yt):
@@ -168,14 +177,19 @@ CURVES = {"handgrad": "curve_handgrad", "pytorch": "curve_torch", "jax": "curve_
           "scikit-learn": "curve_sklearn"}
 
 
-def run_time98(out_dir, libraries=tuple(CURVES)):
+def run_time98(out_dir, libraries=tuple(CURVES), threads=None):
     """Each library's curve in its own process, with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE
-    removed (NumPy's OpenBLAS on its native kernel), one after the other."""
+    removed (NumPy's OpenBLAS on its native kernel), one after the other; ``threads``
+    holds every library to that many threads (as ``speed.py --threads``)."""
+    import peers
     from handgrad.sysinfo import OPENBLAS_ENV, system_info
 
     removed = {k: os.environ[k] for k in OPENBLAS_ENV if k in os.environ}
     env = {k: v for k, v in os.environ.items() if k not in removed}
+    if threads:
+        env.update(peers.thread_environment(threads))
     result = {"target": "time98", "setup": dict(T98), "machine": machine_info(),
+              "threads": threads or os.cpu_count(),
               "removed_env": removed, "parent_warning": system_info()["warning"],
               "date": time.strftime("%Y-%m-%d"), "libraries": {}}
     for name in libraries:
@@ -235,6 +249,8 @@ def main(argv=None):
     ap.add_argument("--out-dir", type=Path, default=HERE / "results")
     ap.add_argument("--libraries", nargs="+", choices=list(CURVES), default=list(CURVES),
                     help="time98: the libraries to train")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="time98: threads per library (default: every core)")
     ap.add_argument("--curve", choices=list(CURVES), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.curve:  # a time98 child: one library's curve as JSON on stdout
@@ -244,7 +260,7 @@ def main(argv=None):
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for target in args.targets:
         if target == "time98":
-            run_time98(args.out_dir, args.libraries)
+            run_time98(args.out_dir, args.libraries, args.threads)
         elif target == "augment-cost":
             run_augment_cost(args.out_dir)
         else:
