@@ -227,3 +227,23 @@ def test_environment_variable_turns_the_kernels_off():
     assert out[0] == "False"
     if _accel.installed():
         assert "HANDGRAD_NO_ACCEL=1" in out[1]
+
+
+def test_a_numba_that_fails_to_import_leaves_the_numpy_path(monkeypatch):
+    """A numba too old for this NumPy raises ImportError on import: training must not."""
+    monkeypatch.setitem(_accel._state, "installed", True)
+    monkeypatch.setitem(_accel._state, "on", None)
+    monkeypatch.setattr(_accel, "_kernels", None)
+    monkeypatch.delitem(_accel._state, "error", raising=False)
+
+    def broken():
+        raise ImportError("Numba needs NumPy 2.3 or less")
+
+    monkeypatch.setattr(_accel, "kernels", broken)
+    monkeypatch.delenv("HANDGRAD_NO_ACCEL", raising=False)
+    assert not _accel.enabled()
+    assert "failed to import" in _accel.describe()["status"]
+    model = handgrad.MLP(5, 4, 3, seed=0)
+    handgrad.fit(model, np.eye(5), np.arange(5) % 3, epochs=1, batch_size=5, seed=0)
+    assert np.all(np.isfinite(model.param_buffer))
+    monkeypatch.delitem(_accel._state, "error", raising=False)

@@ -56,11 +56,26 @@ def use(flag):
 
 
 def enabled():
-    """True when the compiled kernels are in use."""
+    """True when the compiled kernels are in use.
+
+    Decided on the first call: the kernels are used when numba is installed, imports
+    (a numba too old for this NumPy refuses to) and ``HANDGRAD_NO_ACCEL`` is unset.
+    """
     on = _state["on"]
     if on is None:
-        on = _state["on"] = os.environ.get(_DISABLE_ENV, "") in ("", "0") and installed()
+        on = os.environ.get(_DISABLE_ENV, "") in ("", "0") and installed() and _loads()
+        _state["on"] = on
     return on
+
+
+def _loads():
+    """Import the kernels' module; False (and the reason kept) if numba fails to import."""
+    try:
+        kernels()
+    except Exception as exc:  # noqa: BLE001 - any import failure means: use NumPy
+        _state["error"] = f"{type(exc).__name__}: {exc}"
+        return False
+    return True
 
 
 def describe():
@@ -68,15 +83,21 @@ def describe():
     if not installed():
         return {"backend": None, "version": None,
                 "status": "not installed: pip install 'handgrad[accel]' for numba kernels"}
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        numba_version = version("numba")
+    except PackageNotFoundError:  # importable without package metadata
+        numba_version = None
     if enabled():
         status = "active"
+    elif _state.get("error"):
+        status = f"off: numba failed to import ({_state['error']})"
     elif os.environ.get(_DISABLE_ENV, "") not in ("", "0"):
         status = f"off: {_DISABLE_ENV}={os.environ[_DISABLE_ENV]}"
     else:
         status = "off: switched off in this process"
-    return {"backend": "numba", "version": version("numba"), "status": status}
+    return {"backend": "numba", "version": numba_version, "status": status}
 
 
 def kernels():
