@@ -79,8 +79,8 @@ def _threads_note(doc):
     return ""
 
 
-def speed_table():
-    doc = _load("speed.json")
+def speed_table(name="speed.json"):
+    doc = _load(name)
     if doc is None:
         return "_No speed results yet: run `python benchmarks/speed.py`._"
     libs = [lib for lib in LABELS if lib in doc.get("libraries", {})]
@@ -300,7 +300,15 @@ def scaling_model():
             f"rates that exchange takes: {times}.")
 
 
-SECTIONS = {"speed-table": speed_table, "speed-profile": profile_table, "accuracy-table": accuracy_table,
+def speed_table_all_threads():
+    """A second run with every library on all its threads, where one was made."""
+    if _load("speed-2threads.json") is None:
+        return "_Not run: `python benchmarks/speed.py --out benchmarks/results/speed-2threads.json`._"
+    return speed_table("speed-2threads.json")
+
+
+SECTIONS = {"speed-table": speed_table, "speed-table-2threads": speed_table_all_threads,
+            "speed-profile": profile_table, "accuracy-table": accuracy_table,
             "scaling-model": scaling_model, "scaling-table": scaling_table}
 
 
