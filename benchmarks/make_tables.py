@@ -125,13 +125,7 @@ def speed_table(name="speed.json"):
                       f"{doc['cells_planned']} planned cells; the table holds those it finished."]
     lines += _compile_times(doc, libs)
     lines += _speed_targets(doc)
-    p = doc.get("predict") or {}
-    if p.get("handgrad_s"):
-        ort = (f", onnxruntime {1e3 * p['onnxruntime_s']:.1f} ms "
-               f"({p['onnxruntime_s'] / p['handgrad_s']:.2f}× handgrad's time)"
-               if p.get("onnxruntime_s") else "")
-        lines += ["", f"`predict_proba` on the 10,000 test images (784-256-10): handgrad "
-                      f"{1e3 * p['handgrad_s']:.1f} ms{ort}."]
+    lines += _predict_line(doc.get("predict") or {})
     return "\n".join(lines)
 
 
@@ -140,6 +134,40 @@ def _ceiling(r):
     if not peer or not r.get("shaped_gemm_s"):
         return "–"
     return f"{r['seconds'][peer] / r['shaped_gemm_s']:.2f}×"
+def _predict_line(p):
+    """What the predict_proba vs onnxruntime run shows, with how and where it ran."""
+    if not p.get("handgrad_s"):
+        return []
+    h = p["handgrad_s"]
+    text = f"`predict_proba` on the 10,000 test images (784-256-10): handgrad {1e3 * h:.1f} ms"
+    o = p.get("onnxruntime_s")
+    if o:
+        text += f", onnxruntime {1e3 * o:.1f} ms"
+        if "samples" in p:
+            text += f" (medians of {p['repeats']} interleaved calls each"
+            spread = {k: (min(v), max(v)) for k, v in p["samples"].items()}
+            text += (f"; ranges {1e3 * spread['handgrad_s'][0]:.1f}–"
+                     f"{1e3 * spread['handgrad_s'][1]:.1f} and "
+                     f"{1e3 * spread['onnxruntime_s'][0]:.1f}–"
+                     f"{1e3 * spread['onnxruntime_s'][1]:.1f} ms)")
+        text += (f": handgrad is {o / h:.2f}× as fast as onnxruntime" if h <= o else
+                 f": onnxruntime is {h / o:.2f}× as fast as handgrad")
+    text += "."
+    if p.get("command"):
+        kernels = ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, "
+                            f"{b['num_threads']} threads)" for b in p.get("blas", [])
+                            if b.get("internal_api") != "openmp")
+        unset = [k for k, v in (p.get("openblas_env") or {}).items() if v is None]
+        threads = (f", onnxruntime {p['onnxruntime']} with {p['onnxruntime_threads']} "
+                   f"intra-op threads" if p.get("onnxruntime") else "")
+        env = f" with {' and '.join(unset)} unset" if unset else ""
+        load = p.get("load_average_before_after")
+        busy = (f"; the machine was shared, load average {load[0]:.1f} before and "
+                f"{load[1]:.1f} after on {p['machine']['cpu_count']} cores"
+                if load and p.get("machine") else "")
+        text += (f" Measured by `python benchmarks/{p['command']}`{env} on {p['date']}: "
+                 f"{kernels or 'BLAS kernel not recorded'}{threads}{busy}.")
+    return ["", text]
 
 
 def _compile_times(doc, libs):
@@ -271,15 +299,64 @@ def scaling_table():
     doc = _load("scaling.json")
     if doc is None:
         return "_No scaling results yet: run `python benchmarks/scaling.py`._"
+    rule = ("BLAS threads per rank by handgrad's rule (the node's cores / its ranks)"
+            if all(r.get("blas_threads_source") == "auto" for r in doc["results"])
+            else "BLAS threads per rank = cores / ranks")
     lines = [f"Measured by `python benchmarks/scaling.py` on {doc['cpu_count']} cores "
-             f"({doc['date']}); BLAS threads per rank = cores / ranks.", "",
+             f"({doc['date']}); {rule}.", "",
              "| H | batch | ranks | examples/s | step ms | gradient MB | Allreduce ms |",
              "|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         lines.append(f"| {r['hidden']} | {r['batch']} | {r['ranks']} | "
                      f"{r['examples_per_second']:.0f} | {1e3 * r['step_seconds']:.2f} | "
                      f"{r['gradient_bytes'] / 1e6:.2f} | {1e3 * r['allreduce_seconds']:.3f} |")
+    note = _load_note(doc)
+    if note:
+        lines += ["", note.strip()]
+    lines += _epoch_rows(doc.get("epoch"), doc["cpu_count"])
     return "\n".join(lines)
+
+
+def _epoch_rows(epoch, cpu_count):
+    """One epoch on 1 and 2 ranks, and 2 ranks with a full BLAS pool each, if measured."""
+    if not epoch:
+        return []
+    rows = epoch["results"]
+    kernels = sorted({f"{b['internal_api']} {b['version']} ({b['architecture']})"
+                      for r in rows for b in r.get("blas", [])})
+    how = (f"Measured by `python benchmarks/{epoch['command']}` ({epoch['date']}): "
+           if epoch.get("command") else "")
+    out = ["", f"{how}one epoch of {epoch['rows']:,} MNIST-shaped rows, 784-{epoch['hidden']}"
+               f"-10, batch {epoch['batch']}, {epoch['optimizer'].capitalize()} (the settings "
+               f"of `mpiexec -n 2 handgrad train --distributed --hidden {epoch['hidden']}` "
+               f"above), medians of {epoch['repeats']} interleaved runs; "
+               f"{', '.join(kernels) or 'BLAS kernel not recorded'}:", "",
+           "| ranks | BLAS threads per rank | seconds per epoch | vs 1 rank |", "|---|---|---|---|"]
+    one = rows[0]["seconds_per_epoch"]
+    for r in rows:
+        how = {"auto": "handgrad's rule",
+               "environment": "a full pool each, as before the rule: `HANDGRAD_BLAS_THREADS`",
+               "argument": "as asked"}[r["blas_threads_source"]]
+        secs = f"{r['seconds_per_epoch']:.2f}"
+        if r["extrapolated"]:
+            secs += f" (from {r['steps_timed']} steps)"
+        out.append(f"| {r['ranks']} | {r['blas_threads_per_rank']} ({how}) | {secs} | "
+                   f"{one / r['seconds_per_epoch']:.2f}× |")
+    out += ["", f"2 ranks no slower per epoch than 1 on this machine: "
+                f"{'yes' if epoch['two_ranks_no_slower'] else '**no**'} "
+                f"({epoch['two_ranks_vs_one']:.2f}× the speed of 1 rank)."
+                + (" " + _load_note(dict(epoch, cpu_count=cpu_count)).strip()
+                   if epoch.get("load_average_before_after") else "")]
+    return out
+
+
+def _load_note(doc):
+    load = doc.get("load_average_before_after")
+    if not load:
+        return ""
+    return (f" The machine was shared with other work (load average {load[0]:.1f} before, "
+            f"{load[1]:.1f} after, on {doc['cpu_count']} cores): absolute times are inflated "
+            f"and noisy.")
 
 
 # Nominal link rates (bytes/s) for the scaling model: inputs, not measurements.
@@ -307,9 +384,70 @@ def speed_table_all_threads():
     return speed_table("speed-2threads.json")
 
 
+
+
+def serve_table():
+    doc = _load("serve.json")
+    if doc is None:
+        return "_No serving results yet: run `python benchmarks/serve.py`._"
+    peer = (f"MLServer {doc['mlserver']} (scikit-learn {doc['peer_sklearn']})"
+            if doc.get("mlserver") else "FastAPI + onnxruntime" if doc["peer"] == "onnx"
+            else "no peer")
+    m = doc["machine"]
+    load = (m.get("load_average_before"), m.get("load_average_after"))
+    lines = [
+        f"Measured by `python benchmarks/{doc['command'].strip()}` on {_machine(doc)}"
+        + (f" (1-minute load average {load[0][0]:.1f} before, {load[1][0]:.1f} after: other "
+           f"work shared the machine)" if all(load) else "")
+        + f"; {' '.join(doc['client'].split()[:2])}, closed loop; peer: {peer}. Network "
+        f"{'-'.join(map(str, doc['network']))}, single-example JSON requests; medians of "
+        f"{doc['repeats']} interleaved {doc['duration_s']:g} s runs per row.",
+        "",
+        "| server | clients | requests/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(doc["results"], key=lambda r: (r["clients"], r["server"])):
+        lines.append(f"| {r['server']} | {r['clients']} | {r['throughput']:,.0f} | "
+                     f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |")
+    s = doc["summary"]
+    lines += ["", f"At {s['clients']} clients dynamic batching gives "
+                  f"{s['batching_speedup']:.2f}× the unbatched throughput (target ≥ 3×)"
+              + (f" and {s['vs_best_peer']:.2f}× the best peer configuration, "
+                 f"{s['best_peer']} (target ≥ 2×)." if "vs_best_peer" in s else ".")]
+    return "\n".join(lines)
+
+
+def estimator_table():
+    doc = _load("estimator_speed.json")
+    if doc is None:
+        return ("_No estimator speed results yet: run `python benchmarks/estimator_speed.py` "
+                "on an otherwise idle machine._")
+    lines = [
+        f"Measured by `python benchmarks/{doc['command']}` on {_machine(doc)}, scikit-learn "
+        f"{doc['sklearn']}. Seconds per epoch (`partial_fit`), the same settings and arrays for "
+        f"both, medians of interleaved repeats; ratios > 1 mean handgrad is faster (target: 2×).",
+        "",
+        "| row | handgrad s | scikit-learn s | vs scikit-learn | peak memory growth (handgrad / "
+        "scikit-learn) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in doc["results"]:
+        s = r["seconds"]
+        memory = "–"
+        if r.get("sparse"):
+            peak = r["peak_growth_bytes"]
+            memory = (f"{peak['handgrad'] / 2**20:.0f} / {peak['sklearn'] / 2**20:.0f} MiB "
+                      f"(bound: {r['memory_bound_bytes'] / 2**20:.0f} MiB, twice the sparse "
+                      f"data plus the model)")
+        lines.append(f"| {r['row']} | {s['handgrad']:.3f} | {s['sklearn']:.3f} | "
+                     f"{r['speedup_vs_sklearn']:.2f}× | {memory} |")
+    return "\n".join(lines)
+
+
 SECTIONS = {"speed-table": speed_table, "speed-table-2threads": speed_table_all_threads,
             "speed-profile": profile_table, "accuracy-table": accuracy_table,
-            "scaling-model": scaling_model, "scaling-table": scaling_table}
+            "scaling-model": scaling_model, "scaling-table": scaling_table,
+            "serve-table": serve_table, "estimator-speed-table": estimator_table}
 
 
 def render(text):

@@ -26,6 +26,7 @@ of it, and NumPy's own-shape GEMMs back to back (what handgrad's products alone 
     python benchmarks/speed.py                       # the full grid, writes results/speed.json
     python benchmarks/speed.py --hidden 256 800 --batch 128 --optimizer adam --repeats 5
     python benchmarks/speed.py --libraries handgrad torch jax     # a subset of libraries
+    python benchmarks/speed.py --predict-only --repeats 21   # reruns predict_proba alone
     python benchmarks/make_tables.py                 # regenerates the README's tables
 
 Needs real MNIST (found as handgrad finds it: $HANDGRAD_DATA/mnist or the cache), and
@@ -109,11 +110,19 @@ def shaped_gemm_seconds(B, D, H, M, n_rows, repeats=3):
 
 
 def time_predict(X_test, repeats):
-    """handgrad.predict_proba vs onnxruntime on the same 784-256-10 model."""
+    """handgrad.predict_proba vs onnxruntime on the same 784-256-10 model, interleaved.
+
+    Both get every core of the worker (``--threads`` holds them): NumPy's BLAS its
+    pool, onnxruntime as many intra-op threads. Each repeat times one warm call of
+    each; medians compared, every sample kept.
+    """
     import handgrad
+    import peers
+    from threadpoolctl import threadpool_info
 
     model = handgrad.MLP(784, 256, 10, seed=0)
-    out = {"handgrad_s": None, "onnxruntime_s": None}
+    out = {"handgrad_s": None, "onnxruntime_s": None, "rows": len(X_test),
+           "model": "784-256-10 float32", "repeats": repeats}
     runners = [("handgrad_s", lambda: model.predict_proba(X_test))]
     try:
         import onnxruntime as ort
@@ -121,15 +130,20 @@ def time_predict(X_test, repeats):
         from handgrad.onnx import to_onnx_bytes
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads = os.cpu_count() or 1
+        so.intra_op_num_threads = peers.threads()
         session = ort.InferenceSession(to_onnx_bytes(model, fold_preprocessing=False), so,
                                        providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         runners.append(("onnxruntime_s",
                         lambda: session.run(["probabilities"], {name: X_test})))
+        out["onnxruntime"] = ort.__version__
+        out["onnxruntime_threads"] = so.intra_op_num_threads
     except ImportError:
         pass
+    if len(runners) == 2:  # the two compute the same probabilities
+        np.testing.assert_allclose(runners[1][1]()[0], runners[0][1](), rtol=1e-4, atol=1e-6)
     samples = {k: [] for k, _ in runners}
+    load_before = os.getloadavg()[0]  # a shared machine: other work competes for the cores
     for _ in range(repeats):
         for k, f in runners:
             f()
@@ -138,6 +152,12 @@ def time_predict(X_test, repeats):
             samples[k].append(time.perf_counter() - t0)
     for k, v in samples.items():
         out[k] = statistics.median(v)
+    out["samples"] = samples
+    out["load_average_before_after"] = [load_before, os.getloadavg()[0]]
+    out["blas"] = [{k: d.get(k) for k in ("internal_api", "version", "architecture",
+                                          "num_threads")} for d in threadpool_info()]
+    out["openblas_env"] = {v: os.environ.get(v) for v in ("OPENBLAS_CORETYPE",
+                                                          "OPENBLAS_L2_SIZE")}
     return out
 
 
@@ -313,11 +333,14 @@ def main(argv=None):
                     help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the timed workers")
     ap.add_argument("--no-predict", action="store_true",
                     help="skip predict_proba against onnxruntime")
+    ap.add_argument("--predict-only", action="store_true",
+                    help="time predict_proba vs onnxruntime alone and update that part of --out")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "speed.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args.worker, args.rows)
+    command = " ".join(["speed.py", *(sys.argv[1:] if argv is None else argv)])
 
     from handgrad.sysinfo import system_info
 
@@ -331,9 +354,10 @@ def main(argv=None):
     if removed:
         print(f"timed workers run without {' '.join(f'{k}={v}' for k, v in removed.items())}"
               + (f" ({parent['warning'][9:]})" if parent["warning"] else ""), flush=True)
+    if args.predict_only:
+        return predict_only(args, env, command)
     workers = {lib: Worker(lib, args.rows, env) for lib in args.libraries}
-    doc = {"benchmark": "speed", "date": time.strftime("%Y-%m-%d"),
-           "command": " ".join(["speed.py", *(sys.argv[1:] if argv is None else argv)]),
+    doc = {"benchmark": "speed", "date": time.strftime("%Y-%m-%d"), "command": command,
            "machine": {"python": platform.python_version(), "platform": platform.platform(),
                        "cpu": parent["cpu"], "cpu_count": os.cpu_count()},
            "parent_environment": {"openblas_env": parent["environment"],
@@ -361,8 +385,8 @@ def main(argv=None):
                 print(_describe(row), flush=True)
                 _write(args.out, doc)  # after every cell: a stopped run keeps what it has
             if not args.no_predict and "handgrad" in workers:
-                doc["predict"] = workers["handgrad"].ask("predict",
-                                                         repeats=max(args.repeats, 5))
+                doc["predict"] = ask_predict(workers["handgrad"], max(args.repeats, 5),
+                                             command)
         except KeyboardInterrupt:  # the cells finished so far are the result, marked as such
             print(f"stopped after {len(doc['results'])} of {len(cells)} cells", flush=True)
             doc["stopped_early"] = True
@@ -371,6 +395,42 @@ def main(argv=None):
             w.close()
     _write(args.out, doc)
     print(f"wrote {args.out}")
+    return 0
+
+
+def ask_predict(worker, repeats, command):
+    """predict_proba vs onnxruntime in ``worker`` (a handgrad worker), printed and dated."""
+    predict = worker.ask("predict", repeats=repeats)
+    if "error" in predict:
+        print(f"predict_proba failed:\n{predict['error']}", file=sys.stderr, flush=True)
+        return predict
+    predict["command"], predict["date"] = command, time.strftime("%Y-%m-%d")
+    kernels = ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, "
+                        f"{b['num_threads']} threads)" for b in predict["blas"])
+    print(f"predict_proba on {predict['rows']:,} test images: handgrad "
+          f"{predict['handgrad_s'] * 1e3:.1f} ms"
+          + (f", onnxruntime {predict['onnxruntime_s'] * 1e3:.1f} ms"
+             if predict["onnxruntime_s"] else " (onnxruntime not installed)")
+          + f" (medians of {predict['repeats']}; {kernels})", flush=True)
+    return predict
+
+
+def predict_only(args, env, command):
+    """Rerun the predict_proba comparison alone (in a handgrad worker, on the timed
+    workers' environment); keep the rest of ``--out`` as it was."""
+    w = Worker("handgrad", args.rows, env)
+    try:
+        predict = ask_predict(w, args.repeats, command)
+    finally:
+        w.close()
+    if "error" in predict:
+        return 1
+    doc = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "speed"}
+    doc["predict"] = dict(predict, machine={"python": platform.python_version(),
+                                            "platform": platform.platform(),
+                                            "cpu_count": os.cpu_count()})
+    _write(args.out, doc)
+    print(f"wrote the predict part of {args.out}")
     return 0
 
 

@@ -5,6 +5,14 @@ import numpy as np
 import pytest
 
 
+def pytest_configure(config):
+    """Make a relative $HANDGRAD_DATA (the README's ``../shared/datasets``) absolute once,
+    so tests that change folder, and the subprocesses they start, still find the data."""
+    root = os.environ.get("HANDGRAD_DATA")
+    if root:
+        os.environ["HANDGRAD_DATA"] = str(Path(root).resolve())
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
@@ -33,6 +41,13 @@ def blas_mode(request, monkeypatch):
     elif not _blas.available():
         pytest.skip("NumPy's BLAS routines were not found: only the NumPy fallback runs")
     return request.param
+
+
+@pytest.fixture
+def torch():
+    """PyTorch, the test oracle (pip install torch==2.13.0). A test that needs it skips,
+    saying so, where it is absent; the others in its file still run."""
+    return pytest.importorskip("torch", reason="PyTorch, the test oracle, is not installed")
 
 
 @pytest.fixture(params=["accel", "numpy"])

@@ -71,9 +71,98 @@ def test_scaling_smoke(tmp_path):
     pytest.importorskip("mpi4py")
     out = tmp_path / "scaling.json"
     r = subprocess.run([sys.executable, BENCH / "scaling.py", "--hidden", "16", "--batch", "64",
-                        "--ranks", "1", "2", "--steps", "10", "--out", out],
+                        "--ranks", "1", "2", "--steps", "10", "--epoch-rows", "1200",
+                        "--epoch-hidden", "16", "--epoch-batch", "64", "--epoch-repeats", "1",
+                        "--contrast-steps", "5", "--out", out],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    results = json.loads(out.read_text())["results"]
+    doc = json.loads(out.read_text())
+    results = doc["results"]
     assert [x["ranks"] for x in results] == [1, 2]
     assert all(x["allreduce_seconds"] > 0 for x in results)
+    # BLAS threads come from handgrad's own rule, recorded with the kernel
+    assert all(x["blas_threads_source"] == "auto" and x["blas"] is not None for x in results)
+    epoch = doc["epoch"]["results"]
+    assert [(x["ranks"], x["extrapolated"]) for x in epoch[:2]] == [(1, False), (2, False)]
+    assert all(x["seconds_per_epoch"] > 0 for x in epoch)
+    assert doc["epoch"]["two_ranks_vs_one"] > 0 and doc["epoch"]["date"]
+    # the epoch part alone: the grid already there is kept
+    r = subprocess.run([sys.executable, BENCH / "scaling.py", "--epoch-only", "--epoch-rows",
+                        "1200", "--epoch-hidden", "16", "--epoch-batch", "64", "--epoch-repeats",
+                        "1", "--contrast-steps", "0", "--out", out],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    again = json.loads(out.read_text())
+    assert again["results"] == results and len(again["epoch"]["results"]) == 2
+    assert again["epoch"]["command"].startswith("scaling.py --epoch-only")
+
+
+def test_speed_predict_only_updates_just_that_part(mnist_dir, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("HANDGRAD_DATA", str(mnist_dir.parent))
+    out = tmp_path / "speed.json"
+    out.write_text(json.dumps({"benchmark": "speed", "results": ["kept"]}))
+    r = subprocess.run([sys.executable, BENCH / "speed.py", "--predict-only", "--repeats", "2",
+                        "--out", out], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["results"] == ["kept"]
+    p = doc["predict"]
+    assert p["handgrad_s"] > 0 and p["onnxruntime_s"] > 0 and p["rows"] == 10000
+    assert len(p["samples"]["handgrad_s"]) == 2 and p["command"].startswith("speed.py")
+    assert p["blas"] and set(p["openblas_env"]) == {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"}
+
+
+def test_the_predict_line_says_which_is_faster():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import make_tables
+    finally:
+        sys.path.remove(str(BENCH))
+    base = {"repeats": 3, "command": "speed.py --predict-only", "date": "2026-01-01",
+            "blas": [{"internal_api": "openblas", "version": "0.3", "architecture": "Haswell",
+                      "num_threads": 2}],
+            "openblas_env": {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": "1"},
+            "onnxruntime": "1.2", "onnxruntime_threads": 2}
+    slow = dict(base, handgrad_s=0.030, onnxruntime_s=0.025,
+                samples={"handgrad_s": [0.03, 0.031, 0.029], "onnxruntime_s": [0.025] * 3})
+    text = make_tables._predict_line(slow)[1]
+    assert "onnxruntime is 1.20× as fast as handgrad" in text
+    assert "ranges 29.0–31.0 and 25.0–25.0 ms" in text
+    assert "with OPENBLAS_CORETYPE unset" in text and "openblas 0.3 (Haswell, 2 threads)" in text
+    fast = dict(slow, handgrad_s=0.020)
+    assert "handgrad is 1.25× as fast as onnxruntime" in make_tables._predict_line(fast)[1]
+
+
+def test_serve_smoke(tmp_path):
+    import shutil
+
+    pytest.importorskip("starlette", reason="the serve extra is not installed")
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install wrk): benchmarks/serve.py needs it")
+    out = tmp_path / "serve.json"
+    r = subprocess.run([sys.executable, BENCH / "serve.py", "--hidden", "16", "--peer", "none",
+                        "--concurrency", "1", "4", "--duration", "1", "--warmup", "0",
+                        "--repeats", "1", "--out", out],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    assert {(x["server"], x["clients"]) for x in doc["results"]} == {
+        (s, c) for s in ("handgrad, dynamic batching", "handgrad, no batching") for c in (1, 4)}
+    assert all(x["throughput"] > 0 and x["errors"] == 0 for x in doc["results"])
+    assert doc["summary"]["batching_speedup"] > 0 and doc["machine"]["cpu_count"] >= 1
+
+
+def test_estimator_speed_smoke(mnist_dir, tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.setenv("HANDGRAD_DATA", str(mnist_dir.parent))
+    out = tmp_path / "estimator_speed.json"
+    r = subprocess.run([sys.executable, BENCH / "estimator_speed.py", "--repeats", "1",
+                        "--rows", "1024", "--regression-rows", "2000", "--sparse-rows", "1000",
+                        "--sparse-cols", "2000", "--out", out],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert len(rows) == 6 and all(row["seconds"]["handgrad"] > 0 for row in rows)
+    sparse = rows[-1]
+    assert sparse["sparse"] and sparse["peak_growth_bytes"]["handgrad"] < 200 * 2**20

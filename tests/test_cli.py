@@ -133,7 +133,29 @@ def test_gradcheck_command(capsys):
     assert main(["gradcheck", "--hidden", "6,5", "--activation", "tanh"]) == 0
     out = capsys.readouterr().out
     assert "W3" in out and out.strip().splitlines()[-1].startswith("passed")
-    assert main(["gradcheck", "--tolerance", "1e-300"]) == ExitCode.ERROR
+
+
+def test_gradcheck_command_fails_a_wrong_gradient(capsys, monkeypatch):
+    import handgrad.model as hm
+
+    original = hm.linear_backward
+
+    def broken(G, X, W, dW, db, dX=None, ones=None):
+        out = original(G, X, W, dW, db, dX, ones)
+        if db is not None:
+            db *= 1.1  # a 10% error in every bias gradient
+        return out
+
+    monkeypatch.setattr(hm, "linear_backward", broken)
+    assert main(["gradcheck"]) == ExitCode.ERROR
+    out = capsys.readouterr().out
+    assert "FAIL" in out and out.strip().splitlines()[-1].startswith("FAILED")
+
+
+def test_gradcheck_command_passes_a_trained_model(trained, capsys):
+    """Trained models' vanishing gradients are finite-difference noise, not failures."""
+    assert main(["gradcheck", str(trained)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("passed")
 
 
 @pytest.mark.parametrize("args, fragment", [

@@ -46,10 +46,11 @@ LIBRARY_JOB = """
     y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 1)
     Xv, yv = rng.normal(size=(41, 7)), rng.integers(0, 3, 41)
     out = sys.argv[1]
-    for name, opt in (("sgd", SGD(0.1, momentum=0.9, nesterov=True)), ("adam", Adam(1e-2))):
+    for name, opt, l2 in (("sgd", SGD(0.1, momentum=0.9, nesterov=True), 0.0),
+                          ("adam", Adam(1e-2), 0.5)):
         model = handgrad.MLP(7, (9, 5), 3, dtype="float64", seed=1)
         history = handgrad.fit(model, X, y, optimizer=opt, epochs=4, batch_size=32, seed=5,
-                               validation_data=(Xv, yv), comm=comm, virtual_shards=6)
+                               validation_data=(Xv, yv), comm=comm, virtual_shards=6, l2=l2)
         if comm.rank == 0:
             np.save(f"{out}-{name}.npy", model.param_buffer)
             np.save(f"{out}-{name}-val.npy", np.array(history.val_loss))
@@ -162,3 +163,50 @@ def test_cli_distributed_on_real_mnist_reads_shards(mnist_dir, tmp_path):
 
     summary = json.loads(r.stdout)
     assert summary["test_accuracy"] > 0.85
+
+
+BLAS_JOB = """
+    import json, sys
+    import numpy as np
+    from mpi4py import MPI
+    from threadpoolctl import threadpool_info
+    import handgrad
+
+    comm = MPI.COMM_WORLD
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(120, 5)), rng.integers(0, 3, 120)
+    kwargs = {} if len(sys.argv) < 3 else {"blas_threads": int(sys.argv[2])}
+    handgrad.fit(handgrad.MLP(5, 8, 3), X, y, epochs=1, batch_size=20, seed=0, comm=comm,
+                 **kwargs)
+    pools = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    with open(f"{sys.argv[1]}-{comm.rank}.json", "w") as f:
+        json.dump(pools, f)
+"""
+
+
+def blas_pools(tmp_path, *threads, env):
+    """Each rank's BLAS pool sizes after training with ``BLAS_JOB`` on 2 ranks."""
+    import json
+
+    r = mpirun(2, sys.executable, tmp_path / "job.py", tmp_path / "pools", *threads, env=env)
+    assert r.returncode == 0, r.stderr
+    return [json.loads((tmp_path / f"pools-{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def test_ranks_on_one_machine_share_its_cores_for_blas(tmp_path):
+    """Two ranks on one machine: each gets cores / 2 BLAS threads, not a full pool."""
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        pytest.skip("one core: a full BLAS pool per rank is already one thread")
+    script(tmp_path, BLAS_JOB)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HANDGRAD_BLAS_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    pools = blas_pools(tmp_path, env=env)
+    if not pools[0]:
+        pytest.skip("NumPy's BLAS has no thread pool threadpoolctl can control")
+    assert pools == [[cores // 2] * len(pools[0])] * 2
+    # overridden by the environment variable, and by the argument over it
+    pools = blas_pools(tmp_path, env=dict(env, HANDGRAD_BLAS_THREADS="3"))
+    assert pools == [[3] * len(pools[0])] * 2
+    pools = blas_pools(tmp_path, 2, env=dict(env, HANDGRAD_BLAS_THREADS="3"))
+    assert pools == [[2] * len(pools[0])] * 2

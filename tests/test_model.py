@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 import handgrad
+from handgrad.optim import SGD
 from handgrad.model import (
     ACTIVATIONS,
+    Dropout,
     activation_backward,
     activation_forward,
     linear_backward,
@@ -15,9 +17,6 @@ from handgrad.model import (
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
 )
-
-torch = pytest.importorskip("torch")
-
 
 def numeric_grad(f, a, eps=1e-6):
     """Central finite differences of scalar f() with respect to array a (float64)."""
@@ -166,6 +165,98 @@ def test_gradcheck_detects_a_wrong_gradient(rng, monkeypatch):
     assert errors["W1"] < 1e-6
 
 
+@pytest.fixture(scope="module")
+def trained_models():
+    """Models trained to a low loss on the embedded digits, as users' model files are."""
+    from handgrad.datasets import Preprocessor, load_dataset
+
+    ds = load_dataset("digits")
+    prep = Preprocessor("divide").fit(ds.x_train)
+    X = prep.transform(ds.x_train)
+    models = []
+    for seed, (hidden, activation, optimizer, epochs) in enumerate([
+            (64, "relu", handgrad.optim.Adam(1e-2), 15),
+            ((32, 16), "relu", handgrad.optim.Adam(1e-2), 15),
+            (128, "relu", handgrad.optim.Adam(1e-2), 15),
+            (64, "tanh", handgrad.optim.SGD(0.1, momentum=0.9), 15),
+            ((), "relu", handgrad.optim.Adam(1e-2), 15)]):
+        model = handgrad.MLP(64, hidden, 10, activation=activation, seed=seed)
+        handgrad.fit(model, X, ds.y_train, optimizer=optimizer, epochs=epochs, batch_size=32,
+                     seed=0)
+        models.append(model)
+    x_test = prep.transform(ds.x_test)
+    assert min(m.evaluate(x_test, ds.y_test)[1] for m in models) > 0.9  # really trained
+    return models, x_test, ds.y_test
+
+
+@pytest.mark.parametrize("inputs", ["random", "data"])
+def test_gradcheck_passes_trained_models(trained_models, inputs):
+    """Trained models have vanishing gradients, where finite differences are rounding
+    noise: a relative error alone failed 5 of 6 of them (issue #21)."""
+    models, x_test, y_test = trained_models
+    rng = np.random.default_rng(0)
+    for model in models:
+        if inputs == "random":  # what `handgrad gradcheck MODEL` feeds them
+            X, y = rng.normal(size=(8, 64)), rng.integers(0, 10, 8)
+        else:
+            idx = rng.choice(len(y_test), 8, replace=False)
+            X, y = x_test[idx], y_test[idx]
+        result = handgrad.gradcheck(model, X, y, max_checks=50)
+        assert result.passed, (model, dict(result), result.floor)
+        assert result.worst < 1e-5 and result.tolerance == 1e-5
+        # the floor is the finite differences' own noise, scaled to the tolerance
+        assert result.noise == pytest.approx(8 * np.finfo(np.float64).eps
+                                             * max(1.0, result.loss) / 1e-5 + 1e-10)
+        assert result.floor == pytest.approx(result.noise / 1e-5)
+
+
+@pytest.mark.parametrize("bug", ["bias gradient 10% off", "B2 0.1% off"])
+def test_gradcheck_fails_a_planted_wrong_gradient_on_trained_models(trained_models,
+                                                                    monkeypatch, bug):
+    import handgrad.model as hm
+
+    if bug == "bias gradient 10% off":
+        original = hm.linear_backward
+
+        def broken(G, X, W, dW, db, dX=None, ones=None):
+            out = original(G, X, W, dW, db, dX, ones)
+            if db is not None:
+                db *= 1.1
+            return out
+
+        monkeypatch.setattr(hm, "linear_backward", broken)
+    else:
+        original = hm.softmax_cross_entropy_backward
+
+        def broken(P, target, w, out):
+            original(P, target, w, out)
+            out *= 1.001  # B2: ∂L/∂O off by 0.1%, so every gradient is
+            return out
+
+        # the model dispatches through OUTPUT_LAYERS, which holds the function itself
+        monkeypatch.setitem(hm.OUTPUT_LAYERS, "softmax", (hm.OUTPUT_LAYERS["softmax"][0], broken))
+    models, x_test, y_test = trained_models
+    rng = np.random.default_rng(1)
+    for model in models:
+        for X, y in ((rng.normal(size=(8, 64)), rng.integers(0, 10, 8)),
+                     (x_test[:64], y_test[:64])):
+            result = handgrad.gradcheck(model, X, y, max_checks=50)
+            assert not result.passed, (model, dict(result))
+            if bug == "bias gradient 10% off":
+                assert all(name.startswith("b") for name in result.failures)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"eps": 0}, "eps must be a positive finite step"),
+    ({"eps": float("nan")}, "eps must be a positive finite step"),
+    ({"tolerance": -1.0}, "tolerance must be a positive number"),
+])
+def test_gradcheck_refuses_bad_settings(rng, kwargs, message):
+    model = handgrad.MLP(3, 4, 2, dtype="float64", seed=0)
+    with pytest.raises(ValueError, match=message):
+        handgrad.gradcheck(model, rng.normal(size=(2, 3)), [0, 1], **kwargs)
+
+
 def test_gradcheck_with_max_checks_samples_entries(rng):
     model = handgrad.MLP(20, 30, 5, dtype="float64", seed=3)
     X, y = rng.normal(size=(4, 20)), rng.integers(0, 5, size=4)
@@ -179,6 +270,7 @@ def test_gradcheck_with_max_checks_samples_entries(rng):
 
 
 def torch_loss_and_grads(model, X, y, sample_weight=None):
+    torch = pytest.importorskip("torch")  # the oracle: tests that call this skip without it
     acts = {"relu": torch.relu, "tanh": torch.tanh, "logistic": torch.sigmoid,
             "identity": lambda t: t}
     act = acts[model.config.activation]
@@ -447,17 +539,17 @@ def test_set_params_checks_names_shapes_and_values(small):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_all_finite_exact_even_when_the_sum_overflows(dtype):
-    from handgrad.model import _all_finite
+    from handgrad.model import all_finite
 
     big = np.full(1000, np.finfo(dtype).max / 2, dtype)  # finite, but the sum overflows
-    assert _all_finite(big)
+    assert all_finite(big)
     for bad in (np.nan, np.inf, -np.inf):
         a = big.copy()
         a[-1] = bad
-        assert not _all_finite(a)
+        assert not all_finite(a)
         b = np.zeros((7, 3), dtype)
         b[6, 2] = bad
-        assert not _all_finite(b) and not _all_finite(b.T)
+        assert not all_finite(b) and not all_finite(b.T)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -488,10 +580,10 @@ def test_finite_square_norm_measures_any_layout_and_refuses_non_finite(dtype, rn
 def test_check_X_reports_the_squared_norm_its_finite_check_measured(rng):
     model = handgrad.MLP(5, 4, 3, seed=0)  # float32
     X = rng.normal(size=(20, 5))  # float64: checked before the conversion
-    checked, norm2 = model._check_X(X)
+    checked, norm2 = model.check_X_and_norm(X)
     assert checked.dtype == np.float32
     assert norm2 == pytest.approx(float(np.sum(X ** 2)), rel=1e-12)
-    assert model._check_X(np.arange(10).reshape(2, 5))[1] is None  # integers: not measured
+    assert model.check_X_and_norm(np.arange(10).reshape(2, 5))[1] is None  # integers: not measured
     with pytest.raises(ValueError, match="NaN or infinite"):
         model.check_X(np.where(np.arange(5) == 3, np.inf, X))
 
@@ -501,17 +593,17 @@ def test_gradient_bound_proves_ordinary_gradients_finite_and_refuses_overflow(rn
     X, y = rng.normal(size=(8, 6)).astype(np.float32), rng.integers(0, 3, 8)
     model.loss_and_grads(X, y)
     ws = model.workspace(8)
-    assert model._grads_bounded(ws)
+    assert model.grads_bounded(ws)
     ws.inputs[0][0, 0] = 1e30  # ‖X‖² overflows float32: nothing is proven
-    assert not model._grads_bounded(ws)
+    assert not model.grads_bounded(ws)
     ws.inputs[0][0, 0] = 0.0
     ws.G[0][1, 2] = np.nan
-    assert not model._grads_bounded(ws)
+    assert not model.grads_bounded(ws)
 
 
 def test_gradient_bound_holds_for_every_entry(rng):
     """Whatever the scale, every |gradient entry| is at most the layer's bound
-    ‖G‖ max(‖A‖, √B) that _grads_bounded compares with the dtype's limit."""
+    ‖G‖ max(‖A‖, √B) that grads_bounded compares with the dtype's limit."""
     for scale in (1e-3, 1.0, 1e3):
         model = handgrad.MLP(6, (5, 4), 3, dtype="float64", seed=1)
         model.param_buffer *= scale
@@ -522,3 +614,137 @@ def test_gradient_bound_holds_for_every_entry(rng):
             bound = np.linalg.norm(G) * max(np.linalg.norm(A), 3.0)
             assert np.abs(model.grads[f"W{l}"]).max() <= bound
             assert np.abs(model.grads[f"b{l}"]).max() <= bound
+
+
+# --------------------------------------------------------------------------- #
+# Dropout
+# --------------------------------------------------------------------------- #
+
+
+class FixedMask(Dropout):
+    """Dropout whose masks are the same on every call (a fresh rng from one seed)."""
+
+    def __getattribute__(self, name):
+        if name == "rng":
+            return np.random.default_rng(99)
+        return super().__getattribute__(name)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_dropout_gradient_by_finite_differences_with_a_fixed_mask(rng, activation):
+    model = handgrad.MLP(6, (7, 5), 3, activation=activation, dtype="float64", seed=0)
+    # non-zero biases: a row whose inputs are all dropped would otherwise sit exactly
+    # on ReLU's kink (Q = b = 0), where finite differences are meaningless
+    for name in ("b1", "b2", "b3"):
+        model.params[name][...] = rng.uniform(0.1, 0.5, model.params[name].shape)
+    X = rng.normal(size=(9, 6))
+    y = rng.integers(0, 3, 9)
+    drop = FixedMask(input_rate=0.2, hidden_rate=0.4)
+
+    def loss_and_grads():  # forward, loss, backward, weight gradients: the training step's
+        ws = model.workspace(9)
+        model.forward(X, ws, drop)
+        loss = model.loss(ws, y, 1 / 9)
+        model.backward(ws, y, 1 / 9, drop)
+        model.weight_grads(ws)
+        return loss
+
+    loss_and_grads()
+    analytic = model.grad_buffer.copy()
+    eps = 1e-6
+    numeric = np.empty_like(analytic)
+    for i in range(model.n_params):
+        old = model.param_buffer[i]
+        model.param_buffer[i] = old + eps
+        plus = loss_and_grads()
+        model.param_buffer[i] = old - eps
+        minus = loss_and_grads()
+        model.param_buffer[i] = old
+        numeric[i] = (plus - minus) / (2 * eps)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
+    # the masks really drop units and rescale the kept ones by 1/keep
+    ws = model.workspace(9)
+    m = ws.mask[1]
+    assert set(np.unique(m)) == {0.0, 1 / 0.6} and 0 < (m == 0).mean() < 1
+
+
+def test_dropout_rate_and_expectation(rng):
+    model = handgrad.MLP(4, 2000, 2, dtype="float64", seed=0)
+    X = rng.normal(size=(50, 4))
+    drop = Dropout(0.0, 0.3, rng=np.random.default_rng(1))
+    model.forward(X, model.workspace(50), drop)
+    ws = model.workspace(50)
+    assert (ws.mask[1] == 0).mean() == pytest.approx(0.3, abs=0.01)
+    # inverted dropout: the expected dropped activation equals the plain one
+    np.testing.assert_allclose(ws.dropped[1].mean(), ws.h[0].mean(), rtol=0.02)
+
+
+def test_prediction_ignores_dropout(rng):
+    model = handgrad.MLP(4, 8, 3, seed=0)
+    X = rng.normal(size=(10, 4)).astype(np.float32)
+    before = model.predict_proba(X)
+    handgrad.fit(model, X, rng.integers(0, 3, 10), optimizer=SGD(1e-9), epochs=1,
+                 dropout=Dropout(0.5, 0.5), seed=0)
+    np.testing.assert_allclose(model.predict_proba(X), before, rtol=1e-5)
+
+
+def test_bad_dropout_rates():
+    with pytest.raises(ValueError, match="hidden_rate"):
+        Dropout(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- #
+# The L2 penalty (scikit-learn's alpha)
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_l2_penalty_value_and_gradient(rng, weighted):
+    """loss + α/2 Σ‖W_l‖² / Σ s (weights, not biases), as scikit-learn's MLPClassifier
+    penalises; its gradient by finite differences."""
+    model = handgrad.MLP(5, (6, 4), 3, activation="tanh", dtype="float64", seed=0)
+    X, y = rng.normal(size=(9, 5)), rng.integers(0, 3, 9)
+    s = rng.uniform(0.5, 2.0, 9) if weighted else None
+    alpha = 0.7
+    plain, _ = model.loss_and_grads(X, y, s)
+    loss, grads = model.loss_and_grads(X, y, s, l2=alpha)
+    total = 9.0 if s is None else s.sum()
+    squares = sum(float(np.sum(model.params[f"W{l}"] ** 2)) for l in (1, 2, 3))
+    assert loss == pytest.approx(plain + 0.5 * alpha * squares / total, rel=1e-13)
+    analytic = model.grad_buffer.copy()
+    eps = 1e-6
+    for i in range(model.n_params):
+        old = model.param_buffer[i]
+        model.param_buffer[i] = old + eps
+        plus, _ = model.loss_and_grads(X, y, s, l2=alpha)
+        model.param_buffer[i] = old - eps
+        minus, _ = model.loss_and_grads(X, y, s, l2=alpha)
+        model.param_buffer[i] = old
+        assert analytic[i] == pytest.approx((plus - minus) / (2 * eps), rel=1e-6, abs=1e-9)
+    # the biases' gradients are the unpenalised ones
+    _, bare = model.loss_and_grads(X, y, s)
+    bare = {k: v.copy() for k, v in bare.items()}
+    _, pen = model.loss_and_grads(X, y, s, l2=alpha)
+    for l in (1, 2, 3):
+        np.testing.assert_array_equal(pen[f"b{l}"], bare[f"b{l}"])
+        np.testing.assert_allclose(pen[f"W{l}"], bare[f"W{l}"]
+                                   + alpha / total * model.params[f"W{l}"], rtol=1e-12)
+    with pytest.raises(ValueError, match="l2 must be a non-negative number"):
+        model.loss_and_grads(X, y, l2=-1.0)
+
+
+def test_backward_then_weight_grads_equal_loss_and_grads(rng):
+    """The training step's public pieces give loss_and_grads's numbers."""
+    model = handgrad.MLP(5, (6, 4), 3, dtype="float64", seed=0)
+    X, y = rng.normal(size=(9, 5)), rng.integers(0, 3, 9)
+    loss, grads = model.loss_and_grads(X, y)
+    expected = {k: v.copy() for k, v in grads.items()}
+    model.grad_buffer[...] = 0
+    ws = model.workspace(9)
+    model.forward(X, ws)
+    assert model.loss(ws, y, 1 / 9) == pytest.approx(loss, rel=1e-15)
+    model.backward(ws, y, 1 / 9)
+    assert not model.grad_buffer.any()  # backward stops at ∂L/∂Q of every layer (B2, B5, B6)
+    model.weight_grads(ws)
+    for k, g in model.grads.items():
+        np.testing.assert_array_equal(g, expected[k])

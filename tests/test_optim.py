@@ -6,8 +6,6 @@ import pytest
 import handgrad
 from handgrad.optim import SGD, Adam, AdamW, make_optimizer
 
-torch = pytest.importorskip("torch")
-
 CASES = [
     ("sgd", {"lr": 0.1}),
     ("sgd", {"lr": 0.05, "momentum": 0.9}),
@@ -28,10 +26,13 @@ def _both_blas_modes(blas_mode, accel_mode):
 
 
 OURS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
-THEIRS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
-def run_both(name, kwargs, steps, dtype, flat):
+def theirs(torch, name):
+    return {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+
+
+def run_both(torch, name, kwargs, steps, dtype, flat):
     """Train the same network with handgrad's and torch's optimizer on the same grads.
 
     Both sides use handgrad's own gradients at their own current weights, so the
@@ -42,7 +43,7 @@ def run_both(name, kwargs, steps, dtype, flat):
     ref = handgrad.MLP(6, 8, 3, dtype=dtype, seed=0)
     tparams = {k: torch.tensor(v.copy()) for k, v in ref.params.items()}
     opt = OURS[name](**kwargs)
-    topt = THEIRS[name](list(tparams.values()), **kwargs)
+    topt = theirs(torch, name)(list(tparams.values()), **kwargs)
     X = rng.normal(size=(64, 6))
     y = rng.integers(0, 3, size=64)
     for step in range(steps):
@@ -62,15 +63,15 @@ def run_both(name, kwargs, steps, dtype, flat):
 
 @pytest.mark.parametrize("name, kwargs", CASES)
 @pytest.mark.parametrize("flat", [True, False])
-def test_trajectory_equals_torch_float64(name, kwargs, flat):
-    model, ref = run_both(name, kwargs, steps=150, dtype="float64", flat=flat)
+def test_trajectory_equals_torch_float64(torch, name, kwargs, flat):
+    model, ref = run_both(torch, name, kwargs, steps=150, dtype="float64", flat=flat)
     for k in model.params:
         np.testing.assert_allclose(model.params[k], ref[k], rtol=1e-9, atol=1e-11, err_msg=k)
 
 
 @pytest.mark.parametrize("name, kwargs", CASES[1:2] + CASES[5:6] + CASES[7:8])
-def test_trajectory_close_to_torch_float32(name, kwargs):
-    model, ref = run_both(name, kwargs, steps=100, dtype="float32", flat=True)
+def test_trajectory_close_to_torch_float32(torch, name, kwargs):
+    model, ref = run_both(torch, name, kwargs, steps=100, dtype="float32", flat=True)
     for k in model.params:
         assert model.params[k].dtype == np.float32
         np.testing.assert_allclose(model.params[k], ref[k], rtol=2e-4, atol=2e-5, err_msg=k)
@@ -148,7 +149,7 @@ def test_step_allocates_no_new_arrays_after_the_first():
 
 
 @pytest.mark.parametrize("name, kwargs", CASES)
-def test_blocked_update_equals_torch_across_block_boundaries(name, kwargs):
+def test_blocked_update_equals_torch_across_block_boundaries(torch, name, kwargs):
     """A flat buffer longer than several update blocks, ending in a partial block."""
     from handgrad.optim import BLOCK
 
@@ -156,7 +157,7 @@ def test_blocked_update_equals_torch_across_block_boundaries(name, kwargs):
     n = 2 * BLOCK + 1234
     p = rng.normal(size=n)
     tp = torch.tensor(p.copy(), requires_grad=False)
-    opt, topt = OURS[name](**kwargs), THEIRS[name]([tp], **kwargs)
+    opt, topt = OURS[name](**kwargs), theirs(torch, name)([tp], **kwargs)
     for _ in range(5):
         g = rng.normal(size=n)
         opt.step(p, g)

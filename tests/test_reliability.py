@@ -6,12 +6,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import handgrad
-from handgrad.cli import CHECKPOINT_NAME, ExitCode, _SignalStop, main
+from handgrad.callbacks import CHECKPOINT_NAME
+from handgrad.cli import ExitCode, main
+from handgrad.train import SignalHandler
 
 SMALL = ["--hidden", "16", "--batch-size", "64", "--seed", "1", "--val-fraction", "0.1"]
 
@@ -103,17 +106,15 @@ def test_full_disk_stops_with_one_line_and_keeps_the_previous_checkpoint(
 
 
 def test_unwritable_output_is_detected_before_training(tmp_path, monkeypatch, capsys):
-    import tempfile
+    real = os.open
 
-    real = tempfile.mkstemp
-
-    def read_only(*args, **kwargs):
-        if kwargs.get("dir") == tmp_path / "ro":
+    def read_only(path, flags, *args, **kwargs):  # a read-only file system under ro/
+        if Path(path).parent == tmp_path / "ro" and flags & os.O_CREAT:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-        return real(*args, **kwargs)
+        return real(path, flags, *args, **kwargs)
 
     (tmp_path / "ro").mkdir()
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(os, "open", read_only)
     code = main(["train", "--out", str(tmp_path / "ro" / "m.safetensors")])
     captured = capsys.readouterr()
     assert code == ExitCode.ERROR
@@ -153,7 +154,7 @@ def test_backoff_retries_with_smaller_learning_rates(capsys, tmp_path):
     assert "retrying from epoch 1 with learning rate 1500" in out
     assert "with learning rate 750" in out
     model = handgrad.load(tmp_path / "m.safetensors")  # finished, with finite weights
-    assert model.training["settings"]["lr"] == 3000
+    assert model.training["config"]["lr"] == 3000
 
 
 def test_backoff_gives_up_after_five_tries(capsys):
@@ -164,7 +165,7 @@ def test_backoff_gives_up_after_five_tries(capsys):
 
 
 def test_second_signal_stops_at_once():
-    stopper = _SignalStop()
+    stopper = SignalHandler()
     stopper._handle(signal.SIGINT, None)
     assert stopper.signum == signal.SIGINT
     with pytest.raises(KeyboardInterrupt):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import handgrad
+from handgrad.config import TrainConfig
 from handgrad.datasets import Preprocessor
 from handgrad.optim import Adam
 from handgrad.serialization import (
@@ -68,7 +69,7 @@ def test_metadata_carries_format_and_version(tmp_path, model):
     data = path.read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
     meta = json.loads(data[8:8 + n])["__metadata__"]
-    assert meta["format"] == "handgrad-model" and meta["format_version"] == "1"
+    assert meta["format"] == "handgrad-model" and meta["format_version"] == "2"
     assert json.loads(meta["config"])["hidden"] == [5, 3]
 
 
@@ -203,10 +204,10 @@ def test_checkpoint_round_trip(tmp_path, model, rng):
     model.loss_and_grads(rng.normal(size=(3, 4)), [0, 1, 2])
     opt.step(model.param_buffer, model.grad_buffer)
     state = {"epoch": 2, "batch": 5}
-    save_checkpoint(tmp_path / "c.safetensors", model, opt, state, {"seed": 3})
-    m2, opt_state, trainer_state, settings = load_checkpoint(tmp_path / "c.safetensors")
+    save_checkpoint(tmp_path / "c.safetensors", model, opt, state, TrainConfig(seed=3))
+    m2, opt_state, trainer_state, config = load_checkpoint(tmp_path / "c.safetensors")
     np.testing.assert_array_equal(m2.param_buffer, model.param_buffer)
-    assert trainer_state == state and settings == {"seed": 3}
+    assert trainer_state == state and config == TrainConfig(seed=3)
     opt2 = Adam()
     opt2.load_state_dict(opt_state)
     assert opt2.lr == 0.01 and opt2.state["flat"]["t"] == 1

@@ -1,8 +1,6 @@
 """handgrad.sysinfo and ``handgrad info --system``'s module: NumPy's BLAS, the CPU's
 vector extensions, and the warning when the environment forces a slower kernel."""
 
-import argparse
-import io
 import json
 import os
 import subprocess
@@ -10,7 +8,8 @@ import sys
 
 import pytest
 
-from handgrad import _cli_info_system, sysinfo
+from handgrad import sysinfo
+from handgrad.cli import ExitCode, main
 from handgrad.sysinfo import cpu_flags, cpu_vector_level, kernel_warning
 
 AVX512 = {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl"}
@@ -73,9 +72,9 @@ def test_system_info_reports_numpys_blas_and_is_json():
 def _report(env_changes):
     env = {k: v for k, v in os.environ.items() if k not in sysinfo.OPENBLAS_ENV}
     env.update(env_changes)
-    r = subprocess.run([sys.executable, "-c", "from handgrad import _cli_info_system as c; "
-                        "c.run(as_json=True)"], env=env, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([sys.executable, "-c", "from handgrad.cli import main; "
+                        "main(['info', '--system', '--json'])"], env=env, capture_output=True,
+                       text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -95,20 +94,13 @@ def test_forced_older_kernel_is_warned_about_with_the_fix():
     assert "unset OPENBLAS_CORETYPE" in forced["warning"]
 
 
-def test_cli_module_adds_the_flag_and_prints_text_or_json():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("model", nargs="?")
-    parser.add_argument("--json", action="store_true")
-    _cli_info_system.add_arguments(parser)
-    args = parser.parse_args(["--system", "--json"])
-    assert args.system and args.model is None
-    assert "OPENBLAS_CORETYPE" in _cli_info_system.FLAG_HELP
-    out = io.StringIO()
-    assert _cli_info_system.run(as_json=True, out=out) == 0
-    assert json.loads(out.getvalue())["blas"]
-    out = io.StringIO()
-    assert _cli_info_system.run(out=out) == 0
-    assert out.getvalue().startswith("python ")
+def test_info_system_prints_text_or_json(capsys):
+    assert main(["info", "--system", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["blas"]
+    assert main(["info", "--system"]) == 0
+    assert capsys.readouterr().out.startswith("python ")
+    assert main(["info"]) == ExitCode.USAGE
+    assert "--system" in capsys.readouterr().err
 
 
 def test_system_info_is_exported():

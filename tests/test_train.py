@@ -5,7 +5,6 @@ import pytest
 
 import handgrad
 from handgrad.datasets import Preprocessor, load_dataset
-from handgrad.model import Dropout
 from handgrad.optim import SGD, Adam
 from handgrad.train import Callback, StopTraining, Trainer
 
@@ -207,59 +206,6 @@ def test_bad_fit_arguments_raise(digits, kwargs, message):
 # --------------------------------------------------------------------------- #
 
 
-SGD_VARIANTS = [{}, {"weight_decay": 1e-2}, {"momentum": 0.9},
-                {"momentum": 0.8, "dampening": 0.3, "weight_decay": 5e-3}]
-
-
-def _fit_sgd(X, y, dtype, sgd=None, **options):
-    model = handgrad.MLP(X.shape[1], (16, 8), 4, dtype=dtype, seed=0)
-    handgrad.fit(model, X, y, optimizer=SGD(0.1, **(sgd or {})), epochs=3, batch_size=32,
-                 seed=1, dropout=Dropout(0.1, 0.2), **options)
-    return model
-
-
-@pytest.mark.parametrize("fuse_min, fused_weights", [(0, ("W1", "W2", "W3")), (150, ("W1",))],
-                         ids=["every-W-fused", "W1-fused"])
-@pytest.mark.parametrize("sgd", SGD_VARIANTS, ids=["plain", "decay", "momentum", "all"])
-@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("float64", 1e-12)])
-def test_fused_sgd_equals_the_gradient_then_the_step(rng, monkeypatch, sgd, dtype, tol,
-                                                     fuse_min, fused_weights):
-    """Two hidden layers, dropout and sample weights: the fused update (which never
-    writes the gradient of a fused weight matrix, and adds the rest by runs) trains
-    the same weights as gradient + SGD.step."""
-    from handgrad import _blas
-
-    if not _blas.available(dtype):
-        pytest.skip("NumPy's BLAS routines were not found: there is no fused path")
-    # 12-16-8-4: W1 has 192 entries, W2 128, W3 32
-    monkeypatch.setattr(handgrad.model, "FUSE_MIN_ENTRIES", fuse_min)
-    X, y, s = rng.normal(size=(200, 12)), rng.integers(0, 4, 200), rng.random(200)
-    fused = _fit_sgd(X, y, dtype, sgd, sample_weight=s)
-    for name, g in fused.grads.items():  # the fused path ran: fused gradients never written
-        assert g.any() == (name not in fused_weights), name
-    with monkeypatch.context() as m:
-        m.setattr(Trainer, "_fusable", lambda self: False)
-        plain = _fit_sgd(X, y, dtype, sgd, sample_weight=s)
-    assert plain.grad_buffer.any()
-    np.testing.assert_allclose(fused.param_buffer, plain.param_buffer, rtol=tol, atol=tol)
-
-
-def test_nesterov_is_not_fused(rng):
-    X, y = rng.normal(size=(64, 12)), rng.integers(0, 4, 64)
-    model = _fit_sgd(X, y, "float64", {"momentum": 0.9, "nesterov": True})
-    assert model.grad_buffer.any()  # the gradient itself was formed for the step
-
-
-def test_fused_sgd_falls_back_when_the_gradient_is_not_proven_finite(rng, monkeypatch):
-    X, y = rng.normal(size=(200, 12)), rng.integers(0, 4, 200)
-    fused = _fit_sgd(X, y, "float64")
-    monkeypatch.setattr(handgrad.MLP, "_grads_bounded", lambda self, ws, input_norm2=None: False)
-    checked = _fit_sgd(X, y, "float64")
-    assert checked.grad_buffer.any()  # the gradient was formed and checked exactly
-    np.testing.assert_allclose(checked.param_buffer, fused.param_buffer, rtol=1e-12,
-                               atol=1e-12)
-
-
 @pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
 def test_the_bound_uses_the_training_sets_norm_unless_batches_change(rng, monkeypatch, augment):
     """Without augmentation every batch's ‖X‖² is bounded by the whole set's, measured by
@@ -268,16 +214,16 @@ def test_the_bound_uses_the_training_sets_norm_unless_batches_change(rng, monkey
 
     X, y = rng.normal(size=(96, 6)).astype(np.float32), rng.integers(0, 3, 96)
     calls, seen = [], []
-    original_norm = train_module._square_norm
-    monkeypatch.setattr(train_module, "_square_norm", lambda a: calls.append(1) or
+    original_norm = train_module.square_norm
+    monkeypatch.setattr(train_module, "square_norm", lambda a: calls.append(1) or
                         original_norm(a))
-    original_bound = handgrad.MLP._grads_bounded
+    original_bound = handgrad.MLP.grads_bounded
 
-    def recording(self, ws, input_norm2=None):
+    def recording(self, ws, input_norm2=None, l2=0.0):
         seen.append((input_norm2, original_norm(ws.inputs[0])))
-        return original_bound(self, ws, input_norm2)
+        return original_bound(self, ws, input_norm2, l2)
 
-    monkeypatch.setattr(handgrad.MLP, "_grads_bounded", recording)
+    monkeypatch.setattr(handgrad.MLP, "grads_bounded", recording)
     flip = (lambda xb, rng: xb.__imul__(-1.0)) if augment else None
     trainer = Trainer(handgrad.MLP(6, 5, 3, seed=0), X, y, optimizer=SGD(0.1), epochs=2,
                       batch_size=32, seed=0, augment=flip)
@@ -298,17 +244,120 @@ def test_non_finite_gradient_stops_before_the_update(rng, monkeypatch, optimizer
     and no weight changes."""
     from handgrad.train import DivergenceError
 
-    original = handgrad.MLP._weight_grads
+    original = handgrad.MLP.weight_grads
 
-    def overflowing(self, ws):
-        original(self, ws)
+    def overflowing(self, ws, l2=0.0):
+        original(self, ws, l2)
         self.grads["W1"][0, 0] = np.inf
 
-    monkeypatch.setattr(handgrad.MLP, "_weight_grads", overflowing)
-    monkeypatch.setattr(handgrad.MLP, "_grads_bounded", lambda self, ws, input_norm2=None: False)
+    monkeypatch.setattr(handgrad.MLP, "weight_grads", overflowing)
+    monkeypatch.setattr(handgrad.MLP, "grads_bounded", lambda self, ws, input_norm2=None, l2=0.0: False)
     X, y = rng.normal(size=(64, 5)), rng.integers(0, 3, 64)
     model = handgrad.MLP(5, 7, 3, seed=0)
     before = model.param_buffer.copy()
     with pytest.raises(DivergenceError, match="gradient became non-finite.*batch 1"):
         handgrad.fit(model, X, y, optimizer=optimizer(), epochs=1, batch_size=16, seed=0)
     np.testing.assert_array_equal(model.param_buffer, before)
+
+
+# --------------------------------------------------------------------------- #
+# Label smoothing and max-norm
+# --------------------------------------------------------------------------- #
+
+
+def test_label_smoothing_matches_pytorch(rng, torch):
+    X = rng.normal(size=(32, 5))
+    y = rng.integers(0, 4, 32)
+    model = handgrad.MLP(5, 6, 4, dtype="float64", seed=0)
+    trainer = Trainer(model, X, y, optimizer=SGD(0.1), epochs=1, batch_size=32,
+                      shuffle=False, label_smoothing=0.15)
+    _, rows, _ = trainer._gather(np.arange(32))
+    loss, grads = model.loss_and_grads(X, rows)
+    params = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in model.params.items()}
+    h = torch.relu(torch.tensor(X) @ params["W1"].T + params["b1"])
+    logits = h @ params["W2"].T + params["b2"]
+    ref = torch.nn.functional.cross_entropy(logits, torch.tensor(y), label_smoothing=0.15)
+    ref.backward()
+    assert loss == pytest.approx(float(ref.detach()), rel=1e-12)
+    for k in grads:
+        np.testing.assert_allclose(grads[k], params[k].grad.numpy(), rtol=1e-10, atol=1e-13)
+
+
+def test_max_norm_caps_incoming_weight_vectors(rng):
+    X = rng.normal(size=(64, 10)) * 5
+    y = rng.integers(0, 3, 64)
+    model = handgrad.MLP(10, 20, 3, seed=0)
+    handgrad.fit(model, X, y, optimizer=SGD(1.0), epochs=3, batch_size=8, max_norm=0.5,
+                 seed=0)
+    for name in ("W1", "W2"):
+        norms = np.linalg.norm(model.params[name], axis=1)
+        assert norms.max() <= 0.5 * (1 + 1e-5)
+
+
+def test_weighted_validation_data(rng):
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    Xv, yv, sv = rng.normal(size=(20, 3)), rng.integers(0, 2, 20), rng.uniform(0, 3, 20)
+    model = handgrad.MLP(3, 4, 2, seed=0)
+    history = handgrad.fit(model, X, y, epochs=1, batch_size=8, seed=0,
+                           validation_data=(Xv, yv, sv))
+    hits = model.predict(Xv) == yv
+    assert history.val_accuracy[0] == pytest.approx(np.dot(hits, sv) / sv.sum(), rel=1e-12)
+    assert history.val_loss[0] == pytest.approx(model.evaluate(Xv, yv, sv)[0], rel=1e-12)
+    with pytest.raises(ValueError, match="sample_weight must have shape"):
+        handgrad.fit(model, X, y, validation_data=(Xv, yv, sv[:3]))
+
+
+def test_a_new_trainer_continues_a_model_and_its_optimizer(rng):
+    """Warm continuation (an estimator's warm_start or partial_fit): weights and the
+    optimizer's state carry over from one Trainer to the next."""
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    model, opt = handgrad.MLP(3, 4, 2, seed=0), Adam(1e-2)
+    Trainer(model, X, y, optimizer=opt, epochs=1, batch_size=8, seed=0).run()
+    after_one = model.param_buffer.copy()
+    Trainer(model, X, y, optimizer=opt, epochs=1, batch_size=8, seed=1).run()
+    assert opt.state["flat"]["t"] == 10 and not np.array_equal(model.param_buffer, after_one)
+
+
+def test_batches_whose_rows_all_weigh_zero_are_skipped(rng):
+    X, y = rng.normal(size=(16, 3)), rng.integers(0, 2, 16)
+    s = np.r_[np.zeros(8), np.ones(8)]  # unshuffled: the first batch weighs nothing
+    model = handgrad.MLP(3, 4, 2, dtype="float64", seed=0)
+    history = handgrad.fit(model, X, y, optimizer=SGD(0.1), epochs=1, batch_size=8,
+                           shuffle=False, sample_weight=s)
+    reference = handgrad.MLP(3, 4, 2, dtype="float64", seed=0)
+    ref_history = handgrad.fit(reference, X[8:], y[8:], optimizer=SGD(0.1), epochs=1,
+                               batch_size=8, shuffle=False)
+    np.testing.assert_array_equal(model.param_buffer, reference.param_buffer)
+    assert history.train_loss == pytest.approx(ref_history.train_loss, rel=1e-14)
+
+
+def test_a_stop_after_an_epochs_last_batch_resumes_bit_identically():
+    """A stop (Ctrl-C) can land after the last batch of an epoch, before the epoch's end
+    is recorded: the checkpoint then holds batch == n_batches, and resuming records that
+    epoch's end first."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(96, 5)), rng.integers(0, 3, 96)
+
+    def trainer(callbacks=()):
+        model = handgrad.MLP(5, 4, 3, dtype="float64", seed=0)
+        return handgrad.Trainer(model, X, y, optimizer=handgrad.optim.SGD(0.1), epochs=3,
+                                batch_size=32, seed=0, callbacks=callbacks)
+
+    class StopAtEpochEnd(handgrad.Callback):
+        def on_batch_end(self, batch, loss):
+            if batch == 2:  # the last of 3 batches
+                raise handgrad.StopTraining
+
+    full = trainer()
+    full.run()
+    first = trainer([StopAtEpochEnd()])
+    first.run()
+    state = first.state_dict()
+    assert state["batch"] == first.n_batches and not first.finished
+    second = trainer()
+    second.model.param_buffer[...] = first.model.param_buffer
+    second.optimizer.load_state_dict(first.optimizer.state_dict())
+    second.load_state_dict(state)
+    second.run()
+    np.testing.assert_array_equal(second.model.param_buffer, full.model.param_buffer)
+    assert second.history.train_loss == full.history.train_loss

@@ -1,24 +1,66 @@
 """handgrad: neural-network classifiers with hand-derived, machine-verified gradients."""
 
-from . import optim
+from . import optim, serialization
+from .callbacks import (
+    BackupAndRestore,
+    Callback,
+    LearningRateBackoff,
+    ModelCheckpoint,
+    StopTraining,
+    TerminateOnNaN,
+)
+from .config import ConfigError, TrainConfig
 from .datasets import DataError
-from .model import MLP, MLPConfig, gradcheck
-from .serialization import ModelFileError, load, load_checkpoint, save, save_checkpoint
-from .train import Callback, History, StopTraining, Trainer, fit
+from .fitting import fit
+from .model import MLP, GradcheckResult, MLPConfig, gradcheck
+from .serialization import Checkpoint, ModelFileError, load_checkpoint, save_checkpoint
+from .tracing import Trace, trace
+from .train import DivergenceError, History, Trainer, TrainingInterrupted
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "MLPConfig", "Callback", "DataError", "History", "ModelFileError",
-           "StopTraining", "Trainer", "fit", "gradcheck", "load", "load_checkpoint", "optim",
-           "save", "save_checkpoint", "system_info", "__version__"]
+__all__ = ["MLP", "MLPConfig", "BackupAndRestore", "Callback", "Checkpoint", "ConfigError",
+           "DataError", "DivergenceError", "GradcheckResult", "History", "LearningRateBackoff",
+           "ModelCheckpoint", "ModelFileError", "StopTraining", "TerminateOnNaN", "Trace",
+           "TrainConfig", "Trainer", "TrainingInterrupted", "fit", "gradcheck", "load",
+           "load_checkpoint", "optim", "save", "save_checkpoint", "system_info", "trace",
+           "__version__"]
+
+
+ESTIMATORS = ("handgrad.MLPClassifier", "handgrad.MLPRegressor")
+
+
+def save(model, path):
+    """Write a model file (safetensors and JSON, never pickle): of an :class:`MLP`, or of
+    a fitted ``MLPClassifier``/``MLPRegressor`` (its network, parameters, classes and
+    fitted attributes), which :func:`load` gives back as the estimator."""
+    if not isinstance(model, MLP) and hasattr(model, "to_mlp"):
+        model = model.to_mlp()
+    return serialization.save(model, path)
+
+
+def load(path):
+    """Read a model file: the :class:`MLP`, or the fitted estimator :func:`save` was given
+    (which needs scikit-learn; :func:`handgrad.serialization.load` reads the network alone)."""
+    model = serialization.load(path)
+    kind = model.training.get("estimator")
+    if kind not in ESTIMATORS:
+        return model
+    try:
+        from . import sklearn
+    except ImportError as exc:
+        raise ModelFileError(f"{path} holds a fitted {kind}, which needs scikit-learn: pip "
+                             f"install 'handgrad[sklearn]' (handgrad.serialization.load "
+                             f"reads its network alone)") from exc
+    return sklearn.from_model(model, path)
 
 
 def __getattr__(name):
-    # Optional parts load on first use, so the core needs NumPy alone.
-    if name == "MLPClassifier":
-        from .sklearn import MLPClassifier
+    # Optional parts load on first use: the core needs NumPy, safetensors and threadpoolctl.
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import sklearn
 
-        return MLPClassifier
+        return getattr(sklearn, name)
     if name in ("export_onnx", "to_onnx_bytes"):
         from . import onnx
 

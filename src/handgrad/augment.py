@@ -8,8 +8,9 @@ Every output pixel p of image b samples the input image at
 ``d_b`` is a Simard-style elastic displacement field (Simard, Steinkraus & Platt,
 ICDAR 2003): uniform random displacements in [−1, 1] smoothed by a Gaussian of
 width σ. The smoothed fields are drawn once into a bank and each image takes one
-at random, under one of the square's 8 symmetries with random sign, which keeps
-the per-batch cost to a few vectorised gathers. Deterministic given the ``rng``.
+at random, flipped or not about each axis (4 variants: as drawn, either mirror
+image, or turned by a half turn) and with a random sign, which keeps the per-batch
+cost to a few vectorised gathers. Deterministic given the ``rng``.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ class Augmenter:
                              indexing="ij")
         self._grid = np.stack([ys.ravel() - (H - 1) / 2, xs.ravel() - (W - 1) / 2])  # (2, D)
         self._bank = self._field_bank() if self.elastic_alpha > 0 else None
-        self._buffers = {}
 
     @property
     def active(self):

@@ -11,10 +11,11 @@ Batches that do not depend on the number of ranks. The training rows are cut int
 shard ``v`` shuffles its own rows with ``default_rng([seed, epoch, v])`` and gives
 ``B_v`` of them to every global batch (the ``B`` rows of a batch split as evenly as
 possible over the ``V`` shards). Ranks own whole shards (contiguous groups, so uneven
-counts are fine as long as ranks ≤ V), and so a rank reads only its shards' rows. Any
-number of ranks up to ``V`` — one included — sees exactly the same global batches: the
-weights equal those of single-process training up to the rounding of the gradient sum
-(the order in which the parts are added). With ``V = 1`` on one rank the order is
+counts are fine as long as ranks ≤ V), and so a rank reads only its shards' rows
+(:func:`local_shard`, over a :class:`~handgrad.datasets.DataSource`). Any number of
+ranks up to ``V`` — one included — sees exactly the same global batches: the weights
+equal those of single-process training up to the rounding of the gradient sum (the
+order in which the parts are added). With ``V = 1`` on one rank the order is
 :class:`~handgrad.train.Trainer`'s own.
 
 Shape key: N training rows in all, n this rank's rows, B global batch, D inputs.
@@ -25,10 +26,15 @@ from __future__ import annotations
 import sys
 import time
 import traceback
+from types import SimpleNamespace
 
 import numpy as np
 
+from .config import ConfigError
+from .datasets import DataSource, open_dataset
+from ._threads import limit_blas_threads
 from .train import Trainer
+from .update import Update
 
 DEFAULT_VIRTUAL_SHARDS = 12
 
@@ -49,8 +55,9 @@ class ShardLayout:
         if virtual_shards < 1:
             raise ValueError(f"virtual_shards must be at least 1, got {virtual_shards}")
         if size > virtual_shards:
-            raise ValueError(f"{size} ranks but only {virtual_shards} virtual shards: each rank "
-                             f"needs at least one; raise --virtual-shards")
+            raise ConfigError(f"{size} ranks but only {virtual_shards} virtual shards: each "
+                              f"rank needs at least one; raise {{virtual_shards}}",
+                              virtual_shards=None)
         if n_rows < virtual_shards:
             raise ValueError(f"{n_rows} training rows cannot fill {virtual_shards} shards")
         self.n_rows, self.V, self.size = int(n_rows), int(virtual_shards), int(size)
@@ -76,17 +83,74 @@ class ShardLayout:
         return int((hi - lo).sum())
 
 
+def split_rows(n_rows, comm):
+    """An even contiguous split of ``n_rows`` (e.g. test rows): this rank's ``(start, stop)``."""
+    bounds = np.linspace(0, n_rows, comm.size + 1).astype(np.int64)
+    return int(bounds[comm.rank]), int(bounds[comm.rank + 1])
+
+
+def local_shard(source, train_idx, comm, batch_size, virtual_shards=DEFAULT_VIRTUAL_SHARDS,
+                val_idx=None):
+    """This rank's training rows of ``source``, reading only the range it needs.
+
+    ``train_idx`` are the indices (sorted) of the training rows among ``source``'s, the
+    same on every rank; ranks own contiguous runs of them (:class:`ShardLayout`). A rank
+    reads the rows from its first training row up to the next rank's first, and takes
+    the validation rows (``val_idx``, sorted, or None) that fall in that range: every
+    validation row goes to exactly one rank. Returns a namespace with ``layout``, ``X``,
+    ``y`` (this rank's training rows) and ``X_val``, ``y_val`` (None without ``val_idx``).
+    """
+    layout = ShardLayout(len(train_idx), batch_size, virtual_shards, comm.size)
+    start, stop = layout.rank_rows(comm.rank)
+    n_source = len(source.y_train)
+    lo = 0 if comm.rank == 0 else int(train_idx[start])  # this rank's range of the source
+    hi = n_source if comm.rank == comm.size - 1 else int(train_idx[stop])
+    rows = source.read_train(lo, hi)
+    mine = train_idx[start:stop]
+    shard = SimpleNamespace(layout=layout, X=rows[mine - lo], y=source.y_train[mine],
+                            X_val=None, y_val=None)
+    if val_idx is not None:
+        val_mine = val_idx[(val_idx >= lo) & (val_idx < hi)]
+        shard.X_val, shard.y_val = rows[val_mine - lo], source.y_train[val_mine]
+    return shard
+
+
+def open_dataset_on_ranks(spec, comm, *, label_column="auto", progress=True):
+    """:func:`~handgrad.datasets.open_dataset` on every rank, downloading (once) on rank 0."""
+    source = None
+    if comm.rank == 0:
+        source = open_dataset(spec, label_column=label_column, progress=progress)
+    comm.Barrier()
+    if comm.rank != 0:
+        source = open_dataset(spec, label_column=label_column, progress=False,
+                              download_missing=False)
+    return source
+
+
+def fit_preprocessor(preprocessor, rows, comm):
+    """Fit ``preprocessor`` on the rows of all ranks (each passes its own)."""
+    MPI = _mpi()
+    ops = {"sum": MPI.SUM, "max": MPI.MAX}
+    return preprocessor.fit(rows, reduce=lambda value, op: comm.allreduce(value, op=ops[op]))
+
+
 class DistributedTrainer(Trainer):
     """A :class:`~handgrad.train.Trainer` over ``comm``: this rank's rows only.
 
     ``X`` and ``y`` are the rows ``layout.rank_rows(comm.rank)`` of the training
-    set; ``validation_data``, if given, is this rank's share of the validation set
-    (any split: metrics are summed over ranks).
+    set (see :func:`local_shard`); ``validation_data``, if given, is this rank's share
+    of the validation set (any split: metrics are summed over ranks). Rank 0 alone
+    writes files (``is_chief``). ``blas_threads`` sets this rank's BLAS threads (see
+    :func:`handgrad._threads.limit_blas_threads`: by default the node's cores divided
+    by its ranks); the choice is ``self.blas_threads``.
     """
 
     def __init__(self, model, X, y, *, comm, n_rows, virtual_shards=DEFAULT_VIRTUAL_SHARDS,
-                 batch_size=128, **kwargs):
+                 batch_size=128, blas_threads=None, **kwargs):
         self.comm = comm
+        self.is_chief = comm.rank == 0
+        # ranks on one machine share its cores rather than each starting a full BLAS pool
+        self.blas_threads = limit_blas_threads(comm, blas_threads)  # print .describe() once
         self.layout = ShardLayout(n_rows, batch_size, virtual_shards, comm.size)
         start, stop = self.layout.rank_rows(comm.rank)
         if len(X) != stop - start:
@@ -94,16 +158,28 @@ class DistributedTrainer(Trainer):
                              f"{start}:{stop} ({stop - start} rows)")
         self.row_offset = start
         validation = kwargs.pop("validation_data", None)  # this rank's share: may be empty
+        if kwargs.get("sample_weight") is not None:
+            raise ValueError("distributed training does not take sample weights")
         super().__init__(model, X, y, batch_size=batch_size, **kwargs)
         if validation is not None:
             X_val = np.asarray(validation[0], dtype=model.dtype)
             self.validation = (X_val, np.asarray(validation[1]))
-        if self.s is not None:
-            raise ValueError("distributed training does not take sample weights")
         self.batch_size = self.layout.batch_size
         self.n_batches = self.layout.n_batches
-        self._scalars = np.zeros(3)  # loss contribution, hits, stop flag: one tiny Allreduce
+        self._scalars = np.zeros(4)  # loss, hits, stop votes, (spare): one tiny Allreduce
         self._stop_votes = 0.0  # ranks that asked to stop, as of the last batch
+
+    @classmethod
+    def from_config(cls, model, X, y, config, *, comm, n_rows, **kwargs):
+        return super().from_config(model, X, y, config, comm=comm, n_rows=n_rows,
+                                   virtual_shards=config.virtual_shards, **kwargs)
+
+    def _make_update(self):
+        # The update waits for the Allreduce: it needs every rank's gradient, and a
+        # bound on this rank's share says nothing about the sum.
+        MPI = _mpi()
+        return Update(self.model, self.optimizer,
+                      reduce=lambda g: self.comm.Allreduce(MPI.IN_PLACE, g, op=MPI.SUM))
 
     def order(self, epoch):
         """Per owned shard, its rows in this epoch's order (local indices)."""
@@ -121,33 +197,25 @@ class DistributedTrainer(Trainer):
                  for v, perm in zip(L.rank_shards[self.comm.rank], order)]
         return np.concatenate(parts)
 
-    def _step_gradient(self, xb, tb, sb):
-        model = self.model
-        MPI = _mpi()
+    def _loss_weights(self, xb, sb):
         count = self.layout.batch_count(self.batch)  # the global batch's rows
-        if len(xb):
-            loss = model._loss_and_grads(xb, tb, 1.0 / count, self.dropout)  # Σ_local L_n / B
-            hits = self._hits(xb, tb, sb)
-        else:
-            model.grad_buffer[...] = 0.0
-            loss = hits = 0.0
-        self.comm.Allreduce(MPI.IN_PLACE, model.grad_buffer, op=MPI.SUM)  # the whole gradient
-        self._scalars[:] = (loss, hits, float(self.stop_requested))
+        # the penalty belongs to the whole batch: rank 0 alone adds it to what is summed
+        l2 = self.l2 / count if self.l2 and self.comm.rank == 0 else 0.0
+        return 1.0 / count, float(count), l2
+
+    def _combine(self, loss, batch_w, hits):
+        MPI = _mpi()
+        self._scalars[:3] = (loss, hits, float(self.stop_requested))  # Σ_local w L_n, ...
         self.comm.Allreduce(MPI.IN_PLACE, self._scalars, op=MPI.SUM)
         self._stop_votes = self._scalars[2]
-        return float(self._scalars[0]), float(count), float(self._scalars[1])
-
-    def _fusable(self):
-        # The update waits for the Allreduce: it needs every rank's gradient.
-        return False
-
-    def _gradient_bounded(self, xb, input_norm2):
-        # A bound on this rank's share says nothing about the sum over ranks.
-        return False
+        return float(self._scalars[0]), batch_w, float(self._scalars[1])
 
     def _agree_to_stop(self):
         # every rank voted in the last Allreduce, so all stop after the same batch
         return self._stop_votes > 0
+
+    def _peer_stop(self):
+        return self._stop_votes > 0 and not self.stop_requested
 
     def _validate(self):
         return evaluate_distributed(self.model, *self.validation, comm=self.comm)
@@ -161,8 +229,7 @@ class DistributedTrainer(Trainer):
     def load_state_dict(self, state):
         if state.get("virtual_shards", 1) != self.layout.V:
             raise ValueError(f"cannot resume: the checkpoint used {state.get('virtual_shards')} "
-                             f"virtual shards, this run {self.layout.V}; pass the same "
-                             f"--virtual-shards")
+                             f"virtual shards, this run {self.layout.V}; use the same number")
         if state["n_rows"] != self.layout.n_rows:
             raise ValueError(f"cannot resume: the checkpoint has n_rows={state['n_rows']} but "
                              f"this run has {self.layout.n_rows}; resume with the same data")
@@ -182,17 +249,13 @@ def evaluate_distributed(model, X, y, comm):
     return float(sums[0] / sums[2]), float(sums[1] / sums[2])
 
 
-def split_rows(n_rows, comm):
-    """An even contiguous split of ``n_rows`` (e.g. test rows): this rank's ``(start, stop)``."""
-    bounds = np.linspace(0, n_rows, comm.size + 1).astype(np.int64)
-    return int(bounds[comm.rank]), int(bounds[comm.rank + 1])
-
-
-def run_or_abort(comm, fn, *args, **kwargs):
+def run_or_abort(comm, fn, *args, describe=None, show_traceback=False, **kwargs):
     """Run ``fn``; if it raises on any rank, report and abort the whole job.
 
     Without this a failing rank would leave the others waiting in an Allreduce
     for ever. ``MPI.Abort`` ends every rank; mpiexec then exits non-zero.
+    ``describe(exc)`` words the error (default ``"Type: message"``);
+    ``show_traceback`` also prints its traceback.
     """
     try:
         return fn(*args, **kwargs)
@@ -201,9 +264,10 @@ def run_or_abort(comm, fn, *args, **kwargs):
     except BaseException as exc:
         if comm.size == 1:
             raise
-        sys.stderr.write(f"handgrad: error on rank {comm.rank} of {comm.size}: "
-                         f"{type(exc).__name__}: {exc}; aborting all ranks\n")
-        if getattr(exc, "__traceback__", None) is not None and "--traceback" in sys.argv:
+        text = describe(exc) if describe is not None else f"{type(exc).__name__}: {exc}"
+        sys.stderr.write(f"handgrad: error on rank {comm.rank} of {comm.size}: {text}; "
+                         f"aborting all ranks\n")
+        if show_traceback:
             traceback.print_exc()
         sys.stderr.flush()
         time.sleep(0.5)  # let mpiexec forward the message before Abort tears the job down
@@ -212,21 +276,22 @@ def run_or_abort(comm, fn, *args, **kwargs):
 
 def fit_distributed(model, X, y, *, comm, optimizer=None, epochs=10, batch_size=128, seed=None,
                     sample_weight=None, validation_data=None, callbacks=(),
-                    virtual_shards=DEFAULT_VIRTUAL_SHARDS, **options):
+                    virtual_shards=DEFAULT_VIRTUAL_SHARDS, handle_signals=False, **options):
     """:func:`handgrad.fit` over ``comm``: each rank passes the whole data, keeps its shard."""
     if sample_weight is not None:
         raise ValueError("distributed training does not take sample weights")
     if seed is None:  # every rank must shuffle alike: rank 0 picks the seed
         seed = comm.bcast(int(np.random.SeedSequence().entropy % (1 << 63)), root=0)
-    layout = ShardLayout(len(X), batch_size, virtual_shards, comm.size)
-    start, stop = layout.rank_rows(comm.rank)
+    X, y = np.asarray(X), np.asarray(y)
+    source = DataSource("arrays", [], y, y[:0], lambda lo, hi: X[lo:hi], lambda lo, hi: X[:0])
+    shard = local_shard(source, np.arange(len(X)), comm, batch_size, virtual_shards)
     val = None
     if validation_data is not None:
         Xv, yv = validation_data
         a, b = split_rows(len(Xv), comm)
         val = (model.check_X(Xv)[a:b], np.asarray(yv)[a:b])
-    trainer = DistributedTrainer(model, X[start:stop], np.asarray(y)[start:stop], comm=comm,
-                                 n_rows=len(X), virtual_shards=virtual_shards,
-                                 optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                                 seed=seed, validation_data=val, callbacks=callbacks, **options)
-    return run_or_abort(comm, trainer.run)
+    trainer = DistributedTrainer(model, shard.X, shard.y, comm=comm, n_rows=len(X),
+                                 virtual_shards=virtual_shards, optimizer=optimizer,
+                                 epochs=epochs, batch_size=batch_size, seed=seed,
+                                 validation_data=val, callbacks=callbacks, **options)
+    return run_or_abort(comm, trainer.run, handle_signals=handle_signals)

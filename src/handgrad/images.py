@@ -97,7 +97,12 @@ def load_digit_image(path, shape=(FIELD, FIELD), max_value=255.0):
 
     The result is scaled to ``[0, max_value]`` (16 for the 8×8 digits) as float64.
     """
-    img = mnist_style(read_image(path))
+    return digit_input(read_image(path), shape, max_value)
+
+
+def digit_input(gray, shape=(FIELD, FIELD), max_value=255.0):
+    """:func:`load_digit_image` for a grayscale array (H, W) already in memory."""
+    img = mnist_style(gray)
     if tuple(shape) != (FIELD, FIELD):
         if len(shape) != 2:
             raise DataError(f"the model takes examples of shape {tuple(shape)}, not images")

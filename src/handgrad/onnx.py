@@ -1,11 +1,16 @@
 """ONNX export (needs the ``onnx`` package): Gemm / activation / Softmax nodes.
 
-The graph takes raw examples (shaped as the model's training data, e.g.
+The graph takes *raw* examples (shaped as the model's training data, e.g.
 (N, 28, 28) pixel values 0–255, with a dynamic batch dimension N), applies the
 stored preprocessing (flatten, then divide or standardise, as
 :class:`handgrad.datasets.Preprocessor` does), runs F1–F4 layer by layer and
 outputs ``probabilities`` (N, M) and ``label`` (N,), the most probable class
 index. The class names are stored in the model's ``metadata_props``.
+
+An ONNX input has one element type: the model's float type by default, or
+``input_dtype="uint8"`` for images as they come (the graph casts them first).
+(:func:`handgrad.to_torch`, by contrast, takes rows already preprocessed by
+``model.prepare``, as :meth:`handgrad.MLP.predict_proba` does.)
 """
 
 from __future__ import annotations
@@ -30,12 +35,35 @@ def _onnx():
     return onnx
 
 
-def to_onnx_model(model, fold_preprocessing=True):
-    """Build the ``onnx.ModelProto`` of ``model`` (checked with ``full_check=True``)."""
+INPUT_DTYPES = ("float32", "float64", "uint8")
+
+
+def _input_dtype(model, input_dtype):
+    if input_dtype is None:
+        return np.dtype(model.dtype).name
+    name = str(np.dtype(input_dtype)) if not isinstance(input_dtype, str) else input_dtype
+    if name not in INPUT_DTYPES:
+        raise ValueError(f"input_dtype must be one of {', '.join(INPUT_DTYPES)} (or None for "
+                         f"the model's own, {np.dtype(model.dtype).name}), got {input_dtype!r}")
+    return name
+
+
+def to_onnx_model(model, fold_preprocessing=True, input_dtype=None):
+    """Build the ``onnx.ModelProto`` of ``model`` (checked with ``full_check=True``).
+
+    ``input_dtype``: the element type of the graph's ``input``: None (the model's
+    dtype), ``"float32"``, ``"float64"`` or ``"uint8"`` (raw pixels, cast inside).
+    """
+    if model.config.output != "softmax":
+        raise ValueError(f"ONNX export covers softmax classifiers (probabilities and label); "
+                         f"this model's output is {model.config.output!r}")
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
 
     elem = TensorProto.FLOAT if model.dtype == np.float32 else TensorProto.DOUBLE
+    in_name = _input_dtype(model, input_dtype)
+    in_elem = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE,
+               "uint8": TensorProto.UINT8}[in_name]
     prep = model.preprocessor if fold_preprocessing else None
     input_shape = list(prep.input_shape) if prep is not None else [model.n_inputs]
     nodes, inits = [], []
@@ -45,6 +73,9 @@ def to_onnx_model(model, fold_preprocessing=True):
         return name
 
     x = "input"
+    if in_elem != elem:  # e.g. uint8 pixels: computed in the model's float type
+        nodes.append(helper.make_node("Cast", [x], ["input_cast"], to=elem))
+        x = "input_cast"
     if len(input_shape) > 1:
         nodes.append(helper.make_node("Flatten", [x], ["flat"], axis=1))
         x = "flat"
@@ -70,7 +101,7 @@ def to_onnx_model(model, fold_preprocessing=True):
     nodes.append(helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0))
     graph = helper.make_graph(
         nodes, "handgrad_mlp",
-        [helper.make_tensor_value_info("input", elem, ["N", *input_shape])],
+        [helper.make_tensor_value_info("input", in_elem, ["N", *input_shape])],
         [helper.make_tensor_value_info("probabilities", elem, ["N", model.n_classes]),
          helper.make_tensor_value_info("label", TensorProto.INT64, ["N"])],
         inits)
@@ -80,18 +111,25 @@ def to_onnx_model(model, fold_preprocessing=True):
     helper.set_model_props(proto, {
         "classes": json.dumps(model.classes),
         "architecture": json.dumps(model.config.to_dict()),
+        "input": json.dumps({"dtype": in_name, "shape": ["N", *input_shape],
+                             "preprocessing_included": prep is not None}),
     })
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
 
-def to_onnx_bytes(model, fold_preprocessing=True):
-    return to_onnx_model(model, fold_preprocessing).SerializeToString()
+def to_onnx_bytes(model, fold_preprocessing=True, input_dtype=None):
+    """The serialized ONNX model (see :func:`to_onnx_model`)."""
+    return to_onnx_model(model, fold_preprocessing, input_dtype).SerializeToString()
 
 
-def export_onnx(model, path, fold_preprocessing=True):
-    """Write ``model`` as an ONNX file (atomically); returns the path."""
-    data = to_onnx_bytes(model, fold_preprocessing)
+def export_onnx(model, path, fold_preprocessing=True, input_dtype=None):
+    """Write ``model`` as an ONNX file (atomically); returns the path.
+
+    The graph takes raw examples (the preprocessing is part of it) of element type
+    ``input_dtype`` (see :func:`to_onnx_model`; ``"uint8"`` for images as they come).
+    """
+    data = to_onnx_bytes(model, fold_preprocessing, input_dtype)
     path = Path(path)
     with atomic_write(path) as f:
         f.write(data)

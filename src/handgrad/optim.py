@@ -63,8 +63,10 @@ class Optimizer:
         """One update of the flat array ``p`` whose gradient exists only as an operation.
 
         ``accumulate(out, α, β)`` sets ``out ← β out + α g`` for a flat ``out`` shaped
-        like ``p``: the training loop passes the weight-gradient GEMMs themselves, so
-        ``g`` is never written out and read back. Only where :attr:`can_fuse`.
+        like ``p``, with ``g`` the gradient at ``p`` as it was when ``fused_step`` began
+        (``p`` may change only through ``accumulate``): the training loop passes the
+        weight-gradient GEMMs themselves, so ``g`` is never written out and read back.
+        Only where :attr:`can_fuse`.
         """
         raise NotImplementedError(f"{type(self).__name__} needs the gradient itself")
 
@@ -194,16 +196,16 @@ class SGD(Optimizer):
         """The same update with ``g`` given as ``accumulate(out, α, β)``: ``out ← β out + α g``.
 
         Without momentum the products land straight in the parameters,
-        ``p ← p − lr g`` (after ``p ← (1 − lr λ) p`` for weight decay). With momentum
+        ``p ← (1 − lr λ) p − lr g``. With momentum
         they update the buffer, ``b ← μ b + (1 − τ)(g + λ p)``, and one pass follows,
         ``p ← p − lr b``. The values equal :meth:`step`'s up to rounding.
         """
         assert self.can_fuse, "Nesterov momentum needs the gradient itself"
         lr, mu, wd, tau = self.lr, self.momentum, self.weight_decay, self.dampening
         if not mu:
-            if wd:
-                p *= 1.0 - lr * wd  # p − lr λ p
-            accumulate(p, -lr, 1.0)  # − lr g
+            # p ← (1 − lr λ) p − lr g: the decay rides on the products' β, and g is
+            # formed from the weights as they were before this step
+            accumulate(p, -lr, 1.0 - lr * wd)
             return
         st = self.state.setdefault(FLAT, {})
         buf = st.get("momentum_buffer")

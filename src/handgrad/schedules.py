@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .train import Callback
+from .callbacks import Callback
 
 
 class _StepSchedule(Callback):
@@ -24,11 +24,27 @@ class _StepSchedule(Callback):
         self.total_epochs = int(total_epochs)
         self.epoch = 0
         self.n_batches = 1
+        self._trainer = None
+
+    def on_train_begin(self, trainer):
+        self._trainer = trainer  # its position, even when it resumes mid-epoch
 
     def on_epoch_begin(self, epoch, n_batches):
         self.epoch, self.n_batches = epoch, n_batches
 
+    def scale_lr(self, factor):
+        """Scale the schedule (a learning-rate back-off after a divergence)."""
+        self.base_lr *= factor
+
+    def state_dict(self):
+        return {"base_lr": self.base_lr}
+
+    def load_state_dict(self, state):
+        self.base_lr = float(state["base_lr"])
+
     def on_batch_begin(self, batch):
+        if self._trainer is not None:
+            self.epoch, self.n_batches = self._trainer.epoch, self._trainer.n_batches
         t = self.epoch * self.n_batches + batch
         self.optimizer.lr = self.lr_at(t, self.total_epochs * self.n_batches)
 
@@ -76,76 +92,123 @@ class CosineWithWarmup(_StepSchedule):
         return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class NoImprovement:
+    """scikit-learn's rule for a plateau, written once (``MLPClassifier``'s
+    ``_update_no_improvement_count`` and the check after it).
+
+    Values are compared "lower is better" (pass ``higher_is_better`` for accuracies). An
+    epoch whose value is not below ``best − tol`` counts as no improvement, any other
+    resets the count; ``best`` follows every strictly better value (even by less than
+    ``tol``). The plateau is reached when the count *exceeds* ``patience`` (which may be
+    ``math.inf``: never, as scikit-learn's ``n_iter_no_change=np.inf``).
+    """
+
+    def __init__(self, patience, tol, higher_is_better=False):
+        self.patience = math.inf if patience == math.inf else int(patience)
+        self.tol = float(tol)
+        self.sign = -1.0 if higher_is_better else 1.0
+        self.best, self.count = None, 0  # best: sign · value, None before the first
+
+    def update(self, value):
+        """Record one epoch's value; returns ``(new best, plateau reached)``."""
+        v = self.sign * value
+        if self.best is not None and v > self.best - self.tol:
+            self.count += 1
+        else:
+            self.count = 0
+        better = self.best is None or v < self.best
+        if better:
+            self.best = v
+        return better, self.count > self.patience
+
+    def reset(self):
+        self.count = 0
+
+
+def _monitored(history, monitor, who):
+    value = getattr(history, monitor)[-1]
+    if value is None:
+        raise ValueError(f"{who} monitors {monitor}, which this run does not compute "
+                         f"(no validation data?)")
+    return value
+
+
+MONITORS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
 class ReduceOnPlateau(Callback):
-    """scikit-learn's ``learning_rate="adaptive"``: when the monitored metric has not
-    improved by ``tol`` for ``patience`` epochs, divide the rate by ``1/factor``."""
+    """scikit-learn's ``learning_rate="adaptive"``: on a plateau of the monitored metric
+    (:class:`NoImprovement`: no improvement by ``tol`` for more than ``patience`` epochs),
+    multiply the rate by ``factor`` while it is above ``min_lr``."""
 
     def __init__(self, optimizer, monitor="train_loss", factor=0.2, patience=10, tol=1e-4,
                  min_lr=1e-6):
-        if monitor not in ("train_loss", "val_loss", "val_accuracy", "train_accuracy"):
-            raise ValueError(f"cannot monitor {monitor!r}")
+        if monitor not in MONITORS:
+            raise ValueError(f"cannot monitor {monitor!r}; choose one of {', '.join(MONITORS)}")
         if not 0 < factor < 1:
             raise ValueError(f"factor must lie in (0, 1), got {factor!r}")
         self.optimizer, self.monitor, self.factor = optimizer, monitor, factor
-        self.patience, self.tol, self.min_lr = int(patience), float(tol), float(min_lr)
-        self.best, self.bad_epochs = None, 0
+        self.min_lr = float(min_lr)
+        self.rule = NoImprovement(patience, tol, monitor.endswith("accuracy"))
 
-    def _sign(self):
-        return -1.0 if self.monitor.endswith("accuracy") else 1.0  # lower is better
+    @property
+    def best(self):
+        return self.rule.best
 
     def on_epoch_end(self, epoch, history):
-        value = getattr(history, self.monitor)[-1]
-        if value is None:
-            raise ValueError(f"ReduceOnPlateau monitors {self.monitor}, which this run does "
-                             f"not compute (no validation data?)")
-        v = self._sign() * value
-        if self.best is None or v < self.best - self.tol:
-            self.best, self.bad_epochs = v, 0
-        else:
-            self.bad_epochs += 1
-        if self.bad_epochs > self.patience and self.optimizer.lr > self.min_lr:
-            self.optimizer.lr = max(self.optimizer.lr * self.factor, self.min_lr)
-            self.bad_epochs = 0
+        _, plateau = self.rule.update(_monitored(history, self.monitor, "ReduceOnPlateau"))
+        if plateau and self.optimizer.lr > self.min_lr:
+            self.optimizer.lr *= self.factor
+            self.rule.reset()
         return False
 
     def state_dict(self):
-        return {"best": self.best, "bad_epochs": self.bad_epochs, "lr": self.optimizer.lr}
+        return {"best": self.rule.best, "bad_epochs": self.rule.count, "lr": self.optimizer.lr}
 
     def load_state_dict(self, state):
-        self.best, self.bad_epochs = state["best"], int(state["bad_epochs"])
+        self.rule.best, self.rule.count = state["best"], int(state["bad_epochs"])
         self.optimizer.lr = float(state["lr"])
 
 
 class EarlyStopping(Callback):
-    """Stop when the validation metric stops improving; restore the best weights.
+    """Stop when the monitored metric stops improving, with scikit-learn's rule
+    (:class:`NoImprovement`): after more than ``n_iter_no_change`` epochs without an
+    improvement by ``tol``. ``restore_best`` puts back the weights of the best epoch at
+    the end.
 
-    As scikit-learn's ``early_stopping``: an epoch improves when the metric beats
-    the best by more than ``tol``; after ``n_iter_no_change`` epochs without
-    improvement training stops, and the weights of the best epoch are restored.
+    With an ``optimizer`` a plateau first multiplies its learning rate by ``factor``
+    while that is above ``min_lr`` (scikit-learn's ``learning_rate="adaptive"``, which
+    shares the count with stopping), and stops only once it is not.
     """
 
     def __init__(self, model, monitor="val_loss", n_iter_no_change=10, tol=1e-4,
-                 restore_best=True):
-        if monitor not in ("val_loss", "val_accuracy", "train_loss"):
-            raise ValueError(f"cannot monitor {monitor!r}")
+                 restore_best=True, optimizer=None, factor=0.2, min_lr=1e-6):
+        if monitor not in MONITORS:
+            raise ValueError(f"cannot monitor {monitor!r}; choose one of {', '.join(MONITORS)}")
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must lie in (0, 1), got {factor!r}")
         self.model, self.monitor = model, monitor
-        self.n_iter_no_change, self.tol = int(n_iter_no_change), float(tol)
+        self.rule = NoImprovement(n_iter_no_change, tol, monitor.endswith("accuracy"))
         self.restore_best = restore_best
-        self.best, self.best_epoch, self.bad_epochs = None, None, 0
+        self.optimizer, self.factor, self.min_lr = optimizer, float(factor), float(min_lr)
+        self.best_epoch = None
         self.best_params = None
 
+    @property
+    def best(self):
+        return self.rule.best
+
     def on_epoch_end(self, epoch, history):
-        value = getattr(history, self.monitor)[-1]
-        if value is None:
-            raise ValueError(f"early stopping monitors {self.monitor}, which needs "
-                             f"validation data")
-        v = -value if self.monitor.endswith("accuracy") else value
-        if self.best is None or v < self.best - self.tol:
-            self.best, self.best_epoch, self.bad_epochs = v, epoch, 0
-            self.best_params = self.model.param_buffer.copy()
-        else:
-            self.bad_epochs += 1
-        return self.bad_epochs >= self.n_iter_no_change
+        better, plateau = self.rule.update(_monitored(history, self.monitor, "EarlyStopping"))
+        if better:
+            self.best_epoch = epoch
+            if self.restore_best:
+                self.best_params = self.model.param_buffer.copy()
+        if plateau and self.optimizer is not None and self.optimizer.lr > self.min_lr:
+            self.optimizer.lr *= self.factor
+            self.rule.reset()
+            return False
+        return plateau
 
     def on_train_end(self, history):
         if self.restore_best and self.best_params is not None:
@@ -153,11 +216,12 @@ class EarlyStopping(Callback):
 
     def state_dict(self):
         # best_params is an array: checkpoints store it as a tensor, not as JSON
-        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+        return {"best": self.rule.best, "best_epoch": self.best_epoch,
+                "bad_epochs": self.rule.count,
                 "best_params": None if self.best_params is None else self.best_params.copy()}
 
     def load_state_dict(self, state):
-        self.best, self.best_epoch = state["best"], state["best_epoch"]
-        self.bad_epochs = int(state["bad_epochs"])
+        self.rule.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.rule.count = int(state["bad_epochs"])
         bp = state.get("best_params")
         self.best_params = None if bp is None else np.asarray(bp, dtype=self.model.dtype)

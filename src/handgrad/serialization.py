@@ -11,9 +11,14 @@ and in the header's ``__metadata__`` (string values, as safetensors requires):
   preprocessing, a training summary)
 
 A checkpoint is the same file with ``format`` ``handgrad-checkpoint``, the
-optimizer's arrays as extra tensors named ``optimizer/<key>/<name>``, and a
-``checkpoint`` JSON entry (optimizer hyper-parameters and counters, the
-trainer's position and history, and the run's settings).
+optimizer's arrays as extra tensors named ``optimizer/<key>/<name>`` (and
+callbacks' arrays as ``callback/<i>/<name>``), and a ``checkpoint`` JSON entry
+(optimizer hyper-parameters and counters, the trainer's position, history and
+callbacks' state, and the run's :class:`~handgrad.config.TrainConfig` as ``config``).
+
+Format version 2 stores the :class:`~handgrad.config.TrainConfig` (``config``,
+also in a model's ``training`` summary); version 1 (handgrad 0.1) stored the same
+values as a ``settings`` dict. Both are read.
 
 Every write is atomic (temporary file, fsync, rename). Every read validates the
 header before trusting it and raises :class:`ModelFileError` with a hint.
@@ -28,14 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
+from typing import NamedTuple
+
 from ._atomic import atomic_write
+from .config import TrainConfig
 from .datasets.preprocess import Preprocessor
 from .datasets.errors import DataError
 from .model import MLP, MLPConfig
 
 MODEL_FORMAT = "handgrad-model"
 CHECKPOINT_FORMAT = "handgrad-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = ("1", "2")  # 1: handgrad 0.1 (a "settings" dict instead of "config")
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit for the JSON header
 MAX_FILE_BYTES = 8 << 30
 SAFETENSORS_DTYPES = {"F32": np.float32, "F64": np.float64}
@@ -45,12 +54,30 @@ class ModelFileError(ValueError):
     """A model or checkpoint file is missing, damaged, or not handgrad's."""
 
 
+class NotACheckpointError(ModelFileError):
+    """A model file was given where a training checkpoint was expected; ``path`` names it."""
+
+    def __init__(self, path):
+        super().__init__(f"{path}: a model file, not a training checkpoint")
+        self.path = path
+
+
+class Checkpoint(NamedTuple):
+    """What :func:`load_checkpoint` returns: the model, the optimizer's state dict, the
+    trainer's state dict and the run's :class:`~handgrad.config.TrainConfig` (or None)."""
+
+    model: MLP
+    optimizer_state: dict
+    trainer_state: dict
+    config: TrainConfig | None
+
+
 def _safetensors():
     try:
         import safetensors.numpy
     except ImportError:
-        raise ModelFileError("model files need the 'safetensors' package: "
-                             "pip install 'handgrad[cli]'") from None
+        raise ModelFileError("model files need the 'safetensors' package, a dependency of "
+                             "handgrad: pip install safetensors") from None
     return safetensors.numpy
 
 
@@ -92,8 +119,12 @@ def save(model, path):
     return _write(path, dict(model.params), _model_metadata(model, MODEL_FORMAT))
 
 
-def save_checkpoint(path, model, optimizer, trainer_state, settings=None):
-    """Write a checkpoint: model, optimizer state, training position and settings."""
+def save_checkpoint(path, model, optimizer, trainer_state, config=None):
+    """Write a checkpoint: model, optimizer state, training position and ``config``
+    (a :class:`~handgrad.config.TrainConfig`, or None)."""
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a handgrad.TrainConfig or None, got "
+                        f"{type(config).__name__}")
     tensors = dict(model.params)
     opt = optimizer.state_dict()
     scalars = {}
@@ -121,7 +152,7 @@ def save_checkpoint(path, model, optimizer, trainer_state, settings=None):
         "optimizer": {"type": opt["type"], "hyperparameters": opt["hyperparameters"],
                       "scalars": scalars},
         "trainer": trainer_state,
-        "settings": settings or {},
+        "config": None if config is None else config.to_dict(),
     })
     return _write(path, tensors, metadata)
 
@@ -164,12 +195,12 @@ def _read(path, expected_format):
         raise ModelFileError(f"{path}: a safetensors file, but not a handgrad model "
                              f"(format {fmt!r}); save models with handgrad.save")
     if expected_format == CHECKPOINT_FORMAT and fmt != CHECKPOINT_FORMAT:
-        raise ModelFileError(f"{path}: a model file, not a training checkpoint; "
-                             f"--resume takes the checkpoint file from --checkpoint-dir")
+        raise NotACheckpointError(path)
     version = meta.get("format_version")
-    if version != str(FORMAT_VERSION):
-        raise ModelFileError(f"{path}: format version {version!r}; this handgrad reads version "
-                             f"{FORMAT_VERSION}: upgrade handgrad (pip install -U handgrad)")
+    if version not in READABLE_VERSIONS:
+        raise ModelFileError(f"{path}: format version {version!r}; this handgrad reads versions "
+                             f"{' and '.join(READABLE_VERSIONS)}: upgrade handgrad "
+                             f"(pip install -U handgrad)")
     for name, info in header.items():
         if name == "__metadata__":
             continue
@@ -238,8 +269,9 @@ def load(path):
     return _build_model(path, tensors, meta)
 
 
-def load_checkpoint(path, optimizer=None):
-    """Read a checkpoint; returns ``(model, optimizer_state_dict, trainer_state, settings)``."""
+def load_checkpoint(path):
+    """Read a checkpoint into a :class:`Checkpoint` ``(model, optimizer_state,
+    trainer_state, config)``; files of handgrad 0.1 (format version 1) included."""
     tensors, meta = _read(path, CHECKPOINT_FORMAT)
     model = _build_model(path, tensors, meta)
     ck = _json(path, meta, "checkpoint")
@@ -256,7 +288,9 @@ def load_checkpoint(path, optimizer=None):
             state.setdefault(key, {}).update(scalars)
         opt_state = {"type": opt["type"], "hyperparameters": opt["hyperparameters"],
                      "state": state}
-        trainer_state, settings = ck["trainer"], ck["settings"]
+        trainer_state = ck["trainer"]
+        stored = ck.get("config", ck.get("settings"))  # version 1 called it "settings"
+        config = TrainConfig.from_dict(stored) if stored else None
         for cb_state in trainer_state.get("callbacks") or []:
             if isinstance(cb_state, dict):
                 for key, value in cb_state.items():
@@ -271,4 +305,4 @@ def load_checkpoint(path, optimizer=None):
             if not isinstance(value, np.ndarray) and not (
                     isinstance(value, (int, float)) and math.isfinite(value)):
                 raise ModelFileError(f"{path}: optimizer counter {key}/{field} is invalid")
-    return model, opt_state, trainer_state, settings
+    return Checkpoint(model, opt_state, trainer_state, config)

@@ -6,9 +6,12 @@ from __future__ import annotations
 def to_torch(model, probabilities=False):
     """``nn.Sequential`` of ``Linear`` and activation modules with ``model``'s weights.
 
-    It maps rows (N, D), already preprocessed (see ``model.prepare``), to logits;
-    with ``probabilities=True`` a final ``Softmax(dim=1)`` gives ``predict_proba``'s
-    values. The dtype follows the model (float32 or float64).
+    It maps rows (N, D) *already preprocessed* (``model.prepare(raw)``: flattened
+    and scaled as in training) to logits (the outputs O); with ``probabilities=True``
+    the output function follows (``Softmax(dim=1)``, ``Sigmoid`` or ``Identity``:
+    :meth:`MLP.output`'s values). The preprocessing is not part of the network (the
+    ONNX graph of :func:`handgrad.export_onnx`, by contrast, takes raw pixels). The
+    dtype follows the model (float32 or float64).
     """
     try:
         import torch
@@ -28,5 +31,10 @@ def to_torch(model, probabilities=False):
         if l < model.n_layers:
             layers.append(acts[model.config.activation]())
     if probabilities:
-        layers.append(torch.nn.Softmax(dim=1))
+        output = {"softmax": lambda: torch.nn.Softmax(dim=1), "logistic": torch.nn.Sigmoid,
+                  "identity": torch.nn.Identity}.get(model.config.output)
+        if output is None:
+            raise ValueError(f"to_torch(probabilities=True) has no module for the "
+                             f"{model.config.output!r} output; take exp of the outputs")
+        layers.append(output())
     return torch.nn.Sequential(*layers)

@@ -165,6 +165,43 @@ def test_offline_error_says_which_files_to_put_where(tmp_path, family):
         assert f"{part}.gz" in message
     assert str(tmp_path / "cache" / "handgrad" / "test-mnist") in message
     assert "HANDGRAD_DATA" in message
+    # a few lines, not one of 1,600 characters: files, where to put them, each mirror once
+    lines = message.splitlines()
+    assert len(lines) == 4 and all(len(line) < 120 + len(str(tmp_path)) for line in lines)
+    assert lines[3].startswith("  http://127.0.0.1:9/: cannot connect")
+    assert message.count("127.0.0.1:9") == 1
+
+
+def test_offline_error_names_a_handgrad_data_that_does_not_hold_the_files(
+        tmp_path, family, monkeypatch):
+    """A relative HANDGRAD_DATA read from another folder: the error says where it looked."""
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setenv("HANDGRAD_DATA", "../data")
+    with pytest.raises(DataError) as info:
+        load_mnist(name="test-mnist", download_missing=False)
+    message = str(info.value)
+    assert "HANDGRAD_DATA is set to '../data'" in message
+    assert str(tmp_path / "elsewhere" / ".." / "data" / "test-mnist") in message
+
+
+def test_offline_error_lists_each_mirror_and_the_files_it_failed(tmp_path, family, server):
+    arrays, blobs = family
+    for part in PARTS[:2]:
+        server.files[f"/m/{part}.gz"] = blobs[part]
+    server.files["/m/t10k-labels-idx1-ubyte.gz"] = gzip.compress(b"not the real file")
+    with pytest.raises(DataError) as info:
+        load_mnist(name="test-mnist", mirrors=[server.url("none/"), server.url("m/")],
+                   progress=False)
+    lines = str(info.value).splitlines()
+    assert lines[0] == ("Test-MNIST: 2 files missing: t10k-images-idx3-ubyte.gz, "
+                        "t10k-labels-idx1-ubyte.gz")
+    assert lines[1].startswith("Put them into ")
+    assert lines[2] == "Downloading failed:"
+    assert lines[3] == f"  {server.url('none/')}: HTTP 404 Not Found"  # both files alike
+    assert lines[4] == f"  {server.url('m/')}: HTTP 404 Not Found (t10k-images-idx3-ubyte.gz)"
+    assert lines[5].startswith(f"  {server.url('m/')}: checksum mismatch")
+    assert lines[5].endswith("(t10k-labels-idx1-ubyte.gz)") and len(lines) == 6
 
 
 def test_handgrad_data_takes_precedence_over_the_cache(tmp_path, family, monkeypatch):

@@ -5,7 +5,15 @@ import pickle
 import numpy as np
 import pytest
 
-from handgrad.datasets import DataError, load_csv, load_dataset, load_npy, load_npz
+from handgrad.datasets import (
+    DataError,
+    LabelColumn,
+    load_csv,
+    load_dataset,
+    load_npy,
+    load_npz,
+    read_csv,
+)
 
 
 def write(tmp_path, name, text):
@@ -151,3 +159,134 @@ def test_dataset_unknown_spec(tmp_path):
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(DataError, match="unsupported"):
         load_dataset(tmp_path / "a.txt")
+
+
+# --------------------------------------------------------------------------- #
+# Which column holds the labels (issue #21: a label-first CSV trained on a pixel)
+# --------------------------------------------------------------------------- #
+
+
+def mnist_like_csv(tmp_path, rng, header=True, n=200):
+    """Label first, then 16 "pixels": mostly 0, the last one with a few scattered values."""
+    labels = np.arange(n) % 10
+    pixels = np.zeros((n, 16), dtype=int)
+    pixels[:, 5:9] = rng.integers(0, 256, (n, 4))
+    pixels[rng.choice(n, 17, replace=False), -1] = rng.choice(np.arange(1, 256), 17,
+                                                              replace=False)
+    lines = [",".join(["label"] + [f"pixel{i}" for i in range(16)])] if header else []
+    lines += [",".join(map(str, [lab, *row])) for lab, row in zip(labels, pixels)]
+    return write(tmp_path, "train.csv", "\n".join(lines) + "\n"), labels
+
+
+def test_a_header_named_like_a_label_is_the_label_wherever_it_is(tmp_path, rng):
+    path, labels = mnist_like_csv(tmp_path, rng)
+    table = read_csv(path)
+    assert table.label == LabelColumn(0, "label", "named like a label", 17)
+    assert str(table.label) == "'label' (column 1 of 17, named like a label)"
+    np.testing.assert_array_equal(table.y, labels)
+    assert table.feature_names == [f"pixel{i}" for i in range(16)]
+    ds = load_dataset(path)
+    assert ds.classes == [str(i) for i in range(10)] and ds.label_column.name == "label"
+    assert ds.x_train.shape[1] == 16
+
+
+@pytest.mark.parametrize("names, expected", [
+    ("a,Target,b", "Target"), ("x,y,label", "label"), ("CLASS,f", "CLASS"), ("f,g,Y", "Y"),
+])
+def test_label_names_in_any_case_and_in_order_of_preference(tmp_path, names, expected):
+    rows = [names] + [",".join(str((i + k) % 3) for k in range(names.count(",") + 1))
+                      for i in range(30)]
+    table = read_csv(write(tmp_path, "t.csv", "\n".join(rows)))
+    assert table.label.name == expected and table.label.how == "named like a label"
+
+
+def test_without_a_label_name_the_last_column_is_taken_and_said_so(tmp_path, rng):
+    rows = ["a,b,kind"] + [f"{rng.normal()},{rng.normal()},{'xyz'[i % 3]}" for i in range(60)]
+    ds = load_dataset(write(tmp_path, "t.csv", "\n".join(rows)))
+    assert str(ds.label_column) == "'kind' (column 3 of 3, the last column)"
+    assert ds.classes == ["x", "y", "z"]
+    no_header = write(tmp_path, "n.csv", "\n".join(f"{rng.normal()},{i % 4}" for i in range(60)))
+    table = read_csv(no_header)
+    assert str(table.label) == "column 2 of 2, the last column" and table.y.max() == 3
+
+
+def test_a_headerless_label_first_file_is_refused_naming_the_fix(tmp_path, rng):
+    path, _ = mnist_like_csv(tmp_path, rng, header=False)
+    with pytest.raises(DataError) as info:
+        load_dataset(path)
+    message = str(info.value)
+    assert "train.csv" in message and "column 17 of 17, the last column" in message
+    assert "scattered over" in message  # 18 distinct whole numbers over 0..255: a pixel
+    assert "Column 1 does" in message
+    assert "label_column=0" in message
+    # the explicit choice is taken as given, with no guessing and no refusal
+    ds = load_dataset(path, label_column=0)
+    assert ds.n_classes == 10 and ds.label_column.how == "given"
+    assert load_dataset(path, label_column=-1).label_column.index == 16
+
+
+@pytest.mark.parametrize("column, problem", [
+    ([f"{0.1 * i:.2f}" for i in range(40)], "not whole, such as '0.10'"),  # a measurement
+    ([str(1000 + i) for i in range(40)], "40 distinct values in 40 rows"),  # an id
+    (["7"] * 40, "all 40 rows hold the same value, '7'"),  # a constant (a blank pixel)
+    ([str(i % 20) for i in range(40)], "20 distinct values in 40 rows"),
+])
+def test_a_guessed_column_that_does_not_look_like_labels_is_refused(tmp_path, rng, column,
+                                                                    problem):
+    rows = ["a,b,value"] + [f"{rng.normal()},{rng.normal()},{v}" for v in column]
+    path = write(tmp_path, "t.csv", "\n".join(rows))
+    with pytest.raises(DataError, match="does not look like a label column") as info:
+        load_dataset(path)
+    message = str(info.value)
+    assert problem in message and "'value' (column 3 of 3, the last column)" in message
+    assert "label_column=NAME_OR_INDEX" in message
+    # fractional values are refused by load_csv too; named explicitly, the column is used
+    if "whole" in problem:
+        with pytest.raises(DataError, match="not whole"):
+            load_csv(path)
+    X, y, _ = load_csv(path, label_column="value")
+    assert len(y) == 40
+
+
+def test_labels_named_like_a_label_are_checked_too(tmp_path, rng):
+    rows = ["x,y"] + [f"{rng.normal()},{rng.normal()}" for _ in range(30)]
+    with pytest.raises(DataError, match=r"'y' \(column 2 of 2, named like a label\).*not whole"):
+        read_csv(write(tmp_path, "xy.csv", "\n".join(rows)))
+
+
+def test_small_files_are_not_judged_by_their_counts(tmp_path):
+    # too few rows to tell labels from a feature by counting: taken as they are
+    X, y, _ = load_csv(write(tmp_path, "s.csv", "1,2,5\n3,4,9\n5,6,7\n"))
+    assert y.tolist() == [5, 9, 7]
+
+
+def test_a_text_column_among_the_features_hints_at_the_label_column(tmp_path):
+    rows = ["kind,a,b"] + [f"{'cat' if i % 2 else 'dog'},{i},{i % 3}" for i in range(30)]
+    with pytest.raises(DataError) as info:
+        load_csv(write(tmp_path, "t.csv", "\n".join(rows)))
+    message = str(info.value)
+    assert "line 2, kind: 'dog' is not a number" in message
+    assert "'b' (column 3 of 3, the last column)" in message
+    assert "label_column='kind'" in message
+
+
+def test_a_single_class_names_the_label_column(tmp_path, rng):
+    rows = ["a,label"] + [f"{rng.normal()},3" for _ in range(10)]
+    with pytest.raises(DataError, match=r"label column 'label' \(column 2 of 2, named like a "
+                                        r"label\): the labels hold a single class"):
+        load_dataset(write(tmp_path, "one.csv", "\n".join(rows)))
+
+
+def test_a_guessed_column_of_wildly_unbalanced_values_is_refused(tmp_path):
+    """Digits with the label first and no header: the last pixel is 0 in most rows."""
+    from handgrad.datasets import DataError, load_digits, read_csv
+
+    images, labels = load_digits()
+    rows = np.column_stack([labels, images.reshape(len(images), -1)])
+    path = tmp_path / "nohdr.csv"
+    np.savetxt(path, rows, fmt="%d", delimiter=",")
+    with pytest.raises(DataError, match="wildly unbalanced") as info:
+        read_csv(path)
+    assert "label_column=0" in str(info.value)
+    table = read_csv(path, label_column=0)
+    np.testing.assert_array_equal(table.y, labels)

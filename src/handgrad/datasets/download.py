@@ -11,12 +11,12 @@ import contextlib
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._atomic import create_temporary
 from .._progress import progress_bar
 from .errors import DataError
 
@@ -65,10 +65,19 @@ def _digest(path, algorithm, decompress=False):
     return h.hexdigest()
 
 
+class DownloadError(DataError):
+    """No mirror served the file; ``failures`` holds ``(url, reason)`` for each one tried."""
+
+    def __init__(self, dest, failures):
+        self.dest, self.failures = Path(dest), list(failures)
+        super().__init__(f"could not download {self.dest.name}:\n"
+                         + "\n".join(f"  {url}: {reason}" for url, reason in self.failures))
+
+
 def download(urls, dest, checksums, *, timeout=30.0, progress=True):
     """Fetch the first of ``urls`` that serves a file matching ``checksums`` into ``dest``.
 
-    Returns ``dest``. Raises :class:`DataError` listing every mirror's failure.
+    Returns ``dest``. Raises :class:`DownloadError` listing every mirror's failure.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -78,8 +87,8 @@ def download(urls, dest, checksums, *, timeout=30.0, progress=True):
             _fetch_verified(url, dest, checksums, timeout, progress)
             return dest
         except _MirrorFailed as exc:
-            failures.append(f"{url}: {exc}")
-    raise DataError(f"could not download {dest.name}: " + "; ".join(failures))
+            failures.append((url, str(exc)))
+    raise DownloadError(dest, failures)
 
 
 class _MirrorFailed(Exception):
@@ -87,7 +96,7 @@ class _MirrorFailed(Exception):
 
 
 def _fetch_verified(url, dest, checksums, timeout, progress):
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp = create_temporary(dest, suffix=".part")  # the mode a file the user creates gets
     try:
         with os.fdopen(fd, "wb") as out:
             _stream(url, out, timeout, progress, dest.name)

@@ -51,6 +51,13 @@ def load_idx(path, max_bytes=DEFAULT_MAX_BYTES, rows=None):
     rank of a distributed job reads its shard, not the whole file).
     Raises :class:`DataError` naming the file for anything malformed.
     """
+    return _open(path, lambda stream, path, compressed, size: _read_idx(
+        stream, path, compressed, max_bytes, size, rows))
+
+
+def _open(path, read):
+    """Open ``path`` (plain or gzip) and call ``read(stream, path, compressed, file size)``,
+    turning every failure into a :class:`DataError` naming the file."""
     path = Path(path)
     try:
         raw = open(path, "rb")
@@ -65,15 +72,23 @@ def load_idx(path, max_bytes=DEFAULT_MAX_BYTES, rows=None):
         raw.seek(0)
         stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
         try:
-            return _read_idx(stream, path, compressed, max_bytes,
-                             None if compressed else os.fstat(raw.fileno()).st_size, rows)
+            return read(stream, path, compressed,
+                        None if compressed else os.fstat(raw.fileno()).st_size)
         except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
             raise DataError(f"{path}: corrupt gzip data ({exc})") from None
         except OSError as exc:
             raise DataError(f"{path}: cannot read: {exc}") from None
 
 
-def _read_idx(stream, path, compressed, max_bytes, file_size, rows=None):
+def idx_shape(path, max_bytes=DEFAULT_MAX_BYTES):
+    """The shape an IDX file's header declares (checked as :func:`load_idx` checks it),
+    reading no data."""
+    return _open(path, lambda stream, path, compressed, size: _read_header(
+        stream, path, compressed, max_bytes, size)[0])
+
+
+def _read_header(stream, path, compressed, max_bytes, file_size):
+    """Parse and check the header: ``(shape, dtype, header_size, n_bytes)``."""
     header = stream.read(4)
     if len(header) < 4:
         raise DataError(f"{path}: too short to be an IDX file ({len(header)} bytes)")
@@ -103,6 +118,12 @@ def _read_idx(stream, path, compressed, max_bytes, file_size, rows=None):
         what = "truncated" if file_size < header_size + n_bytes else "has trailing bytes"
         raise DataError(f"{path}: {what}: shape {shape} needs {header_size + n_bytes:,} bytes, "
                         f"the file has {file_size:,}")
+    return shape, dtype, header_size, n_bytes
+
+
+def _read_idx(stream, path, compressed, max_bytes, file_size, rows=None):
+    shape, dtype, header_size, n_bytes = _read_header(stream, path, compressed, max_bytes,
+                                                      file_size)
     if rows is not None:
         return _read_rows(stream, path, shape, dtype, rows, header_size, compressed)
     out = np.empty(shape, dtype)  # bounded by max_bytes above

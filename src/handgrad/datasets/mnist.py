@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .download import Checksums, download
+from .download import Checksums, DownloadError, download
 from .errors import DataError
 from .idx import load_idx
 
@@ -141,31 +141,48 @@ def mnist_files(root=None, name="mnist", *, download_missing=True, mirrors=None,
     folder, download_to = locate(name, root)
     missing = [p for p in PARTS if find_part(folder, p) is None]
     if missing and download_missing and download_to is not None:
-        errors = []
+        failures = []  # (where, why, file)
         for part in missing:
-            urls = [base + part + ".gz" for base in (mirrors or member.mirrors)]
+            bases = mirrors or member.mirrors
             try:
-                download(urls, download_to / f"{part}.gz", member.checksums[part],
-                         timeout=timeout, progress=progress)
-            except DataError as exc:
-                errors.append(str(exc))
+                download([base + part + ".gz" for base in bases], download_to / f"{part}.gz",
+                         member.checksums[part], timeout=timeout, progress=progress)
+            except DownloadError as exc:
+                failures += [(base, why, f"{part}.gz")
+                             for base, (_, why) in zip(bases, exc.failures)]
             except OSError as exc:
-                errors.append(f"cannot write into {download_to}: {exc}")
+                failures.append((f"writing into {download_to}", exc.strerror or str(exc),
+                                 f"{part}.gz"))
         missing = [p for p in PARTS if find_part(folder, p) is None]
         if missing:
-            raise DataError(_offline_message(member, folder, missing, errors))
+            raise DataError(_offline_message(member, folder, missing, failures))
     elif missing:
         raise DataError(_offline_message(member, folder, missing, []))
     return folder
 
 
-def _offline_message(member, folder, missing, errors):
-    files = ", ".join(f"{p}.gz" for p in missing)
-    msg = (f"{member.title} files missing: put {files} into {folder} "
-           f"(or set HANDGRAD_DATA to a folder whose {folder.name}/ holds all four files)")
-    if errors:
-        msg += "; downloading failed: " + "; ".join(errors)
-    return msg
+def _offline_message(member, folder, missing, failures):
+    """A few lines: which files are missing, where to put them, what each mirror said."""
+    files = [f"{p}.gz" for p in missing]
+    lines = [f"{member.title}: {len(files)} file{'s' * (len(files) != 1)} missing: "
+             f"{', '.join(files)}",
+             f"Put {'them' if len(files) > 1 else 'it'} into {folder}, or set HANDGRAD_DATA "
+             f"to a folder whose {folder.name}/ holds all four files."]
+    env = os.environ.get("HANDGRAD_DATA")
+    if env and Path(env) / folder.name != folder:
+        where = Path(env) / folder.name
+        resolved = "" if where.is_absolute() else f" (from {os.getcwd()}: {where.absolute()})"
+        lines.append(f"HANDGRAD_DATA is set to {env!r}, but {where}{resolved} does not hold "
+                     f"all four files.")
+    if failures:
+        grouped = {}  # (mirror, reason) -> files: one line per mirror when all failed alike
+        for where, why, name in failures:
+            grouped.setdefault((where, why), []).append(name)
+        lines.append("Downloading failed:")
+        for (where, why), names in grouped.items():
+            which = "" if len(names) == len(files) else f" ({', '.join(names)})"
+            lines.append(f"  {where}: {why}{which}")
+    return "\n".join(lines)
 
 
 def _load_pair(folder, split):

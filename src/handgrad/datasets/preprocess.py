@@ -48,32 +48,29 @@ class Preprocessor:
     def n_features(self):
         return math.prod(self.input_shape)
 
-    def fit(self, X, comm=None):
+    def fit(self, X, reduce=None):
         """Fit to the training examples ``X``.
 
-        With an MPI ``comm`` each rank passes its own rows and the statistics are
-        those of all ranks' rows together (the same on every rank).
+        When the training set is split between workers (each holding some rows, possibly
+        none), each passes its rows and ``reduce(value, op)``, which combines a statistic
+        over all of them (``op`` is ``"sum"`` or ``"max"``); every worker then ends with
+        the statistics of the whole set (see :func:`handgrad.distributed.fit_preprocessor`).
         """
         X = _as_numeric(X, "training data")
-        if X.ndim < 2 or (X.shape[0] == 0 and comm is None):
+        if X.ndim < 2 or (X.shape[0] == 0 and reduce is None):
             raise DataError(f"training data must have shape (n_samples, ...), got {X.shape}")
+        if reduce is None:
+            def reduce(value, op):
+                return value
         self.input_shape = tuple(int(d) for d in X.shape[1:])
         flat = X.reshape(X.shape[0], -1)
         if self.scaling == "divide" and self.scale is None:
-            peak = float(np.abs(flat).max()) if flat.size else 0.0
-            if comm is not None:
-                peak = comm.allreduce(peak, op=_mpi_op("MAX"))
+            peak = reduce(float(np.abs(flat).max()) if flat.size else 0.0, "max")
             self.scale = peak if peak > 0 else 1.0
         if self.scaling == "standardize":
-            n = float(flat.shape[0])
-            total = flat.sum(axis=0, dtype=np.float64)  # (D,)
-            if comm is not None:
-                n = comm.allreduce(n)
-                total = comm.allreduce(total)
-            self.mean = total / n  # (D,)
-            sq = ((flat - self.mean) ** 2).sum(axis=0)  # (D,) around the global mean
-            if comm is not None:
-                sq = comm.allreduce(sq)
+            n = reduce(float(flat.shape[0]), "sum")
+            self.mean = reduce(flat.sum(axis=0, dtype=np.float64), "sum") / n  # (D,)
+            sq = reduce(((flat - self.mean) ** 2).sum(axis=0), "sum")  # (D,) about the mean
             std = np.sqrt(sq / n)  # (D,)
             self.std = np.where(std > 0, std, 1.0)  # (D,)
         return self
@@ -98,9 +95,6 @@ class Preprocessor:
             out -= self.mean.astype(dtype)
             out /= self.std.astype(dtype)
         return out
-
-    def fit_transform(self, X, dtype="float32"):
-        return self.fit(X).transform(X, dtype)
 
     def to_dict(self):
         if not self.fitted:
@@ -137,12 +131,6 @@ class Preprocessor:
 
     def __repr__(self):
         return f"Preprocessor(scaling={self.scaling!r}, input_shape={self.input_shape})"
-
-
-def _mpi_op(name):
-    from mpi4py import MPI
-
-    return getattr(MPI, name)
 
 
 def _as_numeric(X, what):

@@ -2,10 +2,15 @@
 
 ``digits`` (embedded), ``mnist``, ``fashion-mnist``, ``kmnist``, a folder of
 IDX files named as MNIST's, a CSV file, or an ``.npz`` file.
+
+:func:`load_dataset` reads a whole data set; :func:`open_dataset` reads its labels and
+leaves the examples to be read by row range (:class:`DataSource`), which is how each
+worker of a distributed job reads only its shard.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,10 +18,10 @@ import numpy as np
 
 from .digits import load_digits
 from .errors import DataError
-from .mnist import DATASETS, PARTS, find_part, load_mnist
-from .idx import load_idx
+from .mnist import DATASETS, PARTS, find_part, load_mnist, mnist_files
+from .idx import idx_shape, load_idx
 from .preprocess import stratified_split
-from .tabular import load_csv, load_npz
+from .tabular import LabelColumn, load_npz, read_csv
 
 TEST_FRACTION = 0.2  # held out as the test set when a source has none
 SPLIT_SEED = 0  # fixed, so the test set never depends on the training seed
@@ -34,14 +39,23 @@ class Dataset:
     y_test: np.ndarray
     classes: list = field(default_factory=list)
     feature_names: list | None = None
+    # which CSV column held the labels and how it was chosen (None for other sources);
+    # str() gives e.g. "'label' (column 1 of 785, named like a label)"
+    label_column: LabelColumn | None = None
 
     @property
     def n_classes(self):
         return len(self.classes)
 
 
-def load_dataset(spec, *, root=None, label_column=-1, progress=True):
-    """Load a data set by name or path (see the module docstring)."""
+def load_dataset(spec, *, root=None, label_column="auto", progress=True):
+    """Load a data set by name or path (see the module docstring).
+
+    ``label_column`` applies to CSV files (see :func:`~handgrad.datasets.read_csv`):
+    ``"auto"`` takes a column named like a label, else the last one, and refuses one
+    that does not look like labels; an index or header name overrides the guess. The
+    column used is recorded as the returned :class:`Dataset`'s ``label_column``.
+    """
     spec = str(spec)
     if spec == "digits":
         images, labels = load_digits()
@@ -58,9 +72,18 @@ def load_dataset(spec, *, root=None, label_column=-1, progress=True):
         return _load_idx_folder(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        X, y, names = load_csv(path, label_column)
-        labels, classes = _encode(y)
-        return _split(path.name, X, labels, classes, names)
+        table = read_csv(path, label_column)
+        if table.y is None:
+            raise DataError(f"{path}: training needs a label column (label_column=None "
+                            f"reads features only)")
+        try:
+            labels, classes = _encode(table.y)
+        except DataError as exc:
+            raise DataError(f"{path}: label column {table.label}: {exc}; name another with "
+                            f"label_column=NAME_OR_INDEX") from None
+        ds = _split(path.name, table.X, labels, classes, table.feature_names)
+        ds.label_column = table.label
+        return ds
     if suffix == ".npz":
         return _from_npz(path)
     raise DataError(f"{path}: unsupported data file; give an IDX folder, a .csv or an .npz")
@@ -121,3 +144,68 @@ def _from_npz(path):
             return _split(path.name, X, labels, classes)
     raise DataError(f"{path}: expected arrays x_train, y_train, x_test, y_test (or X and y); "
                     f"found {', '.join(sorted(keys)) or 'none'}")
+
+
+@dataclass
+class DataSource:
+    """A data set whose labels are known and whose examples are read by row range.
+
+    ``read_train(lo, hi)`` and ``read_test(lo, hi)`` return the examples of rows
+    ``lo:hi``. IDX files (the MNIST family, IDX folders) are read by range from disk
+    (a gzip file is inflated only up to ``hi``); other sources are loaded whole and
+    sliced.
+    """
+
+    name: str
+    classes: list
+    y_train: np.ndarray  # (N,) int
+    y_test: np.ndarray  # (N_test,) int
+    read_train: Callable
+    read_test: Callable
+
+    @property
+    def n_classes(self):
+        return len(self.classes)
+
+    @classmethod
+    def from_dataset(cls, ds):
+        """A source over the arrays of a loaded :class:`Dataset`."""
+        return cls(ds.name, list(ds.classes), ds.y_train, ds.y_test,
+                   lambda lo, hi: ds.x_train[lo:hi], lambda lo, hi: ds.x_test[lo:hi])
+
+
+def open_dataset(spec, *, root=None, label_column="auto", progress=True, download_missing=True):
+    """The :class:`DataSource` of ``spec`` (any name or path :func:`load_dataset` takes)."""
+    spec = str(spec)
+    folder = None
+    if spec in DATASETS:
+        folder = mnist_files(root, spec, download_missing=download_missing, progress=progress)
+    elif Path(spec).is_dir() and all(find_part(Path(spec), p) for p in PARTS):
+        folder = Path(spec)
+    if folder is None:
+        return DataSource.from_dataset(load_dataset(spec, root=root, label_column=label_column,
+                                                    progress=progress))
+    files = {p: find_part(folder, p) for p in PARTS}
+    labels = {}
+    for split in ("train", "t10k"):
+        images = files[f"{split}-images-idx3-ubyte"]
+        labels_path = files[f"{split}-labels-idx1-ubyte"]
+        y = load_idx(labels_path)
+        shape = idx_shape(images)  # the header's, no pixels read
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
+            raise DataError(f"{labels_path}: labels must be non-negative integers (N,)")
+        if len(shape) < 2 or shape[0] != len(y):
+            raise DataError(f"{folder}: {split} images {shape} and labels {y.shape} do not "
+                            f"match")
+        labels[split] = y.astype(np.int64)
+    if spec in DATASETS:
+        classes, name = list(DATASETS[spec].classes), spec
+    else:
+        n = int(max(labels["train"].max(), labels["t10k"].max())) + 1
+        classes, name = [str(i) for i in range(n)], Path(spec).name
+
+    def reader(part):
+        return lambda lo, hi: load_idx(files[part], rows=(lo, hi))
+
+    return DataSource(name, classes, labels["train"], labels["t10k"],
+                      reader("train-images-idx3-ubyte"), reader("t10k-images-idx3-ubyte"))

@@ -9,6 +9,7 @@ import csv
 import io
 import math
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,17 +41,70 @@ def _is_number(cell):
     return True
 
 
-def load_csv(path, label_column=-1, *, header="auto", delimiter=",",
-             max_bytes=DEFAULT_MAX_CSV_BYTES):
-    """Read a CSV of numeric features and one label column.
+# Header names taken for the label column when none is given, most telling first.
+LABEL_NAMES = ("label", "target", "class", "y")
+# Below this many rows, the number of distinct labels says little: not judged.
+MIN_ROWS_TO_JUDGE = 20
+MIN_ROWS_PER_CLASS = 3  # on average: more distinct "labels" than N / 3 look like a feature
+# A guessed label column whose largest class outnumbers its smallest this many times over
+# is more likely a feature (naming the column explicitly skips every check).
+MAX_CLASS_IMBALANCE = 100
 
-    ``label_column`` is a column index (negative counts from the end), a
-    column name when the file has a header, or None when every column is a
-    feature (then the returned ``y`` is None). ``header`` is True, False or "auto"
-    (a first row with any non-numeric cell is a header). Returns
-    ``(X, y, feature_names)``: float64 (N, D), labels (N,) as int64 when every
-    label is a whole number and as str otherwise, and the D column names
-    (None without a header).
+
+@dataclass(frozen=True)
+class LabelColumn:
+    """Which column of a CSV file holds the labels, and how it was chosen.
+
+    ``index`` counts from 0; ``name`` is its header (None without one); ``how`` is
+    ``"given"`` (``label_column=``), ``"named like a label"`` or ``"the last column"``.
+    """
+
+    index: int
+    name: str | None
+    how: str
+    n_columns: int
+
+    def __str__(self):
+        where = f"column {self.index + 1} of {self.n_columns}, {self.how}"
+        return f"{self.name!r} ({where})" if self.name is not None else where
+
+
+@dataclass
+class CSVTable:
+    """What :func:`read_csv` read: features, labels, names, and the label column."""
+
+    X: np.ndarray  # (N, D) float64
+    y: np.ndarray | None  # (N,) int64 or str
+    feature_names: list | None
+    label: LabelColumn | None
+
+
+def load_csv(path, label_column="auto", *, header="auto", delimiter=",",
+             max_bytes=DEFAULT_MAX_CSV_BYTES):
+    """Read a CSV of numeric features and one label column: ``(X, y, feature_names)``.
+
+    See :func:`read_csv`, which also says which column was taken for the labels.
+    """
+    table = read_csv(path, label_column, header=header, delimiter=delimiter,
+                     max_bytes=max_bytes)
+    return table.X, table.y, table.feature_names
+
+
+def read_csv(path, label_column="auto", *, header="auto", delimiter=",",
+             max_bytes=DEFAULT_MAX_CSV_BYTES):
+    """Read a CSV of numeric features and one label column as a :class:`CSVTable`.
+
+    ``label_column`` is a column index (negative counts from the end), a column
+    name when the file has a header, None when every column is a feature (then
+    ``y`` is None), or ``"auto"``: the column whose header is ``label``,
+    ``target``, ``class`` or ``y`` (any case, in that order of preference), else
+    the last column. A column chosen by "auto" must look like labels, or a
+    :class:`DataError` says why not and how to name the right one: whole numbers
+    or names, at most one distinct value per three rows, and whole numbers not
+    scattered over a range much wider than their count (as pixel values are).
+    ``header`` is True, False or "auto" (a first row with any non-numeric cell is
+    a header). ``y`` is int64 when every label is a whole number and str otherwise;
+    ``feature_names`` are the D column names (None without a header).
     """
     path = _open_checked(path, max_bytes, "CSV")
     try:
@@ -75,12 +129,16 @@ def load_csv(path, label_column=-1, *, header="auto", delimiter=",",
             raise DataError(f"{path}: the file holds a header but no data rows")
     width = len(records[0][1]) if names is None else len(names)
     if label_column is None:
-        label_index = None
+        label = None
     elif width < 2:
         raise DataError(f"{path}: need at least one feature column and a label column, "
                         f"found {width} column")
+    elif isinstance(label_column, str) and label_column == "auto":
+        label = _guess_label_column(names, width)
     else:
-        label_index = _label_index(path, label_column, names, width)
+        index = _label_index(path, label_column, names, width)
+        label = LabelColumn(index, None if names is None else names[index], "given", width)
+    label_index = None if label is None else label.index
     n = len(records)
     X = np.empty((n, width - (label_index is not None)))  # (N, D)
     labels = []
@@ -98,17 +156,89 @@ def load_csv(path, label_column=-1, *, header="auto", delimiter=",",
                 value = float(cell)
             except ValueError:
                 col = names[c] if names else f"column {c + 1}"
+                hint = ""
+                if label is not None and label.how != "given":
+                    hint = (f"; the labels were taken from {label}: if {col} holds them, "
+                            f"name it with label_column={_python_value(names, c)}")
                 raise DataError(f"{path}, line {line}, {col}: {cell.strip()!r} is not a "
-                                f"number") from None
+                                f"number{hint}") from None
             if not math.isfinite(value):
                 col = names[c] if names else f"column {c + 1}"
                 raise DataError(f"{path}, line {line}, {col}: {cell.strip()!r} is not finite")
             X[r, j] = value
             j += 1
     y = None if label_index is None else _labels_array(labels)
+    if label is not None and label.how != "given":
+        problem = _not_like_labels(labels, y)
+        if problem:
+            raise DataError(_refusal(path, label, problem, records, names))
     feature_names = None if names is None else [nm for c, nm in enumerate(names)
                                                 if c != label_index]
-    return X, y, feature_names
+    return CSVTable(X, y, feature_names, label)
+
+
+def _guess_label_column(names, width):
+    if names is not None:
+        lowered = [nm.strip().lower() for nm in names]
+        for wanted in LABEL_NAMES:
+            if wanted in lowered:
+                index = lowered.index(wanted)
+                return LabelColumn(index, names[index], "named like a label", width)
+    return LabelColumn(width - 1, None if names is None else names[-1], "the last column",
+                       width)
+
+
+def _not_like_labels(cells, y):
+    """Why the column of ``cells`` (parsed as ``y``) does not look like labels, or None."""
+    numbers = []
+    for cell in cells:
+        try:
+            numbers.append(float(cell))
+        except ValueError:
+            numbers = None
+            break
+    if numbers is not None:
+        fractional = [c for c, v in zip(cells, numbers) if not (math.isfinite(v)
+                                                                 and v == round(v))]
+        if fractional:
+            return (f"it holds numbers that are not whole, such as {fractional[0]!r}, and "
+                    f"class labels are whole numbers or names")
+    n, distinct = len(cells), np.unique(y)
+    if n < MIN_ROWS_TO_JUDGE:
+        return None
+    if len(distinct) == 1:
+        return f"all {n} rows hold the same value, {str(distinct[0])!r}"
+    if len(distinct) > n / MIN_ROWS_PER_CLASS:
+        return (f"it holds {len(distinct)} distinct values in {n} rows, too many for class "
+                f"labels (fewer than {MIN_ROWS_PER_CLASS} rows per class)")
+    if numbers is not None and len(distinct) >= 3:
+        lo, hi = int(distinct.min()), int(distinct.max())
+        if len(distinct) < (hi - lo + 1) / 2:
+            return (f"its {len(distinct)} distinct whole numbers are scattered over {lo}..{hi}, "
+                    f"as a feature's values are, not numbered as classes")
+    values, counts = np.unique(y, return_counts=True)
+    if counts.min() * MAX_CLASS_IMBALANCE < counts.max():  # e.g. a border pixel: mostly 0
+        return (f"its values would be wildly unbalanced classes: {str(values[counts.argmax()])!r} "
+                f"in {counts.max()} rows, {str(values[counts.argmin()])!r} in only "
+                f"{counts.min()}, as a mostly constant feature's are")
+    return None
+
+
+def _python_value(names, index):
+    """How to name column ``index`` to ``label_column=``."""
+    return repr(names[index]) if names else str(index)
+
+
+def _refusal(path, label, problem, records, names):
+    msg = (f"{path}: the labels would be {label}, but that does not look like a label "
+           f"column: {problem}. ")
+    first = [cells[0].strip() for _, cells in records]
+    if label.index != 0 and not _not_like_labels(first, _labels_array(first)):
+        # the other usual place for labels
+        what = f"column 1 ({names[0]!r})" if names else "column 1"
+        return msg + (f"{what[0].upper()}{what[1:]} does: if it holds the labels, pass "
+                      f"label_column={_python_value(names, 0)}")
+    return msg + "Name the label column with label_column=NAME_OR_INDEX (an index counts from 0)"
 
 
 def _label_index(path, label_column, names, width):

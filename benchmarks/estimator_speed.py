@@ -1,0 +1,188 @@
+"""Seconds per epoch: handgrad's MLPClassifier/MLPRegressor against scikit-learn's, side by side.
+
+Both libraries get the same estimator settings and the same arrays, and each row is one
+epoch (``partial_fit``, which is one epoch in both), timed interleaved (handgrad,
+scikit-learn, handgrad, ...) with the median of the repeats reported:
+
+- ``MLPClassifier`` on MNIST (60,000 images as float32), 784-H-10 for H = 256 and 800,
+  ``adam`` and ``sgd``, batch 128;
+- ``MLPRegressor`` on a synthetic 100,000 × 100 regression (``make_regression``), 100 hidden
+  units, ``adam``, batch 200;
+- ``MLPClassifier`` on a sparse input, a 50,000 × 20,000 CSR matrix at 0.5 % density, both
+  libraries given the same matrix; each run in its own process, which also reports how far
+  its peak memory rose during the epoch (against the sparse data plus the model: a dense
+  copy would be 4 GB).
+
+    python benchmarks/estimator_speed.py             # writes results/estimator_speed.json
+    python benchmarks/estimator_speed.py --repeats 1 --rows 4096 --sparse-rows 2000 \\
+        --out /tmp/e.json
+    python benchmarks/make_tables.py                 # regenerates the README's table
+
+Needs real MNIST (found as handgrad finds it) and scikit-learn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from speed import machine_info  # noqa: E402  one description of the machine for all results
+
+LIBRARIES = ("handgrad", "sklearn")
+
+
+def estimator(library, kind, **params):
+    if library == "handgrad":
+        import handgrad
+
+        return getattr(handgrad, kind)(**params)
+    from sklearn import neural_network
+
+    return getattr(neural_network, kind)(**params)
+
+
+def one_epoch(library, kind, X, y, params, seed, classes=None):
+    """Seconds of one epoch (``partial_fit`` from a fresh estimator)."""
+    est = estimator(library, kind, random_state=seed, **params)
+    extra = {} if classes is None else {"classes": classes}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        est.partial_fit(X, y, **extra)
+        return time.perf_counter() - t0
+
+
+def interleaved(kind, X, y, params, repeats, classes=None):
+    samples = {lib: [] for lib in LIBRARIES}
+    for r in range(repeats):
+        for lib in LIBRARIES:
+            samples[lib].append(one_epoch(lib, kind, X, y, params, r, classes))
+    return samples
+
+
+SPARSE_CHILD = """
+import json, resource, sys, time, warnings
+import numpy as np, scipy.sparse as sp
+sys.path.insert(0, {here!r})
+from estimator_speed import estimator
+lib, seed = sys.argv[1], int(sys.argv[5])
+rows, cols, density = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+rng = np.random.default_rng(0)
+nnz = int(rows * cols * density)
+X = sp.csr_matrix((rng.random(nnz, dtype=np.float32),
+                   (rng.integers(0, rows, nnz), rng.integers(0, cols, nnz))), shape=(rows, cols))
+y = rng.integers(0, 10, rows)
+sparse_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+est = estimator(lib, "MLPClassifier", hidden_layer_sizes=(100,), solver="adam", batch_size=200,
+                random_state=seed)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    t0 = time.perf_counter()
+    est.partial_fit(X, y, classes=np.arange(10))
+    seconds = time.perf_counter() - t0
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+print(json.dumps({{"seconds": seconds, "peak_growth_bytes": grown, "sparse_bytes": sparse_bytes,
+                  "nnz": int(X.nnz)}}))
+"""
+
+
+def sparse_runs(rows, cols, density, repeats):
+    """Each library's epoch on the same CSR matrix, each run in a fresh process."""
+    code = SPARSE_CHILD.format(here=str(HERE))
+    samples = {lib: [] for lib in LIBRARIES}
+    for r in range(repeats):
+        for lib in LIBRARIES:
+            out = subprocess.run([sys.executable, "-c", code, lib, str(rows), str(cols),
+                                  str(density), str(r)], capture_output=True, text=True,
+                                 check=True).stdout
+            samples[lib].append(json.loads(out.strip().splitlines()[-1]))
+    return samples
+
+
+def median_row(name, samples, **extra):
+    seconds = {lib: statistics.median(samples[lib]) for lib in LIBRARIES}
+    row = {"row": name, "seconds": seconds, "samples": samples,
+           "speedup_vs_sklearn": seconds["sklearn"] / seconds["handgrad"], **extra}
+    print(f"{name:48s} handgrad {seconds['handgrad']:7.3f}s  scikit-learn "
+          f"{seconds['sklearn']:7.3f}s  ({row['speedup_vs_sklearn']:.2f}x)", flush=True)
+    return row
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rows", type=int, default=60000, help="MNIST rows per epoch")
+    ap.add_argument("--regression-rows", type=int, default=100_000)
+    ap.add_argument("--sparse-rows", type=int, default=50_000)
+    ap.add_argument("--sparse-cols", type=int, default=20_000)
+    ap.add_argument("--density", type=float, default=0.005)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "estimator_speed.json")
+    args = ap.parse_args(argv)
+
+    from sklearn.datasets import make_regression
+
+    from handgrad.datasets import load_mnist
+
+    (x_train, y_train), _ = load_mnist(progress=False)
+    X = (x_train.reshape(len(x_train), -1)[:args.rows] / 255.0).astype(np.float32)
+    y = y_train[:args.rows].astype(np.int64)
+    results = []
+    for solver in ("adam", "sgd"):
+        for H in (256, 800):
+            params = dict(hidden_layer_sizes=(H,), solver=solver, batch_size=128,
+                          learning_rate_init=1e-3 if solver == "adam" else 0.01)
+            samples = interleaved("MLPClassifier", X, y, params, args.repeats,
+                                  classes=np.arange(10))
+            results.append(median_row(f"MLPClassifier 784-{H}-10 {solver}, MNIST epoch",
+                                      samples, kind="MLPClassifier", hidden=H, solver=solver,
+                                      batch=128, rows=len(X)))
+    Xr, yr = make_regression(n_samples=args.regression_rows, n_features=100, noise=1.0,
+                             random_state=0)
+    Xr, yr = Xr.astype(np.float32), (yr / yr.std()).astype(np.float32)
+    params = dict(hidden_layer_sizes=(100,), solver="adam", batch_size=200)
+    samples = interleaved("MLPRegressor", Xr, yr, params, args.repeats)
+    results.append(median_row(f"MLPRegressor 100-100-1 adam, {len(Xr):,} × 100", samples,
+                              kind="MLPRegressor", hidden=100, solver="adam", batch=200,
+                              rows=len(Xr)))
+    runs = sparse_runs(args.sparse_rows, args.sparse_cols, args.density, args.repeats)
+    samples = {lib: [r["seconds"] for r in runs[lib]] for lib in LIBRARIES}
+    model_bytes = 4 * (args.sparse_cols * 100 + 100 + 100 * 10 + 10)
+    peak = {lib: max(r["peak_growth_bytes"] for r in runs[lib]) for lib in LIBRARIES}
+    sparse_bytes = runs["handgrad"][0]["sparse_bytes"]
+    results.append(median_row(
+        f"MLPClassifier sparse {args.sparse_rows:,} × {args.sparse_cols:,} CSR adam", samples,
+        kind="MLPClassifier", hidden=100, solver="adam", batch=200, rows=args.sparse_rows,
+        sparse=True, density=args.density, nnz=runs["handgrad"][0]["nnz"],
+        sparse_bytes=sparse_bytes, model_bytes=model_bytes, peak_growth_bytes=peak,
+        memory_bound_bytes=2 * sparse_bytes + model_bytes))
+    print(f"peak memory growth: handgrad {peak['handgrad'] / 2**20:.0f} MiB, scikit-learn "
+          f"{peak['sklearn'] / 2**20:.0f} MiB; sparse data {sparse_bytes / 2**20:.0f} MiB, "
+          f"model {model_bytes / 2**20:.0f} MiB")
+    import sklearn
+
+    import handgrad
+
+    doc = {"benchmark": "estimator_speed", "machine": machine_info(),
+           "sklearn": sklearn.__version__, "handgrad": handgrad.__version__,
+           "results": results, "date": time.strftime("%Y-%m-%d"),
+           "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,511 @@
+"""``handgrad train``: load a data set, train, report the test accuracy, write the outputs.
+
+Every flag is a field of :class:`~handgrad.config.TrainConfig` (same name, defaults from
+it); the run itself is :class:`~handgrad.train.Trainer`'s, with checkpoints
+(:class:`~handgrad.callbacks.BackupAndRestore`), the divergence policy and signal
+handling from the library. ``--resume`` restores the whole config from the checkpoint,
+outputs included; ``--epochs``, ``--out``, ``--checkpoint-dir`` and ``--plot`` given
+again override it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from .. import __version__
+from .._atomic import check_writable, remove_stale_temporaries
+from .._progress import progress_bar
+from .._requirements import require
+from ..callbacks import CHECKPOINT_NAME, BackupAndRestore, Callback, LearningRateBackoff
+from ..config import ARRAYS, TrainConfig
+from ..datasets import NAMED, Preprocessor, load_dataset, stratified_split
+from ..model import ACTIVATIONS, DTYPES, MLP
+from ..optim import OPTIMIZERS
+from ..serialization import NotACheckpointError, load_checkpoint, save
+from ..train import DivergenceError, Trainer, TrainingInterrupted
+from ._common import (
+    CLIError,
+    ExitCode,
+    ExplicitStore,
+    add_subparser,
+    describe,
+    flag,
+    fraction,
+    hidden_sizes,
+    label_column,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    write_plots,
+)
+
+MAX_BACKOFFS = 5
+OUTPUTS = ("out", "checkpoint_dir", "plot")  # restored by --resume unless given again
+
+
+def add_parser(subparsers):
+    d = TrainConfig()  # the defaults
+    t = add_subparser(subparsers, "train", help="train a classifier",
+                      description="Train a network and report its test accuracy.")
+    data = t.add_argument_group("data")
+    data.add_argument("--dataset", default=d.dataset,
+                      help=f"{', '.join(NAMED)}, an IDX folder, a .csv or an .npz file")
+    data.add_argument("--label-column", default=d.label_column,
+                      help="label column of a CSV file: an index, a header name, or auto (a header "
+                           "named label, target, class or y, else the last column)")
+    data.add_argument("--scaling", choices=("divide", "standardize", "none"), default=d.scaling,
+                      help="input scaling fitted on the training set (divide: x / max value)")
+    data.add_argument("--val-fraction", type=fraction, default=d.val_fraction,
+                      help="fraction of the training set held out for validation (0: none)")
+    net = t.add_argument_group("network")
+    net.add_argument("--hidden", type=hidden_sizes, default=",".join(map(str, d.hidden)),
+                     help="hidden layer sizes, e.g. 800 or 512,256; 'none' for none")
+    net.add_argument("--activation", choices=ACTIVATIONS, default=d.activation,
+                     help="hidden-layer activation (relu is the specification's)")
+    net.add_argument("--dtype", choices=DTYPES, default=d.dtype,
+                     help="floating-point type of weights and arithmetic")
+    opt = t.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=non_negative_int, default=d.epochs, action=ExplicitStore,
+                     help="training epochs (with --resume: the total to reach)")
+    opt.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+                     help="examples per step")
+    opt.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=d.optimizer,
+                     help="update rule (PyTorch's formulas)")
+    opt.add_argument("--lr", type=positive_float, default=d.lr,
+                     help="learning rate (default: 1e-3 for adam/adamw, 0.01 for sgd)")
+    opt.add_argument("--momentum", type=non_negative_float, default=d.momentum,
+                     help="SGD momentum")
+    opt.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    opt.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay,
+                     help="L2 (sgd, adam) or decoupled (adamw, default 0.01) weight decay")
+    opt.add_argument("--seed", type=non_negative_int, default=d.seed,
+                     help="seed of the initial weights, the shuffles and the validation split")
+    out = t.add_argument_group("output")
+    reg = t.add_argument_group("regularisation, schedules and augmentation")
+    reg.add_argument("--dropout", type=fraction, default=d.dropout,
+                     help="dropout rate of the hidden units (inverted dropout)")
+    reg.add_argument("--input-dropout", type=fraction, default=d.input_dropout,
+                     help="dropout rate of the inputs")
+    reg.add_argument("--label-smoothing", type=fraction, default=d.label_smoothing,
+                     help="ε: targets become (1 − ε) one-hot + ε / classes")
+    reg.add_argument("--max-norm", type=positive_float, default=d.max_norm,
+                     help="cap each unit's incoming weight vector at this L2 norm")
+    reg.add_argument("--l2", type=non_negative_float, default=d.l2,
+                     help="scikit-learn's alpha: each batch's loss gains "
+                          "l2/2 · Σ‖W‖² / batch size (weights, not biases)")
+    reg.add_argument("--schedule", choices=("constant", "step", "cosine", "plateau"),
+                     default=d.schedule, help="learning-rate schedule")
+    reg.add_argument("--warmup-epochs", type=non_negative_int, default=d.warmup_epochs,
+                     help="cosine: epochs of linear warm-up")
+    reg.add_argument("--min-lr", type=non_negative_float, default=d.min_lr,
+                     help="cosine: final learning rate")
+    reg.add_argument("--step-size", type=positive_int, default=d.step_size,
+                     help="step: epochs between decays")
+    reg.add_argument("--gamma", type=positive_float, default=d.gamma,
+                     help="step: decay factor; plateau: factor on a plateau")
+    reg.add_argument("--early-stopping", action="store_true",
+                     help="stop when validation loss stalls and keep the best epoch's weights")
+    reg.add_argument("--n-iter-no-change", type=positive_int, default=d.n_iter_no_change,
+                     help="epochs without improvement before early stopping or a plateau step")
+    reg.add_argument("--tol", type=non_negative_float, default=d.tol,
+                     help="improvement that counts, for early stopping and plateau")
+    reg.add_argument("--augment", choices=("none", "affine", "elastic"), default=d.augment,
+                     help="random distortions of image inputs: affine maps, or affine plus "
+                          "Simard-style elastic fields")
+    reg.add_argument("--rotation", type=non_negative_float, default=d.rotation,
+                     help="augment: largest rotation in degrees")
+    reg.add_argument("--zoom", type=fraction, default=d.zoom,
+                     help="augment: largest relative zoom")
+    reg.add_argument("--shear", type=non_negative_float, default=d.shear,
+                     help="augment: largest shear in degrees")
+    reg.add_argument("--translate", type=non_negative_float, default=d.translate,
+                     help="augment: largest shift in pixels")
+    reg.add_argument("--elastic-alpha", type=non_negative_float, default=d.elastic_alpha,
+                     help="augment elastic: displacement scale in pixels")
+    reg.add_argument("--elastic-sigma", type=positive_float, default=d.elastic_sigma,
+                     help="augment elastic: smoothness of the displacement field in pixels")
+    dist = t.add_argument_group("distributed (run under mpiexec)")
+    dist.add_argument("--distributed", action="store_true",
+                      help="data-parallel training over MPI: mpiexec -n 4 handgrad train "
+                           "--distributed ...")
+    dist.add_argument("--virtual-shards", type=positive_int, default=d.virtual_shards,
+                      help="the data is cut into this many shards; any number of ranks up "
+                           "to it trains on exactly the same batches")
+    dist.add_argument("--blas-threads", type=_blas_threads, default=None, metavar="N",
+                      help="BLAS threads per rank (default: $HANDGRAD_BLAS_THREADS, else the "
+                           "node's cores divided by the ranks on it)")
+    opt.add_argument("--on-divergence", choices=("stop", "backoff"), default=d.on_divergence,
+                     help="when the loss becomes NaN/inf: stop, or halve the learning rate "
+                          "and retry from the last epoch (up to 5 times)")
+    out.add_argument("--out", type=Path, default=None, action=ExplicitStore,
+                     help="save the trained model here")
+    out.add_argument("--checkpoint-dir", type=Path, default=None, action=ExplicitStore,
+                     help=f"write {CHECKPOINT_NAME} here after every epoch")
+    out.add_argument("--resume", type=Path, default=None,
+                     help="continue an interrupted run from its checkpoint file (with its "
+                          "--out, --checkpoint-dir and --plot unless given again)")
+    out.add_argument("--plot", type=Path, default=None, metavar="DIR", action=ExplicitStore,
+                     help="write PNG figures (curves, confusion matrix, weights) into DIR")
+    out.add_argument("--json", action="store_true",
+                     help="print a machine-readable summary on stdout")
+    out.add_argument("--quiet", action="store_true", help="no progress output")
+    return t
+
+
+def run(args):
+    if not args.distributed:
+        return _train(args, comm=None)
+    from ..distributed import _mpi, run_or_abort
+
+    comm = _mpi().COMM_WORLD
+    # an error on any rank (bad data, a full disk on rank 0...) ends every rank at once,
+    # rather than leaving the others waiting in a collective for ever
+    return run_or_abort(comm, _train, args, comm,
+                        describe=lambda exc: f"{type(exc).__name__}: {describe(exc)}",
+                        show_traceback=getattr(args, "traceback", False))
+
+
+# --------------------------------------------------------------------------- #
+# The run
+# --------------------------------------------------------------------------- #
+
+
+def _train(args, comm):
+    rank0 = comm is None or comm.rank == 0
+    stream = sys.stderr if args.json else sys.stdout
+    show = not args.quiet and rank0
+    checkpoint = None
+    if args.resume is not None:
+        checkpoint, config = _resumed_config(args)
+    else:
+        config = config_from_args(args)
+    shown = _shown_outputs(args, config)  # as the user typed them, where given this time
+    if config.early_stopping and not config.val_fraction:
+        raise CLIError("--early-stopping needs a validation split (--val-fraction > 0)",
+                       ExitCode.USAGE)
+    if rank0:  # fail now, not after training
+        if config.plot is not None:
+            require("plots")
+        if config.out is not None:
+            check_writable(shown["out"], "file")
+            remove_stale_temporaries(config.out)  # left by a run killed mid-write
+        if config.checkpoint_dir is not None:
+            check_writable(shown["checkpoint_dir"], "dir")
+        if config.plot is not None:
+            check_writable(shown["plot"], "dir")
+
+    if comm is None:
+        ds, x_train, y_train, x_val, y_val = _prepare_data(config, progress=show)
+        n_rows = len(x_train)
+    else:
+        ds, x_train, y_train, x_val, y_val, n_rows = _prepare_shard(config, comm, show)
+    if checkpoint is None:
+        prep = Preprocessor(config.scaling)
+        if comm is None:
+            prep.fit(x_train)
+        else:
+            from ..distributed import fit_preprocessor
+
+            fit_preprocessor(prep, x_train, comm)
+        model = MLP(prep.n_features, config.hidden, ds.n_classes,
+                    activation=config.activation, dtype=config.dtype, seed=config.seed)
+        model.preprocessor = prep
+        model.classes = list(ds.classes)
+    else:
+        model = checkpoint.model
+        if model.preprocessor is None or model.n_classes != ds.n_classes:
+            raise CLIError(f"{args.resume}: the checkpoint does not match data set "
+                           f"{config.dataset!r}")
+    X = model.prepare(x_train)  # (N, D)
+    val = None if x_val is None else (_prepare_rows(model, x_val), y_val)
+
+    progress = _Progress(config.epochs, stream, quiet=not show)
+    callbacks = [progress]
+    if config.on_divergence == "backoff":
+        def report(error, trainer):
+            print(f"diverged at epoch {error.epoch + 1}, batch {error.batch + 1}: retrying "
+                  f"from epoch {trainer.epoch + 1} with learning rate "
+                  f"{trainer.optimizer.lr:g}", file=stream)
+
+        callbacks.append(LearningRateBackoff(0.5, MAX_BACKOFFS, report=report if rank0 else None))
+    if comm is None:
+        trainer = Trainer.from_config(model, X, y_train, config, validation_data=val,
+                                      callbacks=callbacks)
+    else:
+        from ..distributed import DistributedTrainer
+
+        trainer = DistributedTrainer.from_config(model, X, y_train, config, comm=comm,
+                                                 n_rows=n_rows, validation_data=val,
+                                                 callbacks=callbacks,
+                                                 blas_threads=args.blas_threads)
+    config = trainer.config  # with the effective learning rate
+    if config.checkpoint_dir is not None:  # last: after schedules and early stopping
+        trainer.callbacks.append(BackupAndRestore(config.checkpoint_dir))
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+        if show:
+            print(f"resuming from {args.resume} at epoch {trainer.epoch + 1}, "
+                  f"batch {trainer.batch + 1}; {_destinations(shown)}", file=stream)
+
+    n_val, n_test = (0 if val is None else len(val[0])), len(ds.x_test)
+    if comm is not None:  # every rank joins these collectives, printing or not
+        n_val, n_test = comm.allreduce(n_val), comm.allreduce(n_test)
+    if show:
+        sizes = "-".join(str(s) for s in model.config.layer_sizes)
+        where = "" if comm is None else f" over {comm.size} MPI ranks"
+        print(f"training {sizes} ({model.config.activation}, {model.config.dtype}) on "
+              f"{ds.name}{where}: {n_rows} train, {n_val} validation, {n_test} test examples",
+              file=stream)
+        if getattr(ds, "label_column", None) is not None:
+            print(f"label column: {ds.label_column}", file=stream)
+        if comm is not None:
+            print(trainer.blas_threads.describe(), file=stream)
+    t0 = time.perf_counter()
+    try:
+        trainer.run(handle_signals=True)
+    except TrainingInterrupted as exc:
+        progress.close()
+        return _interrupted(exc, trainer, config, rank0)
+    except DivergenceError as exc:
+        progress.close()
+        hint = ("" if trainer.last_checkpoint is None
+                else f"; the last finite weights are in {trainer.last_checkpoint}")
+        if exc.backoffs:
+            hint += f" (after {exc.backoffs} learning-rate back-offs)"
+        raise CLIError(f"{exc}: try a smaller --lr, or --on-divergence backoff to halve it and "
+                       f"retry automatically{hint}", ExitCode.DIVERGED) from None
+    finally:
+        progress.close()
+    train_time = time.perf_counter() - t0
+
+    if comm is None:
+        test_loss, test_acc = model.evaluate(model.prepare(ds.x_test), ds.y_test)
+    else:
+        from ..distributed import evaluate_distributed
+
+        test_loss, test_acc = evaluate_distributed(model, _prepare_rows(model, ds.x_test),
+                                                   ds.y_test, comm)
+        if not rank0:
+            return ExitCode.OK
+    history = trainer.history.to_dict()
+    model.training = {
+        "dataset": config.dataset, "config": config.to_dict(), "history": history,
+        "test_accuracy": test_acc, "test_loss": test_loss, "train_time_s": train_time,
+        "handgrad_version": __version__,
+    }
+    if config.out is not None:
+        save(model, config.out)
+    figures = write_plots(model, ds, config.plot) if config.plot is not None else []
+    summary = {
+        "dataset": config.dataset, "layer_sizes": list(model.config.layer_sizes),
+        "activation": model.config.activation, "dtype": model.config.dtype,
+        "epochs": len(history["epochs"]), "history": history,
+        "test_accuracy": test_acc, "test_loss": test_loss, "train_time_s": train_time,
+        "model_path": shown["out"], "figures": [str(f) for f in figures],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"test accuracy {test_acc:.4f}  test loss {test_loss:.6f}  "
+              f"({n_test} examples, trained in {train_time:.1f}s)")
+        if config.out is not None:
+            print(f"model saved to {shown['out']}")
+        for f in figures:
+            print(f"figure written to {f}")
+    return ExitCode.OK
+
+
+def _blas_threads(text):
+    return "auto" if text.strip().lower() == "auto" else positive_int(text)
+
+
+def config_from_args(args):
+    """The :class:`TrainConfig` of the flags: each flag sets the field of its name."""
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    for name in OUTPUTS:
+        values[name] = _absolute(values.get(name))
+    return TrainConfig(**values)
+
+
+def _resumed_config(args):
+    """The checkpoint and its config, with the flags given again applied."""
+    try:
+        checkpoint = load_checkpoint(args.resume)
+    except NotACheckpointError as exc:
+        raise CLIError(f"{exc}; --resume takes the checkpoint file from --checkpoint-dir",
+                       ExitCode.DATA) from None
+    config = checkpoint.config
+    if config is None or config.dataset == ARRAYS:
+        raise CLIError(f"{args.resume}: a checkpoint of training on arrays from Python, "
+                       f"not of handgrad train; continue it with handgrad.fit(..., "
+                       f"resume={str(args.resume)!r})", ExitCode.DATA)
+    changes = {}
+    if getattr(args, "epochs_given", False):
+        changes["epochs"] = args.epochs
+    for name in OUTPUTS:
+        if getattr(args, f"{name}_given", False):
+            changes[name] = _absolute(getattr(args, name))
+    defaults = TrainConfig()
+    ignored = [flag(f.name) for f in fields(TrainConfig)
+               if f.name not in ("epochs", *OUTPUTS) and hasattr(args, f.name)
+               and getattr(args, f.name) != getattr(defaults, f.name)]
+    if ignored:
+        print(f"handgrad: note: {', '.join(ignored)} ignored: a resumed run keeps its "
+              f"checkpoint's settings (only --epochs, --out, --checkpoint-dir and --plot "
+              f"change them)", file=sys.stderr)
+    return checkpoint, config.replace(**changes)
+
+
+def _absolute(path):
+    return None if path is None else os.path.abspath(path)
+
+
+def _shown_outputs(args, config):
+    """Each output path as the user typed it this time, else as the config records it."""
+    return {name: (str(getattr(args, name)) if getattr(args, f"{name}_given", False)
+                   else getattr(config, name)) for name in OUTPUTS}
+
+
+def _destinations(shown):
+    parts = []
+    if shown["out"] is not None:
+        parts.append(f"the model to {shown['out']}")
+    if shown["checkpoint_dir"] is not None:
+        parts.append(f"checkpoints to {Path(shown['checkpoint_dir']) / CHECKPOINT_NAME}")
+    if shown["plot"] is not None:
+        parts.append(f"figures to {shown['plot']}")
+    if not parts:
+        return "writing no files (the run was started without --out, --checkpoint-dir or --plot)"
+    return "writing " + ", ".join(parts)
+
+
+def _interrupted(exc, trainer, config, rank0):
+    path = exc.checkpoint
+    if path is None:  # no --checkpoint-dir: one checkpoint now, next to the model
+        path = default_checkpoint(config.out)
+        if trainer.is_chief:
+            trainer.save_checkpoint(path)
+    if not rank0:
+        return ExitCode.INTERRUPTED
+    signum = signal.SIGINT if exc.signum is None else exc.signum  # None: another rank's
+    name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    print(f"handgrad: {name}: stopped at epoch {trainer.epoch + 1}, batch {trainer.batch}; "
+          f"checkpoint saved to {path}; continue with: handgrad train --resume {path}",
+          file=sys.stderr)
+    return ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
+
+
+def default_checkpoint(out):
+    """Where an interrupted run without ``--checkpoint-dir`` writes its checkpoint."""
+    base = Path("handgrad") if out is None else Path(out).with_suffix("")
+    return base.parent / f"{base.name}.checkpoint.safetensors"
+
+
+# --------------------------------------------------------------------------- #
+# Data
+# --------------------------------------------------------------------------- #
+
+
+def _prepare_data(config, progress):
+    """Load, split off validation rows (stratified, seeded)."""
+    ds = load_dataset(config.dataset, label_column=label_column(config.label_column),
+                      progress=progress)
+    x_train, y_train = ds.x_train, ds.y_train
+    x_val = y_val = None
+    if config.val_fraction > 0:
+        tr, va = _validation_split(y_train, config)
+        x_train, y_train, x_val, y_val = x_train[tr], y_train[tr], x_train[va], y_train[va]
+    return ds, x_train, y_train, x_val, y_val
+
+
+def _validation_split(y, config):
+    tr, va = stratified_split(y, config.val_fraction, config.seed)
+    if len(va) == 0:
+        raise CLIError(f"--val-fraction {config.val_fraction} leaves no validation rows; use "
+                       f"a larger fraction or 0")
+    return tr, va
+
+
+def _prepare_shard(config, comm, show):
+    """This rank's training, validation and test rows, reading only those where it can.
+
+    The validation split and the shard layout are computed from the labels alone,
+    identically on every rank (:func:`handgrad.distributed.local_shard`).
+    """
+    from ..distributed import local_shard, open_dataset_on_ranks, split_rows
+
+    source = open_dataset_on_ranks(config.dataset, comm,
+                                   label_column=label_column(config.label_column),
+                                   progress=show)
+    if config.val_fraction > 0:
+        tr, va = _validation_split(source.y_train, config)
+    else:
+        tr, va = np.arange(len(source.y_train)), None
+    shard = local_shard(source, tr, comm, config.batch_size, config.virtual_shards,
+                        val_idx=va)
+    a, b = split_rows(len(source.y_test), comm)
+    ds = SimpleNamespace(name=source.name, classes=source.classes, n_classes=source.n_classes,
+                         x_test=source.read_test(a, b), y_test=source.y_test[a:b])
+    return ds, shard.X, shard.y, shard.X_val, shard.y_val, len(tr)
+
+
+def _prepare_rows(model, raw):
+    """``model.prepare``, allowing the empty share a rank may hold of a small set."""
+    if len(raw) == 0:
+        return np.empty((0, model.n_inputs), model.dtype)
+    return model.prepare(raw)
+
+
+# --------------------------------------------------------------------------- #
+# Progress
+# --------------------------------------------------------------------------- #
+
+
+class _Progress(Callback):
+    """A live bar per epoch and one fixed-format line per epoch."""
+
+    def __init__(self, epochs, stream, quiet):
+        self.epochs, self.stream, self.quiet = epochs, stream, quiet
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, n_batches):
+        if not self.quiet:
+            self.bar = progress_bar(n_batches, desc=f"epoch {epoch + 1}/{self.epochs}",
+                                    unit="batch")
+
+    def on_batch_end(self, batch, loss):
+        if self.bar is not None:
+            self.bar.update(1)
+            if batch % 10 == 0:
+                self.bar.set_postfix_str(f"loss {loss:.4f}")
+
+    def on_epoch_end(self, epoch, history):
+        self.close()
+        if not self.quiet:
+            print(format_epoch(history.last(), self.epochs), file=self.stream, flush=True)
+        return False
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def format_epoch(m, epochs):
+    """``epoch   3/20  loss 0.123456  acc 0.9712  val_loss 0.145600  val_acc 0.9650  1.23s``."""
+    width = len(str(epochs))
+    line = (f"epoch {m['epoch'] + 1:>{width}}/{epochs}  loss {m['train_loss']:.6f}  "
+            f"acc {m['train_accuracy']:.4f}")
+    if m.get("val_loss") is not None:
+        line += f"  val_loss {m['val_loss']:.6f}  val_acc {m['val_accuracy']:.4f}"
+    return line + f"  {m['epoch_time']:.2f}s"

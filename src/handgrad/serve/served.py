@@ -1,0 +1,153 @@
+"""A model as the server offers it: a name, its tensors' metadata, its inputs checked.
+
+Shape key: N examples of a request, D inputs (pixels after flattening), M classes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..model import MLP
+from .protocol import NAMES, ProtocolError
+
+INPUT = "input"  # the one input of every model, as in handgrad's ONNX export
+OUTPUTS = ("probabilities", "label")
+VERSION = "1"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_name(name):
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ValueError(f"model name {name!r} must be 1–64 letters, digits, '_', '.' or '-', "
+                         f"starting with a letter or digit")
+    return name
+
+
+def name_from_path(path):
+    """A model name from a file name: ``runs/mnist.safetensors`` → ``mnist``."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "-", Path(path).stem).lstrip("-_.")[:64]
+    return stem or "model"
+
+
+class ServedModel:
+    """One :class:`~handgrad.MLP` behind the protocol.
+
+    ``example_shape`` is the shape of one raw example as the model was trained on
+    it (e.g. (28, 28)); requests send ``[N, *example_shape]`` or ``[N, D]``.
+    """
+
+    def __init__(self, name, model, path=None):
+        if not isinstance(model, MLP):
+            raise TypeError(f"expected a handgrad.MLP, got {type(model).__name__}")
+        self.name = check_name(name)
+        self.model = model
+        self.path = None if path is None else str(path)
+        self.version = VERSION
+        prep = model.preprocessor
+        self.example_shape = tuple(prep.input_shape) if prep is not None else (model.n_inputs,)
+        self.n_inputs = model.n_inputs
+        self.n_classes = model.n_classes
+        self.classes = list(model.classes) if model.classes else [str(i) for i in
+                                                                  range(model.n_classes)]
+        self.datatype = NAMES[model.dtype]
+
+    @property
+    def is_image(self):
+        """Whether the page can draw for it: examples are 2-D (height, width) images."""
+        return len(self.example_shape) == 2 and min(self.example_shape) >= 4
+
+    @property
+    def nbytes(self):
+        """Memory of one copy of the model (weights and gradients)."""
+        return 2 * self.model.param_buffer.nbytes
+
+    def metadata(self):
+        """The protocol's model metadata: inputs, outputs, datatypes, shapes."""
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "handgrad",
+            "inputs": [{"name": INPUT, "datatype": self.datatype,
+                        "shape": [-1, *self.example_shape]}],
+            "outputs": [{"name": "probabilities", "datatype": self.datatype,
+                         "shape": [-1, self.n_classes]},
+                        {"name": "label", "datatype": "INT64", "shape": [-1]}],
+            "parameters": {"classes": self.classes,
+                           "layer_sizes": list(self.model.config.layer_sizes),
+                           "activation": self.model.config.activation},
+        }
+
+    def config(self, max_batch_size):
+        """Triton's model configuration (tritonclient's ``get_model_config``)."""
+        return {
+            "name": self.name, "platform": "handgrad", "max_batch_size": max_batch_size,
+            "input": [{"name": INPUT, "data_type": f"TYPE_{self.datatype}",
+                       "dims": list(self.example_shape)}],
+            "output": [{"name": "probabilities", "data_type": f"TYPE_{self.datatype}",
+                        "dims": [self.n_classes]},
+                       {"name": "label", "data_type": "TYPE_INT64", "dims": []}],
+            "dynamic_batching": {"max_queue_delay_microseconds": 0} if max_batch_size > 1
+            else None,
+        }
+
+    def rows(self, request):
+        """The request's one input as raw rows (N, D) in the model's dtype, checked."""
+        inputs = request.inputs
+        names = [t.name for t in inputs]
+        unknown = [n for n in names if n != INPUT]
+        if unknown:
+            raise ProtocolError(400, f"model {self.name!r} has no input {unknown[0]!r}; "
+                                     f"its one input is {INPUT!r}")
+        if len(inputs) != 1:
+            raise ProtocolError(400, f"input {INPUT!r} is given {len(inputs)} times")
+        t = inputs[0]
+        shape = t.shape
+        flat_ok = len(shape) == 2 and shape[1] == self.n_inputs
+        if not (flat_ok or shape[1:] == self.example_shape) or len(shape) < 2:
+            raise ProtocolError(400, f"input {INPUT!r} has shape {list(shape)}; model "
+                                     f"{self.name!r} takes [N, {', '.join(map(str, self.example_shape))}]"
+                                     f" or [N, {self.n_inputs}]")
+        if shape[0] == 0:
+            raise ProtocolError(400, f"input {INPUT!r} has no examples (N = 0)")
+        for name, binary in request.outputs or ():
+            if name not in OUTPUTS:
+                raise ProtocolError(400, f"model {self.name!r} has no output {name!r}; its "
+                                         f"outputs are {', '.join(map(repr, OUTPUTS))}")
+        data = t.data
+        if data.dtype.kind == "f":
+            with np.errstate(invalid="ignore"):
+                finite = np.isfinite(data)
+            if not finite.all():
+                n, *where = np.unravel_index(int(np.argmin(finite)), data.shape)
+                raise ProtocolError(422, f"input {INPUT!r} holds NaN or infinity (first at "
+                                         f"example {n}, position {list(map(int, where))})")
+        with np.errstate(over="ignore"):
+            X = data.reshape(shape[0], self.n_inputs).astype(self.model.dtype)  # (N, D)
+        if data.dtype.kind == "f" and data.dtype.itemsize > X.dtype.itemsize \
+                and not np.isfinite(X).all():
+            raise ProtocolError(422, f"input {INPUT!r} has values too large for "
+                                     f"{self.model.dtype.name}")
+        return X
+
+    def predict_proba(self, X):
+        """Probabilities (B, M) of raw rows (B, D): stored preprocessing, then F1–F4."""
+        return self.model.predict_proba(self.model.prepare(X))
+
+    def outputs(self, request, P):
+        """``[(name, array, binary)]`` for the response, in the order asked for."""
+        names = [n for n, _ in request.outputs] if request.outputs else list(OUTPUTS)
+        out = []
+        for name in names:
+            arr = P if name == "probabilities" else np.argmax(P, axis=1).astype(np.int64)  # (N,)
+            out.append((name, arr, request.wants_binary(name)))
+        return out
+
+
+def grid_shape(n):
+    """Rows and columns of a near-square grid holding ``n`` cells."""
+    cols = math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols

@@ -1,0 +1,197 @@
+"""handgrad train --resume: outputs restored from the checkpoint, interruptions, messages."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+
+import handgrad
+from handgrad.callbacks import CHECKPOINT_NAME
+from handgrad.cli import ExitCode, main
+
+COMMON = ["--hidden", "64", "--batch-size", "8", "--seed", "2", "--epochs", "30"]
+
+
+def start(*args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "handgrad", "train", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+
+
+def interrupt_after_first_epoch(proc):
+    """SIGINT once the first epoch line is out: mid-run. Returns (stdout, stderr)."""
+    seen = []
+    line = proc.stdout.readline()
+    while line and not line.startswith("epoch"):
+        seen.append(line)
+        line = proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return "".join(seen) + line + out, err
+
+
+def test_resume_restores_out_checkpoint_dir_and_plot(tmp_path):
+    """The command printed on Ctrl-C, run as is (from another folder), writes what the
+    original run asked for; a second Ctrl-C saves into the original --checkpoint-dir."""
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run_dir.mkdir()
+    elsewhere.mkdir()
+    assert main(["train", *COMMON, "--quiet", "--out", str(tmp_path / "full.safetensors")]) == 0
+
+    first = start(*COMMON, "--out", "m.safetensors", "--checkpoint-dir", "ck", "--plot", "figs",
+                  cwd=run_dir)
+    _, err = interrupt_after_first_epoch(first)
+    assert first.returncode == ExitCode.INTERRUPTED, err
+    ck = run_dir / "ck" / CHECKPOINT_NAME
+    assert f"continue with: handgrad train --resume {ck}" in err  # absolute: works anywhere
+    epoch_1 = handgrad.load_checkpoint(ck).trainer_state["epoch"]
+
+    second = start("--resume", ck, cwd=elsewhere)
+    out, err = interrupt_after_first_epoch(second)
+    assert second.returncode == ExitCode.INTERRUPTED, err
+    assert (f"writing the model to {run_dir / 'm.safetensors'}, checkpoints to {ck}, "
+            f"figures to {run_dir / 'figs'}") in out
+    assert f"checkpoint saved to {ck}" in err
+    assert list(elsewhere.iterdir()) == []  # nothing written into the current folder
+    assert handgrad.load_checkpoint(ck).trainer_state["epoch"] > epoch_1
+
+    third = subprocess.run([sys.executable, "-m", "handgrad", "train", "--resume", str(ck),
+                            "--quiet"], capture_output=True, text=True, cwd=elsewhere,
+                           timeout=300)
+    assert third.returncode == 0, third.stderr
+    assert f"model saved to {run_dir / 'm.safetensors'}" in third.stdout
+    resumed = handgrad.load(run_dir / "m.safetensors")
+    np.testing.assert_array_equal(resumed.param_buffer,
+                                  handgrad.load(tmp_path / "full.safetensors").param_buffer)
+    assert sorted(p.name for p in (run_dir / "figs").iterdir()) == [
+        "confusion.png", "curves.png", "weights.png"]
+    assert resumed.training["config"]["out"] == str(run_dir / "m.safetensors")
+
+
+def test_outputs_given_again_override_the_checkpoints(tmp_path, capsys):
+    common = ["--hidden", "8", "--batch-size", "64", "--seed", "1", "--quiet"]
+    assert main(["train", *common, "--epochs", "2", "--out", str(tmp_path / "a.safetensors"),
+                 "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    capsys.readouterr()
+    ck = tmp_path / "ck" / CHECKPOINT_NAME
+    assert main(["train", "--resume", str(ck), "--epochs", "3", "--json",
+                 "--out", str(tmp_path / "b.safetensors"),
+                 "--checkpoint-dir", str(tmp_path / "ck2")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model_path"] == str(tmp_path / "b.safetensors") and summary["epochs"] == 3
+    assert handgrad.load_checkpoint(tmp_path / "ck2" / CHECKPOINT_NAME).trainer_state[
+        "epoch"] == 3
+    assert handgrad.load(tmp_path / "a.safetensors").training["history"]["epochs"] == [0, 1]
+
+
+def test_resume_of_a_model_file_says_what_to_pass(tmp_path, capsys):
+    model = handgrad.MLP(4, 3, 2)
+    handgrad.save(model, tmp_path / "m.safetensors")
+    assert main(["train", "--resume", str(tmp_path / "m.safetensors")]) == ExitCode.DATA
+    err = capsys.readouterr().err
+    assert "not a training checkpoint; --resume takes the checkpoint file from " \
+           "--checkpoint-dir" in err
+
+
+def test_resume_of_a_checkpoint_written_by_handgrad_0_1(tmp_path, capsys):
+    """A 0.1 checkpoint (format version 1, a "settings" dict) still resumes."""
+    assert main(["train", "--hidden", "8", "--batch-size", "64", "--epochs", "2", "--quiet",
+                 "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    ck = tmp_path / "ck" / CHECKPOINT_NAME
+    old = tmp_path / "old.safetensors"
+    _rewrite_as_version_1(ck, old)
+    assert main(["train", "--resume", str(old), "--epochs", "3", "--quiet",
+                 "--out", str(tmp_path / "m.safetensors")]) == 0
+    assert handgrad.load(tmp_path / "m.safetensors").training["history"]["epochs"] == [0, 1, 2]
+
+
+def _rewrite_as_version_1(path, out):
+    """What handgrad 0.1 wrote: format_version 1, "settings" without the keys 0.1 lacked,
+    callback states without their class names."""
+    import struct
+
+    from safetensors.numpy import load_file, save_file
+
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    meta = json.loads(data[8:8 + n])["__metadata__"]
+    meta["format_version"] = "1"
+    ck = json.loads(meta["checkpoint"])
+    settings = ck.pop("config")
+    for key in ("shuffle", "l2", "on_divergence", "out", "checkpoint_dir", "plot"):
+        del settings[key]
+    ck["settings"] = settings
+    ck["trainer"]["callbacks"] = [None if s is None else
+                                  {k: v for k, v in s.items() if k != "__callback__"}
+                                  for s in ck["trainer"]["callbacks"]]
+    meta["checkpoint"] = json.dumps(ck)
+    training = json.loads(meta["training"])
+    meta["training"] = json.dumps(training)
+    save_file(load_file(str(path)), str(out), metadata=meta)
+
+
+def test_settings_given_with_resume_are_reported_as_ignored(tmp_path, capsys):
+    assert main(["train", "--hidden", "8", "--batch-size", "64", "--epochs", "1", "--quiet",
+                 "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    capsys.readouterr()
+    ck = tmp_path / "ck" / CHECKPOINT_NAME
+    assert main(["train", "--resume", str(ck), "--epochs", "2", "--lr", "0.5", "--hidden",
+                 "32", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "--hidden, --lr ignored: a resumed run keeps its checkpoint's settings" in err
+
+
+def test_model_files_of_handgrad_0_1_load_and_describe_their_run(tmp_path, capsys):
+    """A 0.1 model file (format version 1, the run's "settings") loads, and info and
+    evaluate read its settings."""
+    assert main(["train", "--hidden", "8", "--batch-size", "64", "--epochs", "1", "--quiet",
+                 "--out", str(tmp_path / "new.safetensors")]) == 0
+    capsys.readouterr()
+    import struct
+
+    from safetensors.numpy import load_file, save_file
+
+    path = tmp_path / "new.safetensors"
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    meta = json.loads(data[8:8 + n])["__metadata__"]
+    training = json.loads(meta["training"])
+    settings = training.pop("config")  # 0.1 had the same keys, less the ones added since
+    for key in ("shuffle", "l2", "on_divergence", "out", "checkpoint_dir", "plot"):
+        del settings[key]
+    training["settings"] = settings
+    meta.update(format_version="1", training=json.dumps(training))
+    save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata=meta)
+    assert main(["info", str(tmp_path / "old.safetensors")]) == 0
+    assert "trained on   digits: 1 epochs, adam lr 0.001, batch 64, seed 0" in \
+        capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "old.safetensors")]) == 0
+
+
+def _label_first_csv(path, header):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=120)
+    pixels = rng.integers(0, 256, size=(120, 6))
+    pixels[:, -1] = rng.permutation(np.arange(120)) % 97  # spread out: not labels
+    rows = [",".join(map(str, [label, *px])) for label, px in zip(y, pixels)]
+    if header:
+        rows.insert(0, ",".join(["label"] + [f"p{i}" for i in range(6)]))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_csv_label_named_in_the_header_is_used_and_said(tmp_path, capsys):
+    csv = _label_first_csv(tmp_path / "first.csv", header=True)
+    assert main(["train", "--dataset", str(csv), "--epochs", "1", "--quiet"]) == 0
+    assert main(["train", "--dataset", str(csv), "--epochs", "1"]) == 0
+    assert "label column: 'label' (column 1 of 7, named like a label)" in capsys.readouterr().out
+
+
+def test_csv_last_column_that_is_no_label_is_refused_with_the_flag(tmp_path, capsys):
+    csv = _label_first_csv(tmp_path / "first.csv", header=False)
+    assert main(["train", "--dataset", str(csv), "--epochs", "1"]) == ExitCode.DATA
+    err = capsys.readouterr().err
+    assert "--label-column 0" in err and "label_column=" not in err
+    assert main(["train", "--dataset", str(csv), "--epochs", "1", "--label-column", "0",
+                 "--quiet"]) == 0

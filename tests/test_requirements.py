@@ -1,0 +1,117 @@
+"""Packages: the model format is a core dependency; optional ones are checked up front."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from handgrad import _requirements
+from handgrad._requirements import MissingPackageError, missing, require
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def project():
+    tomllib = pytest.importorskip("tomllib")  # Python ≥ 3.11
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def names(requirements):
+    import re
+
+    return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_safetensors_and_threadpoolctl_come_with_the_core():
+    # `pip install handgrad` alone must be able to write the model `train --out` asks for
+    core = names(project()["dependencies"])
+    assert {"numpy", "safetensors", "threadpoolctl"} <= core
+    # and no extra repeats a core dependency
+    for extra, reqs in project()["optional-dependencies"].items():
+        if extra != "test":
+            assert not core & names(reqs), extra
+
+
+def test_every_optional_module_is_installed_by_the_extra_it_names():
+    extras = project()["optional-dependencies"]
+    distribution = {"PIL": "pillow", "sklearn": "scikit-learn"}
+    for feature, (module, extra, _) in _requirements.OPTIONAL.items():
+        assert distribution.get(module, module).lower() in names(extras[extra]), feature
+
+
+def hide(monkeypatch, *modules):
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        if name.split(".")[0] in modules:
+            return None
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+def test_require_names_the_missing_package_and_the_install_command(monkeypatch):
+    require("plots", "onnx")  # installed in the test environment: no error
+    hide(monkeypatch, "matplotlib", "onnx")
+    assert missing("plots", "onnx", "images") == ["plots", "onnx"]
+    with pytest.raises(MissingPackageError) as info:
+        require("plots", "images", "onnx")
+    message = str(info.value)
+    assert "needs matplotlib" in message and "needs onnx" in message
+    assert "pillow" not in message.lower()
+    assert "pip install 'handgrad[cli,onnx]'" in message
+
+
+def test_unknown_feature_is_a_programming_error():
+    with pytest.raises(ValueError, match="unknown feature 'plot'"):
+        require("plot")
+
+
+CORE_ONLY = """
+import importlib.abc, sys
+
+BLOCKED = {"tqdm", "matplotlib", "PIL", "sklearn", "scipy", "onnx", "onnxruntime", "torch",
+           "mpi4py", "pandas"}
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+
+import numpy as np
+import handgrad
+from handgrad._requirements import missing
+from handgrad.datasets import Preprocessor, load_dataset
+from handgrad.optim import Adam
+
+assert missing("plots", "images", "onnx", "sklearn", "mpi") == [
+    "plots", "images", "onnx", "sklearn", "mpi"]
+ds = load_dataset("digits")
+model = handgrad.MLP(64, 16, 10, seed=0)
+model.preprocessor = Preprocessor().fit(ds.x_train)
+model.classes = ds.classes
+optimizer = Adam(1e-2)
+trainer = handgrad.Trainer(model, model.prepare(ds.x_train), ds.y_train, optimizer=optimizer,
+                           epochs=10, batch_size=32, seed=0)
+trainer.run()
+trainer.save_checkpoint("ck.safetensors")
+handgrad.save(model, "m.safetensors")
+back = handgrad.load("m.safetensors")
+assert back.evaluate(back.prepare(ds.x_test), ds.y_test)[1] > 0.8
+assert not any(name.split(".")[0] in BLOCKED for name in sys.modules)
+print("ok")
+"""
+
+
+def test_training_and_saving_need_only_the_core_dependencies(tmp_path):
+    """`pip install handgrad` alone: train, checkpoint and write the model file, with every
+    optional package (the cli, sklearn, onnx and mpi extras, torch) unimportable."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", CORE_ONLY], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
