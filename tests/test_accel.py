@@ -16,8 +16,10 @@ import pytest
 import handgrad
 from handgrad import _accel
 from handgrad.model import (
+    OUTPUT_LAYERS,
     activation_backward,
     activation_forward,
+    hidden_backward,
     hidden_forward,
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
@@ -104,7 +106,7 @@ def test_bias_relu_and_relu_backward_equal_numpy(dtype, B, H):
         Q, h = np.empty((B, H), dtype), np.empty((B, H), dtype)
         hidden_forward("relu", X, W, b, Q, h)
         G = G0.copy()
-        activation_backward("relu", G, Q, h, np.empty((B, H), bool))
+        hidden_backward("relu", G, Q, h, np.empty((B, H), bool))
         return Q, h, G
 
     fast, slow = both(run)
@@ -126,14 +128,21 @@ def test_softmax_cross_entropy_kernels_equal_numpy(dtype, weights, order):
     w = 1.0 / B if weights == "mean" else (lambda s: (s / s.sum()).astype(dtype))(
         rng.uniform(0, 2, B))
 
-    def run():
+    def run(forward, backward):
         logP, P = (np.empty((B, M), dtype, order=order) for _ in range(2))
         out = np.empty((B, M), dtype, order=order)
-        loss = softmax_cross_entropy_forward(O, target, w, logP, P, np.empty((B, 1), dtype))
-        softmax_cross_entropy_backward(P, target, w, out)
+        loss = forward(O, target, w, logP, P, np.empty((B, 1), dtype))
+        backward(P, target, w, out)
         return loss, logP, P, out
 
-    fast, slow = both(run)
+    old = _accel.use(True)
+    try:
+        pair = _accel.output_layer("softmax", O, target, w)
+    finally:
+        _accel.use(old)
+    assert pair == _accel.OUTPUT_LAYERS["softmax"]
+    fast = run(*pair)
+    slow = run(softmax_cross_entropy_forward, softmax_cross_entropy_backward)
     assert fast[0] == pytest.approx(slow[0], rel=10 * TOL[dtype]["rtol"])
     for a, b in zip(fast[1:], slow[1:]):
         np.testing.assert_allclose(a, b, rtol=TOL[dtype]["rtol"], atol=4 * TOL[dtype]["atol"])
@@ -146,12 +155,136 @@ def test_soft_targets_and_other_activations_keep_the_numpy_path():
     rng = np.random.default_rng(5)
     Q = rng.normal(size=(4, 6))
     for name in ("tanh", "logistic", "identity"):
-        fast, slow = both(lambda: activation_forward(name, Q.copy(), np.empty_like(Q)))
+        fast, slow = both(lambda: hidden_backward(name, Q.copy(), Q, np.tanh(Q),
+                                                  np.empty_like(Q)))
         np.testing.assert_array_equal(fast, slow)
     soft = rng.dirichlet(np.ones(6), size=4)
-    fast, slow = both(lambda: softmax_cross_entropy_backward(
-        np.full((4, 6), 1 / 6), soft, 0.25, np.empty((4, 6))))
-    np.testing.assert_array_equal(fast, slow)
+    O = rng.normal(size=(4, 6))
+    old = _accel.use(True)
+    try:
+        assert _accel.output_layer("softmax", O, soft, 0.25) is None  # soft targets
+        assert _accel.output_layer("softmax", O, np.zeros(4), 0.25) is None  # float labels
+        assert _accel.output_layer("softmax", O, np.zeros(4, int), 0.25) is not None
+        assert _accel.output_layer("softmax", O, np.zeros(4, int),
+                                   np.full(4, 0.25, np.float32)) is None  # w of another dtype
+        for output in set(OUTPUT_LAYERS) - set(_accel.OUTPUT_LAYERS):
+            assert _accel.output_layer(output, O, np.zeros(4, int), 0.25) is None
+    finally:
+        _accel.use(old)
+
+
+def test_the_kernels_take_only_dense_float_arrays_of_one_dtype():
+    sparse = pytest.importorskip("scipy.sparse")
+    old = _accel.use(True)
+    try:
+        if not _accel.enabled():
+            assert not _accel.takes(np.zeros(3))  # off: nothing is taken
+            return
+        f32, f64 = np.zeros((3, 4), np.float32), np.zeros((3, 4))
+        assert _accel.takes(f32, f32) and _accel.takes(f64)
+        assert not _accel.takes(sparse.csr_matrix(f64), f64)  # sparse: matmul gives dtype('O')
+        assert not _accel.takes(f32, f64)  # mixed dtypes
+        assert not _accel.takes(f64.astype(np.float16))
+        assert not _accel.takes(np.zeros((3, 4), int))
+        assert not _accel.takes([[0.0]])  # not an array
+        assert _accel.takes(f64[:, ::2]) and not _accel.takes(f64[:, ::2], contiguous=True)
+        _accel.use(False)
+        assert not _accel.takes(f64)
+    finally:
+        _accel.use(old)
+
+
+@needs_numba
+def test_layer_functions_are_the_numpy_reference_whatever_the_switch(monkeypatch):
+    """handgrad.trace and other direct callers of the layer functions get the readable
+    path (and its ReLU mask in scratch) even with the kernels on."""
+    def refuse():
+        raise AssertionError("a layer function reached the compiled kernels")
+
+    rng = np.random.default_rng(8)
+    Q, G = rng.normal(size=(5, 7)), rng.normal(size=(5, 7))
+    Q[0, 0] = 0.0
+    old = _accel.use(True)
+    monkeypatch.setattr(_accel, "kernels", refuse)
+    try:
+        scratch = np.ones((5, 7), bool)
+        out = activation_backward("relu", G.copy(), Q, np.maximum(Q, 0), scratch)
+        np.testing.assert_array_equal(scratch, Q > 0)  # the mask the trace displays
+        np.testing.assert_array_equal(out, G * (Q > 0))
+        activation_forward("relu", Q, np.empty_like(Q))
+        O, y = rng.normal(size=(5, 3)), np.array([0, 1, 2, 1, 0])
+        logP, P = np.empty((5, 3)), np.empty((5, 3))
+        softmax_cross_entropy_forward(O, y, 0.2, logP, P, np.empty((5, 1)))
+        softmax_cross_entropy_backward(P, y, 0.2, np.empty((5, 3)))
+    finally:
+        _accel.use(old)
+
+
+@needs_numba
+def test_trace_runs_with_the_kernels_on():
+    model = handgrad.MLP(4, 5, 3, dtype="float64", seed=0)
+    x = np.array([0.5, -1.0, 2.0, 0.0])
+    fast, slow = both(lambda: handgrad.trace(model, x, 1))
+    assert fast.to_dict() == slow.to_dict()
+
+
+@needs_numba
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_sparse_inputs_take_the_numpy_first_layer_and_match(fmt, optimizer):
+    """A SciPy sparse X (the first layer's input) never reaches a kernel: F1 stays a
+    sparse product; deeper layers and the optimizer may still use the kernels."""
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(200, 30)) * (rng.random((200, 30)) < 0.1)
+    y = rng.integers(0, 4, 200)
+    Xs = sparse.csr_matrix(X).asformat(fmt)
+
+    def run(data):
+        model = handgrad.MLP(30, (16, 8), 4, dtype="float64", seed=0)
+        loss, grads = model.loss_and_grads(data, y)
+        grads = {k: v.copy() for k, v in grads.items()}
+        opt = Adam(1e-2) if optimizer == "adam" else handgrad.optim.SGD(0.1)
+        history = handgrad.fit(model, data, y, optimizer=opt, epochs=2, batch_size=32, seed=0)
+        return loss, grads, model.param_buffer.copy(), history.train_loss
+
+    for data in (Xs, X):
+        fast, slow = both(lambda: run(data))
+        assert fast[0] == pytest.approx(slow[0], rel=1e-12)
+        for k in fast[1]:
+            np.testing.assert_allclose(fast[1][k], slow[1][k], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(fast[2], slow[2], rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(fast[3], slow[3], rtol=1e-9)
+
+
+@needs_numba
+@pytest.mark.parametrize("output", list(OUTPUT_LAYERS))
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_every_output_gives_the_same_gradients_with_and_without_kernels(output, activation):
+    """The outputs without a compiled pair use OUTPUT_LAYERS' NumPy pair under the switch;
+    their hidden ReLU layers may still use the kernels."""
+    rng = np.random.default_rng(10)
+    M = 1 if output in ("logistic", "identity", "exp") else 4
+    X = rng.normal(size=(40, 6))
+    if output == "softmax":
+        Y = rng.integers(0, M, 40)
+    elif output == "logistic":
+        Y = (rng.random((40, M)) < 0.5).astype(float)
+    elif output == "exp":
+        Y = rng.poisson(2.0, (40, M)).astype(float)
+    else:
+        Y = rng.normal(size=(40, M))
+    w = rng.uniform(0.5, 2, 40)
+
+    def run():
+        model = handgrad.MLP(6, (9, 5), M, activation=activation, dtype="float64", seed=1,
+                             output=output)
+        loss, grads = model.loss_and_grads(X, Y, sample_weight=w, l2=0.1)
+        return loss, model.grad_buffer.copy()
+
+    fast, slow = both(run)
+    assert fast[0] == pytest.approx(slow[0], rel=1e-13)
+    np.testing.assert_allclose(fast[1], slow[1], rtol=1e-12, atol=1e-14)
 
 
 @needs_numba

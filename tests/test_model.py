@@ -226,15 +226,21 @@ def test_gradcheck_fails_a_planted_wrong_gradient_on_trained_models(trained_mode
 
         monkeypatch.setattr(hm, "linear_backward", broken)
     else:
-        original = hm.softmax_cross_entropy_backward
+        from handgrad import _accel
 
-        def broken(P, target, w, out):
-            original(P, target, w, out)
-            out *= 1.001  # B2: ∂L/∂O off by 0.1%, so every gradient is
-            return out
+        def planted(original):
+            def broken(P, target, w, out):
+                original(P, target, w, out)
+                out *= 1.001  # B2: ∂L/∂O off by 0.1%, so every gradient is
+                return out
 
-        # the model dispatches through OUTPUT_LAYERS, which holds the function itself
-        monkeypatch.setitem(hm.OUTPUT_LAYERS, "softmax", (hm.OUTPUT_LAYERS["softmax"][0], broken))
+            return broken
+
+        # the model dispatches through OUTPUT_LAYERS, which holds the functions
+        # themselves: the NumPy pair, and the accelerator's compiled one where it is on
+        for layers in (hm.OUTPUT_LAYERS, _accel.OUTPUT_LAYERS):
+            forward, backward = layers["softmax"]
+            monkeypatch.setitem(layers, "softmax", (forward, planted(backward)))
     models, x_test, y_test = trained_models
     rng = np.random.default_rng(1)
     for model in models:

@@ -15,6 +15,14 @@ register:
 - :func:`softmax_xent_forward` / :func:`softmax_xent_backward`: F4–F5 and B2 each in
   one call instead of about ten (the (B, M) arrays are small: the saving is calls).
 
+The model takes a kernel only where it applies (:func:`takes`, :func:`output_layer`):
+dense float32/float64 arrays (a sparse first-layer input keeps F1 and F2 on NumPy),
+ReLU hidden layers, the softmax cross-entropy output with integer labels (soft
+targets, label smoothing and the other outputs of ``handgrad.model.OUTPUT_LAYERS``
+stay on NumPy). The layer functions themselves (``activation_backward``,
+``softmax_cross_entropy_forward``, ...) are always the NumPy reference, so what calls
+them directly, such as :func:`handgrad.trace`, sees the readable path.
+
 The values equal the NumPy path's up to rounding (the tests compare both, and both
 against ``torch.optim``). Arithmetic stays in the arrays' dtype: every constant is
 passed as a scalar of that dtype, so float32 data is not promoted to float64.
@@ -100,6 +108,28 @@ def describe():
     return {"backend": "numba", "version": numba_version, "status": status}
 
 
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # what the kernels are written for
+
+
+def takes(*arrays, contiguous=False):
+    """True when the kernels are on and every array is one they handle: a dense NumPy
+    array (no SciPy sparse matrix), float32 or float64, all of one dtype, and with
+    ``contiguous`` C-contiguous. Anything else keeps the NumPy reference path."""
+    if not enabled():
+        return False
+    dtype = None
+    for a in arrays:
+        if not isinstance(a, np.ndarray) or a.dtype not in DTYPES:
+            return False
+        if dtype is None:
+            dtype = a.dtype
+        elif a.dtype != dtype:
+            return False
+        if contiguous and not a.flags.c_contiguous:
+            return False
+    return True
+
+
 def kernels():
     """The kernels by name (each compiled on its first call, or loaded from numba's
     cache)."""
@@ -147,8 +177,11 @@ def _weights(w, dtype):
     return _NO_ROWS[dtype], dtype.type(w)
 
 
-def softmax_xent_forward(O, target, w, logP, P):
-    """F4–F5 for integer labels: fills ``logP`` and ``P`` (B, M); returns ``Σ_n w_n L_n``."""
+def softmax_xent_forward(O, target, w, logP, P, row=None):
+    """F4–F5 for integer labels: fills ``logP`` and ``P`` (B, M); returns ``Σ_n w_n L_n``.
+
+    The signature of :func:`handgrad.model.softmax_cross_entropy_forward` (``row``, its
+    scratch, is not needed)."""
     return float(kernels()["xent_forward"](O, target, *_weights(w, O.dtype), logP, P))
 
 
@@ -156,3 +189,25 @@ def softmax_xent_backward(P, target, w, out):
     """B2 for integer labels: ``out = w ⊙ (P − Y)`` (B, M); returns out."""
     kernels()["xent_backward"](P, target, *_weights(w, P.dtype), out)
     return out
+
+
+# The outputs of handgrad.model.OUTPUT_LAYERS that have a compiled (forward, backward)
+# pair here, with the same signatures. Each takes integer labels only; soft targets
+# and the other outputs stay on the NumPy path.
+OUTPUT_LAYERS = {"softmax": (softmax_xent_forward, softmax_xent_backward)}
+
+
+def output_layer(output, O, target, w):
+    """The compiled (forward, backward) pair for the model's ``output`` when the
+    kernels take this batch: integer labels ``target`` (B,), outputs ``O`` (B, M) in
+    float32/float64 and per-example weights ``w`` (B,) of O's dtype, or a scalar;
+    None otherwise (the caller uses :data:`handgrad.model.OUTPUT_LAYERS`)."""
+    pair = OUTPUT_LAYERS.get(output)
+    if pair is None or not takes(O):
+        return None
+    if not (isinstance(target, np.ndarray) and target.ndim == 1
+            and target.dtype.kind in "iu" and target.shape[0] == O.shape[0]):
+        return None
+    if isinstance(w, np.ndarray) and w.ndim > 0 and (w.dtype != O.dtype or w.ndim != 1):
+        return None
+    return pair

@@ -142,11 +142,22 @@ def hidden_forward(name, X, W, b, Q, h):
     With the accelerator (:mod:`handgrad._accel`), ReLU's layer adds ``b`` and takes
     ``max(0, ·)`` in one compiled pass over Q instead of two NumPy passes.
     """
-    if name == "relu" and _accel.enabled():
+    if name == "relu" and _accel.takes(X, Q, b, h):  # dense float arrays only
         np.matmul(X, W.T, out=Q)  # (B, H) = (B, D) @ (D, H)  F1's product
         return _accel.bias_relu_forward(Q, b, h)  # (B, H)  F1's + b, F2
-    linear_forward(X, W, b, Q)  # (B, H)  F1
+    linear_forward(X, W, b, Q)  # (B, H)  F1 (a sparse X: sparse product)
     return activation_forward(name, Q, h)  # (B, H)  F2
+
+
+def hidden_backward(name, G, Q, h, scratch):
+    """B6 of a hidden layer: ``G = ∂L/∂h`` becomes ``∂L/∂Q`` in place; returns G.
+
+    :func:`activation_backward` (the reference); with the accelerator, ReLU's B6 is
+    one compiled pass that needs no mask array (``scratch`` is then left as it was).
+    """
+    if name == "relu" and _accel.takes(G, Q):
+        return _accel.relu_backward(G, Q)  # (B, H)  B6: ∂L/∂h ⊙ 1[Q > 0]
+    return activation_backward(name, G, Q, h, scratch)  # (B, H)  B6
 
 
 def activation_backward(name, G, Q, h, scratch):
@@ -157,8 +168,6 @@ def activation_backward(name, G, Q, h, scratch):
     if name == "relu":
         # B6: ∂h_j/∂Q_j = a_j = 1[Q_j > 0] (the convention of PyTorch and scikit-learn
         # at Q_j = 0), so ∂L/∂Q = ∂L/∂h ⊙ a.
-        if _accel.enabled():  # one compiled pass, no mask array (handgrad._accel)
-            return _accel.relu_backward(G, Q)  # (B, H)
         np.greater(Q, 0, out=scratch)  # (B, H) bool mask a
         np.multiply(G, scratch, out=G)  # (B, H)
     elif name == "tanh":
@@ -211,8 +220,6 @@ def softmax_cross_entropy_forward(O, target, w, logP, P, row):
     Softmax goes through log-sum-exp: ``log P = O − max − log Σ exp(O − max)``, so
     only exponentials of non-positive numbers are taken and nothing overflows.
     """
-    if target.ndim == 1 and _accel.enabled():  # one compiled call (handgrad._accel)
-        return _accel.softmax_xent_forward(O, target, w, logP, P)
     # ufunc reductions called directly: np.max / np.sum add a Python layer per call
     np.maximum.reduce(O, axis=1, keepdims=True, out=row)  # (B, 1)
     np.subtract(O, row, out=logP)  # (B, M)  O − max ≤ 0
@@ -239,8 +246,6 @@ def softmax_cross_entropy_backward(P, target, w, out):
     softmax is the canonical link of the categorical likelihood: with Σ y = 1,
     ``L = log Σ_k e^{O_k} − y·O``, whose gradient is ``softmax(O) − y``.)
     """
-    if target.ndim == 1 and _accel.enabled():  # one compiled call (handgrad._accel)
-        return _accel.softmax_xent_backward(P, target, w, out)
     np.copyto(out, P)  # (B, M)
     if target.ndim == 1:
         out[np.arange(len(target)), target] -= 1.0  # P − Y with one-hot Y
@@ -735,8 +740,15 @@ class MLP:
         ``w`` is the per-example weight (B,) normalised to sum to 1, or the scalar
         ``1/B``; the output's ``P`` stays in ``ws`` for :meth:`backward`.
         """
-        output_forward = OUTPUT_LAYERS[self.config.output][0]
+        output_forward = self._output_layer(ws.Q[-1], target, w)[0]
         return output_forward(ws.Q[-1], target, w, ws.logP, ws.P, ws.row)
+
+    def _output_layer(self, O, target, w):
+        """The output's (forward, backward) pair: :data:`OUTPUT_LAYERS`'s NumPy
+        reference, or the accelerator's compiled pair where it has one for this output
+        and these targets (:func:`handgrad._accel.output_layer`)."""
+        name = self.config.output
+        return _accel.output_layer(name, O, target, w) or OUTPUT_LAYERS[name]
 
     def l2_penalty(self, ws, coef):
         """``½ c Σ_l ‖W_l‖²`` (weights, not biases) with ``c = coef``: scikit-learn's
@@ -761,7 +773,7 @@ class MLP:
         act = self.config.activation
         K = self.n_layers
         drop_hidden = dropout is not None and dropout.hidden_rate > 0
-        output_backward = OUTPUT_LAYERS[self.config.output][1]
+        output_backward = self._output_layer(ws.Q[K - 1], target, w)[1]
         G = output_backward(ws.P, target, w, ws.G[K - 1])  # (B, M)  B2 (B2ℓ, B2s, B2p)
         for l in range(K, 1, -1):
             dX = ws.G[l - 2]  # (B, H) of layer l−1
@@ -769,7 +781,7 @@ class MLP:
             if drop_hidden:
                 dropout_backward(dX, ws.mask[l - 1])  # through the dropped units
             # B6: ∂L/∂Q of layer l−1 from ∂L/∂h (just written into dX)
-            G = activation_backward(act, dX, ws.Q[l - 2], ws.h[l - 2], ws.scratch[l - 2])
+            G = hidden_backward(act, dX, ws.Q[l - 2], ws.h[l - 2], ws.scratch[l - 2])
         return ws.G
 
     def weight_grads(self, ws, l2=0.0):

@@ -255,7 +255,7 @@ class Adam(Optimizer):
         bias2_sqrt = math.sqrt(1.0 - b2 ** t)
         eps_hat = self.eps * bias2_sqrt
         scale = self.lr * bias2_sqrt / bias1
-        if _accel.enabled() and all(a.flags.c_contiguous for a in (p, g, m, v)):
+        if _accel.takes(p, g, m, v, contiguous=True):  # one float dtype, C order
             # the same update as the loop below, as one compiled pass (handgrad._accel)
             wd, decoupled = self.weight_decay, self.decoupled
             _accel.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
