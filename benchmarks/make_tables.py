@@ -123,10 +123,45 @@ def speed_table(name="speed.json"):
     if doc.get("stopped_early"):
         lines += ["", f"The run was stopped after {len(doc['results'])} of its "
                       f"{doc['cells_planned']} planned cells; the table holds those it finished."]
+    measured = sorted({r["measured_rows"] for r in doc["results"] if r.get("extrapolation")})
+    if measured:
+        lines += ["", f"**Extrapolated:** each cell timed epochs of "
+                      f"{', '.join(f'{n:,}' for n in measured)} rows (`--extrapolate`) and "
+                      f"scaled every time, GEMM bound and own-shape GEMMs included, to a "
+                      f"whole epoch of {doc['results'][0]['rows']:,} images. A timed call's fixed "
+                      f"costs (a `fit`'s setup, a permutation's draw) are multiplied with "
+                      f"the rest, so these times lean slightly high, for every library."]
     lines += _compile_times(doc, libs)
     lines += _speed_targets(doc)
+    lines += _estimator_rows(doc.get("estimator"))
     lines += _predict_line(doc.get("predict") or {})
     return "\n".join(lines)
+
+
+def _estimator_rows(est):
+    """handgrad.MLPClassifier against handgrad.fit, same settings, same run (issue #15)."""
+    if not est or not est.get("results"):
+        return []
+    first = est["results"][0]
+    acc = (est.get("accelerator") or {}).get("status")
+    out = ["", f"`handgrad.MLPClassifier` (the scikit-learn-style estimator) against "
+               f"`handgrad.fit` with the same settings: 784-{first['hidden']}-10, batch "
+               f"{first['batch']}, {est['rows']:,} rows, {first['epochs_per_fit']} epochs per "
+               f"`fit` call, seconds per epoch, medians of {est['repeats']} interleaved calls "
+               f"(`python benchmarks/{est['command']}`, {est['date']}"
+               + (f"; accelerator {acc}" if acc else "") + "). Target: the estimator within "
+               "5% of `handgrad.fit`.", "",
+           "| optimizer | handgrad.fit s | MLPClassifier s | estimator / fit | within 5% |",
+           "|---|---|---|---|---|"]
+    for r in est["results"]:
+        s = r["seconds"]
+        fit, clf = s.get("handgrad"), s.get("handgrad-estimator")
+        ratio = r.get("estimator_vs_fit")
+        out.append(f"| {r['optimizer']} | {'–' if fit is None else f'{fit:.3f}'} | "
+                   f"{'–' if clf is None else f'{clf:.3f}'} | "
+                   f"{'–' if ratio is None else f'{ratio:.3f}'} | "
+                   f"{'–' if ratio is None else 'yes' if r['within_5_percent'] else '**no**'} |")
+    return out
 
 
 def _ceiling(r):

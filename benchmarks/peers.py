@@ -15,7 +15,13 @@ for before it returns).
 - ``jax``: the whole step (gather, forward, ``jax.value_and_grad``, update) under
   ``jax.jit`` with the parameters and optimizer state donated; the update is
   ``torch.optim``'s formulas written in ``jax.numpy``;
-- ``sklearn``: ``MLPClassifier.partial_fit`` (its own initialisation; no warm-up).
+- ``sklearn``: ``MLPClassifier.partial_fit`` (its own initialisation; no warm-up);
+- ``handgrad-estimator``: handgrad's scikit-learn-style ``handgrad.MLPClassifier``
+  (``solver='sgd'``/``'adam'``) with the settings of the ``handgrad`` runner's
+  :func:`handgrad.fit` (issue #15: it must be within 5% of ``handgrad.fit`` per epoch).
+
+``epochs`` (default 1) trains that many epochs per timed call (one ``fit``); the time
+returned is per epoch.
 
 Used by ``speed.py`` (in one worker process per library) and ``mnist_accuracy.py time98``.
 """
@@ -28,7 +34,8 @@ import warnings
 
 import numpy as np
 
-LIBRARIES = ("handgrad", "torch", "torch-compile", "jax", "sklearn")
+LIBRARIES = ("handgrad", "handgrad-numpy", "handgrad-estimator", "torch", "torch-compile", "jax",
+             "sklearn")
 
 
 def threads():
@@ -63,11 +70,14 @@ def batches(n_rows, B):
 
 
 class HandgradRunner:
-    def __init__(self, X, y, H, B, opt, lr, seed=0):
+    """:func:`handgrad.fit`, as a user calls it."""
+
+    def __init__(self, X, y, H, B, opt, lr, seed=0, epochs=1):
         import handgrad
 
         self.handgrad, self.X, self.y = handgrad, X, y
         self.H, self.B, self.opt, self.lr, self.seed = H, B, opt, lr, seed
+        self.epochs = epochs
 
     def _optimizer(self):
         optim = self.handgrad.optim
@@ -83,9 +93,49 @@ class HandgradRunner:
     def epoch(self, seed):
         model = self.handgrad.MLP(784, self.H, 10, seed=seed)
         t0 = time.perf_counter()
-        self.handgrad.fit(model, self.X, self.y, optimizer=self._optimizer(), epochs=1,
-                          batch_size=self.B, seed=seed)
-        return time.perf_counter() - t0
+        self.handgrad.fit(model, self.X, self.y, optimizer=self._optimizer(),
+                          epochs=self.epochs, batch_size=self.B, seed=seed)
+        return (time.perf_counter() - t0) / self.epochs
+
+
+class EstimatorRunner:
+    """``handgrad.MLPClassifier`` with :class:`HandgradRunner`'s settings: the same
+    hidden width, batch, optimizer and hyper-parameters (``torch.optim``'s defaults:
+    SGD without momentum, Adam's betas and epsilon), no penalty (``alpha=0``, as
+    ``handgrad.fit``'s ``l2=0``), every epoch run (``tol=0``, no early stopping), the
+    float32 data keeping float32 arithmetic. What differs is what the estimator does
+    as scikit-learn's: its input validation, label encoding, Glorot initialisation and
+    shuffles, and its end-of-epoch bookkeeping (``loss_curve_``)."""
+
+    def __init__(self, X, y, H, B, opt, lr, seed=0, epochs=1):
+        import handgrad
+
+        self.handgrad, self.X, self.y = handgrad, X, y
+        self.H, self.B, self.opt, self.lr, self.seed = H, B, opt, lr, seed
+        self.epochs = epochs
+
+    def _estimator(self, seed, epochs):
+        return self.handgrad.MLPClassifier(
+            hidden_layer_sizes=(self.H,), solver=self.opt, batch_size=self.B,
+            learning_rate_init=self.lr, alpha=0.0, momentum=0.0, max_iter=epochs, tol=0.0,
+            n_iter_no_change=float("inf"), shuffle=True, random_state=seed)
+
+    def _fit(self, est, X, y):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter reached
+            est.fit(X, y)
+
+    def warm_up(self):
+        rows = self.B * 2 + (len(self.X) % self.B)
+        self._fit(self._estimator(self.seed, 1), self.X[:rows], self.y[:rows])
+
+    def epoch(self, seed):
+        est = self._estimator(seed, self.epochs)
+        t0 = time.perf_counter()
+        self._fit(est, self.X, self.y)
+        seconds = (time.perf_counter() - t0) / self.epochs
+        assert est.n_iter_ == self.epochs, est.n_iter_
+        return seconds
 
 
 class TorchRunner:
@@ -233,9 +283,13 @@ class SklearnRunner:
         return time.perf_counter() - t0
 
 
-def make_runner(library, X, y, H, B, opt, lr, seed=0):
+def make_runner(library, X, y, H, B, opt, lr, seed=0, epochs=1):
     if library in ("handgrad", "handgrad-numpy"):
-        return HandgradRunner(X, y, H, B, opt, lr, seed)
+        return HandgradRunner(X, y, H, B, opt, lr, seed, epochs)
+    if library == "handgrad-estimator":
+        return EstimatorRunner(X, y, H, B, opt, lr, seed, epochs)
+    if epochs != 1:
+        raise ValueError(f"{library} times one epoch per call (epochs=1)")
     if library in ("torch", "torch-compile"):
         return TorchRunner(X, y, H, B, opt, lr, seed, compiled=library == "torch-compile")
     if library == "jax":

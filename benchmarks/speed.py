@@ -27,6 +27,12 @@ of it, and NumPy's own-shape GEMMs back to back (what handgrad's products alone 
     python benchmarks/speed.py --hidden 256 800 --batch 128 --optimizer adam --repeats 5
     python benchmarks/speed.py --libraries handgrad torch jax     # a subset of libraries
     python benchmarks/speed.py --predict-only --repeats 21   # reruns predict_proba alone
+    python benchmarks/speed.py --estimator-only --repeats 5  # handgrad.MLPClassifier vs fit
+    python benchmarks/speed.py --rows 20000 --extrapolate    # a third of each epoch, scaled
+
+After the grid, ``handgrad.MLPClassifier(solver='sgd'/'adam')`` is timed against
+``handgrad.fit`` with the same settings (issue #15: within 5% per epoch), interleaved in
+worker processes of their own (``--estimator-hidden/-batch/-epochs``, ``--no-estimator``).
     python benchmarks/make_tables.py                 # regenerates the README's tables
 
 Needs real MNIST (found as handgrad finds it: $HANDGRAD_DATA/mnist or the cache), and
@@ -56,6 +62,7 @@ PEERS = ("torch", "torch-compile", "jax")  # the libraries the targets compare a
 DEFAULT_LIBRARIES = ("handgrad", "handgrad-numpy", *PEERS)
 ALL_LIBRARIES = (*DEFAULT_LIBRARIES, "sklearn")
 LR = {"sgd": 0.05, "adam": 1e-3}
+MNIST_ROWS = 60000  # one epoch of MNIST's training set
 
 
 def machine_info():
@@ -195,7 +202,8 @@ def worker(library, rows):
             elif op == "setup":
                 runner = None
                 runner = peers.make_runner(library, X, y, cmd["hidden"], cmd["batch"],
-                                           cmd["optimizer"], LR[cmd["optimizer"]])
+                                           cmd["optimizer"], LR[cmd["optimizer"]],
+                                           epochs=cmd.get("epochs", 1))
                 t0 = time.perf_counter()
                 runner.warm_up()
                 reply = {"compile_s": time.perf_counter() - t0}
@@ -258,11 +266,13 @@ def child_environment(keep):
 # --------------------------------------------------------------------------- #
 
 
-def run_cell(workers, opt, H, B, rows, repeats, peak):
+def interleaved(workers, opt, H, B, repeats, epochs=1):
+    """Set up every worker for one cell, then time ``repeats`` rounds of epochs in a
+    rotated order: ``(samples {library: [seconds]}, compile_s, errors)``."""
     libs = list(workers)
     compile_s, errors = {}, {}
     for lib in libs:
-        r = workers[lib].ask("setup", hidden=H, batch=B, optimizer=opt)
+        r = workers[lib].ask("setup", hidden=H, batch=B, optimizer=opt, epochs=epochs)
         if "error" in r:
             errors[lib] = r["error"]
             print(f"  {lib}: setup failed:\n{r['error']}", file=sys.stderr, flush=True)
@@ -281,16 +291,28 @@ def run_cell(workers, opt, H, B, rows, repeats, peak):
                 print(f"  {lib}: epoch failed:\n{r['error']}", file=sys.stderr, flush=True)
             else:
                 samples[lib].append(r["seconds"])
-    seconds = {lib: statistics.median(v) for lib, v in samples.items() if v and lib not in errors}
-    flops = gemm_flops(B, 784, H, 10, rows)
+    samples = {lib: v for lib, v in samples.items() if v and lib not in errors}
+    return samples, compile_s, errors
+
+
+def run_cell(workers, opt, H, B, rows, repeats, peak, extrapolate=False):
+    """One cell of the grid. With ``extrapolate``, epochs of ``rows`` rows are timed and
+    every time is scaled to a whole MNIST epoch (``MNIST_ROWS / rows``)."""
+    samples, compile_s, errors = interleaved(workers, opt, H, B, repeats)
+    scale = MNIST_ROWS / rows if extrapolate else 1.0
+    epoch_rows = MNIST_ROWS if extrapolate else rows
+    seconds = {lib: scale * statistics.median(v) for lib, v in samples.items()}
+    flops = gemm_flops(B, 784, H, 10, epoch_rows)
     bound = flops / (peak * 1e9)
-    row = {"optimizer": opt, "hidden": H, "batch": B, "rows": rows, "seconds": seconds,
+    row = {"optimizer": opt, "hidden": H, "batch": B, "rows": epoch_rows, "seconds": seconds,
            "samples": samples, "compile_s": compile_s, "errors": errors,
            "gemm_gflop": flops / 1e9, "gemm_bound_s": bound,
            "gemm_share": {lib: bound / s for lib, s in seconds.items()}}
+    if extrapolate:
+        row.update(measured_rows=rows, extrapolation=scale)  # samples: as measured
     if "handgrad" in workers:
         r = workers["handgrad"].ask("shaped_gemm", hidden=H, batch=B)
-        row["shaped_gemm_s"] = r.get("seconds")
+        row["shaped_gemm_s"] = None if r.get("seconds") is None else scale * r["seconds"]
     peers = {lib: seconds[lib] for lib in PEERS if lib in seconds}
     if peers:
         fastest = min(peers, key=peers.get)
@@ -335,6 +357,18 @@ def main(argv=None):
                     help="skip predict_proba against onnxruntime")
     ap.add_argument("--predict-only", action="store_true",
                     help="time predict_proba vs onnxruntime alone and update that part of --out")
+    ap.add_argument("--extrapolate", action="store_true",
+                    help=f"time epochs of --rows rows and scale every time to a whole MNIST "
+                         f"epoch ({MNIST_ROWS:,} rows); the table says so")
+    est = ap.add_argument_group("handgrad.MLPClassifier against handgrad.fit (issue #15), "
+                                "for each --optimizer, after the grid")
+    est.add_argument("--estimator-hidden", type=int, default=256, help="its hidden width")
+    est.add_argument("--estimator-batch", type=int, default=128, help="its batch size")
+    est.add_argument("--estimator-epochs", type=int, default=3,
+                     help="epochs per timed fit (the time reported is per epoch)")
+    est.add_argument("--no-estimator", action="store_true", help="skip it")
+    est.add_argument("--estimator-only", action="store_true",
+                     help="run it alone and update that part of --out")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "speed.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -356,6 +390,8 @@ def main(argv=None):
               + (f" ({parent['warning'][9:]})" if parent["warning"] else ""), flush=True)
     if args.predict_only:
         return predict_only(args, env, command)
+    if args.estimator_only:
+        return estimator_only(args, env, command)
     workers = {lib: Worker(lib, args.rows, env) for lib in args.libraries}
     doc = {"benchmark": "speed", "date": time.strftime("%Y-%m-%d"), "command": command,
            "machine": {"python": platform.python_version(), "platform": platform.platform(),
@@ -380,10 +416,15 @@ def main(argv=None):
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
         try:
             for opt, H, B in cells:
-                row = run_cell(workers, opt, H, B, args.rows, args.repeats, peak)
+                row = run_cell(workers, opt, H, B, args.rows, args.repeats, peak,
+                               args.extrapolate)
                 doc["results"].append(row)
                 print(_describe(row), flush=True)
                 _write(args.out, doc)  # after every cell: a stopped run keeps what it has
+            if not args.no_estimator:
+                doc["estimator"] = estimator_section(args, env, command, args.rows,
+                                                     workers.get("handgrad"))
+                _write(args.out, doc)
             if not args.no_predict and "handgrad" in workers:
                 doc["predict"] = ask_predict(workers["handgrad"], max(args.repeats, 5),
                                              command)
@@ -396,6 +437,56 @@ def main(argv=None):
     _write(args.out, doc)
     print(f"wrote {args.out}")
     return 0
+
+
+def run_estimator(workers, optimizers, H, B, repeats, epochs):
+    """Issue #15: ``handgrad.MLPClassifier`` against ``handgrad.fit`` with the same
+    settings, interleaved in the same run; a row per optimizer with the ratio of their
+    per-epoch medians (target: the estimator within 5%, ratio ≤ 1.05)."""
+    rows = []
+    for opt in optimizers:
+        samples, compile_s, errors = interleaved(workers, opt, H, B, repeats, epochs)
+        seconds = {lib: statistics.median(v) for lib, v in samples.items()}
+        row = {"optimizer": opt, "hidden": H, "batch": B, "epochs_per_fit": epochs,
+               "seconds": seconds, "samples": samples, "compile_s": compile_s,
+               "errors": errors}
+        if {"handgrad", "handgrad-estimator"} <= set(seconds):
+            row["estimator_vs_fit"] = seconds["handgrad-estimator"] / seconds["handgrad"]
+            row["within_5_percent"] = row["estimator_vs_fit"] <= 1.05
+        print(f"estimator {opt:4s} H={H} B={B}: " + "  ".join(
+            f"{lib} {t:.3f}s" for lib, t in seconds.items())
+            + (f"  estimator/fit {row['estimator_vs_fit']:.3f}"
+               if "estimator_vs_fit" in row else ""), flush=True)
+        rows.append(row)
+    return rows
+
+
+def estimator_section(args, env, command, rows, fit_worker=None):
+    """The estimator rows, with a ``handgrad-estimator`` worker (and a ``handgrad``
+    worker unless the grid's is passed): ``{settings, results}`` for the result file."""
+    workers = {"handgrad": fit_worker or Worker("handgrad", rows, env),
+               "handgrad-estimator": Worker("handgrad-estimator", rows, env)}
+    try:
+        results = run_estimator(workers, args.optimizer, args.estimator_hidden,
+                                args.estimator_batch, args.repeats, args.estimator_epochs)
+        info = workers["handgrad-estimator"].ask("info")
+    finally:
+        for lib, w in workers.items():
+            if w is not fit_worker:
+                w.close()
+    return {"command": command, "date": time.strftime("%Y-%m-%d"), "rows": rows,
+            "repeats": args.repeats, "accelerator": (info.get("info") or {}).get("accelerator"),
+            "results": results}
+
+
+def estimator_only(args, env, command):
+    """Rerun the estimator-vs-fit rows alone; keep the rest of ``--out`` as it was."""
+    section = estimator_section(args, env, command, args.rows)
+    doc = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "speed"}
+    doc["estimator"] = section
+    _write(args.out, doc)
+    print(f"wrote the estimator part of {args.out}")
+    return 0 if all(not r["errors"] for r in section["results"]) else 1
 
 
 def ask_predict(worker, repeats, command):
