@@ -139,6 +139,10 @@ def kernels():
             if _kernels is None:
                 from . import _numba_kernels as k
 
+                # numba's first call of any kernel imports SciPy's linear algebra, and
+                # with it SciPy's OpenBLAS: made here, at load time, so that callers that
+                # limit BLAS threads (handgrad._threads) find every pool already loaded
+                k.relu_backward(np.zeros((1, 1)), np.zeros((1, 1)))
                 _kernels = {name: getattr(k, name) for name in k.__all__}
     return _kernels
 
