@@ -144,10 +144,11 @@ def _estimator_rows(est):
         return []
     first = est["results"][0]
     acc = (est.get("accelerator") or {}).get("status")
+    epochs = first["epochs_per_fit"]
     out = ["", f"`handgrad.MLPClassifier` (the scikit-learn-style estimator) against "
                f"`handgrad.fit` with the same settings: 784-{first['hidden']}-10, batch "
-               f"{first['batch']}, {est['rows']:,} rows, {first['epochs_per_fit']} epochs per "
-               f"`fit` call, seconds per epoch, medians of {est['repeats']} interleaved calls "
+               f"{first['batch']}, {est['rows']:,} rows, {epochs} epoch"
+               f"{'s' if epochs != 1 else ''} per `fit` call, seconds per epoch, medians of {est['repeats']} interleaved calls "
                f"(`python benchmarks/{est['command']}`, {est['date']}"
                + (f"; accelerator {acc}" if acc else "") + "). Target: the estimator within "
                "5% of `handgrad.fit`.", "",
