@@ -38,13 +38,7 @@ PHASES = ("gather", "F1 product X W1ᵀ", "F1 + b, F2 ReLU", "F3 (layer 2)", "F4
 def profile(X, y, H, B, opt, steps, accel):
     import handgrad
     from handgrad import _accel, _blas
-    from handgrad.model import (
-        activation_backward,
-        linear_backward,
-        linear_forward,
-        softmax_cross_entropy_backward,
-        softmax_cross_entropy_forward,
-    )
+    from handgrad.model import OUTPUT_LAYERS, hidden_backward, linear_backward, linear_forward
     from handgrad.train import _BatchGatherer
 
     _accel.use(accel)
@@ -62,7 +56,8 @@ def profile(X, y, H, B, opt, steps, accel):
 
     model = handgrad.MLP(784, H, 10, seed=0)
     optimizer = make_optimizer()
-    X, x2 = model._check_X(X)
+    X, x2 = model.check_X_and_norm(X)
+    y = model.check_y(y, X.shape[0])
     gather = _BatchGatherer(X, y, None)
     ws = model.workspace(B)
     W1, b1, W2, b2 = (model.params[k] for k in ("W1", "b1", "W2", "b2"))
@@ -91,27 +86,30 @@ def profile(X, y, H, B, opt, steps, accel):
         lap()
         O = linear_forward(h, W2, b2, ws.Q[1])  # (B, M)
         lap()
-        loss = softmax_cross_entropy_forward(O, tb, w, ws.logP, ws.P, ws.row)
+        # the pair MLP.loss and MLP.backward take: the compiled one with the accelerator
+        output_forward, output_backward = (_accel.output_layer("softmax", O, tb, w)
+                                           or OUTPUT_LAYERS["softmax"])
+        loss = output_forward(O, tb, w, ws.logP, ws.P, ws.row)
         lap()
         np.count_nonzero(O.argmax(axis=1) == tb)
         lap()
-        G2 = softmax_cross_entropy_backward(ws.P, tb, w, ws.G[1])
+        G2 = output_backward(ws.P, tb, w, ws.G[1])
         lap()
         linear_backward(G2, None, W2, None, None, ws.G[0])  # B5
         lap()
-        activation_backward("relu", ws.G[0], ws.Q[0], ws.h[0], ws.scratch[0])
+        hidden_backward("relu", ws.G[0], ws.Q[0], ws.h[0], ws.scratch[0])  # B6
         lap()
-        bounded = model._grads_bounded(ws, x2)
+        bounded = model.grads_bounded(ws, x2)
         lap()
         assert bounded and loss < 1e4
         if fused:
             from functools import partial
 
-            optimizer.fused_step(model.param_buffer, partial(model._accumulate_grads, ws))
+            optimizer.fused_step(model.param_buffer, partial(model.accumulate_grads, ws))
             lap()
             lap()  # the update happened inside the products
         else:
-            model._weight_grads(ws)
+            model.weight_grads(ws)
             lap()
             optimizer.step(model.param_buffer, model.grad_buffer)
             lap()
