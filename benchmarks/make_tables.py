@@ -414,10 +414,16 @@ def scaling_model():
 
 
 def speed_table_all_threads():
-    """A second run with every library on all its threads, where one was made."""
-    if _load("speed-2threads.json") is None:
-        return "_Not run: `python benchmarks/speed.py --out benchmarks/results/speed-2threads.json`._"
-    return speed_table("speed-2threads.json")
+    """A second run with another thread count, where one was made (and is kept)."""
+    doc = _load("speed-2threads.json")
+    if doc is None:
+        return ("_No second run with another thread count (`python benchmarks/speed.py "
+                "--threads N --out benchmarks/results/speed-2threads.json` makes one)._")
+    threads = doc.get("threads")
+    return (f"The same comparison in a second run, every library on {threads} thread"
+            f"{'s' if threads != 1 else ''} (on a machine other jobs share, a cell where "
+            f"one library's time jumps far above its neighbours' was hit by that load, not "
+            f"by the library):\n\n" + speed_table("speed-2threads.json"))
 
 
 
