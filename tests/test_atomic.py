@@ -90,3 +90,79 @@ def test_existing_target_symlink_is_replaced_not_followed(tmp_path):
         f.write(np.arange(3).tobytes())
     assert victim.read_bytes() == b"keep"
     assert not (tmp_path / "link").is_symlink()
+
+
+def _virtual_fs_folder():
+    """A folder on /proc or /sys, where files cannot be created (Linux), or None."""
+    from handgrad._atomic import _file_system_type
+
+    for folder in ("/proc", "/sys"):
+        if os.path.isdir(folder) and _file_system_type(folder) in ("proc", "sysfs"):
+            return folder
+    return None
+
+
+@pytest.mark.parametrize("what, given, problem", [
+    ("file", "notes.txt/model.safetensors", "notes.txt is a file, not a folder"),
+    ("file", "notes.txt/deeper/model.safetensors", "notes.txt is a file, not a folder"),
+    ("file", "folder", "is a folder; give a file name"),
+    ("dir", "notes.txt", "notes.txt: is a file, not a folder"),
+    ("dir", "notes.txt/figures", "notes.txt is a file, not a folder"),
+])
+def test_a_path_that_cannot_work_is_an_output_path_error(tmp_path, monkeypatch, what, given,
+                                                         problem):
+    from handgrad._atomic import NotWritableError, OutputPathError, check_writable
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(OutputPathError) as info:
+        check_writable(given, what, create_folder=True)
+    assert isinstance(info.value, NotWritableError)  # still an OSError, as before
+    message = str(info.value)
+    assert message.startswith(f"{given}: ") and problem in message
+    assert "does not exist" not in message  # the old, misleading wording
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # nothing was touched
+
+
+def test_a_device_is_not_an_output_file():
+    from handgrad._atomic import OutputPathError, check_writable
+
+    if not os.path.exists(os.devnull) or os.path.isfile(os.devnull):
+        pytest.skip("no device file to test with")
+    with pytest.raises(OutputPathError, match="is not a regular file"):
+        check_writable(os.devnull, "file")
+
+
+@pytest.mark.parametrize("what, name", [("file", "model.safetensors"), ("dir", "figures"),
+                                         ("file", "x/model.safetensors")])
+def test_a_virtual_file_system_is_named_as_such(what, name):
+    from handgrad._atomic import OutputPathError, check_writable
+
+    folder = _virtual_fs_folder()
+    if folder is None:
+        pytest.skip("no /proc or /sys file system on this machine")
+    path = f"{folder}/{name}"
+    with pytest.raises(OutputPathError) as info:
+        check_writable(path, what)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {folder} is on the kernel's virtual")
+    assert "holds no ordinary files" in message
+
+
+def test_permission_problems_stay_not_writable_errors(tmp_path, monkeypatch):
+    """A folder that exists but refuses the probe is not a wrong path: NotWritableError
+    (the CLI's exit code 1), not OutputPathError (its usage code 2)."""
+    from handgrad._atomic import NotWritableError, OutputPathError, check_writable
+
+    real = os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if os.path.dirname(str(path)) == str(tmp_path) and flags & os.O_CREAT:
+            raise OSError(13, "Permission denied")
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(NotWritableError, match="is not writable") as info:
+        check_writable(tmp_path / "m.safetensors", "file")
+    assert not isinstance(info.value, OutputPathError)

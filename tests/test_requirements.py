@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from handgrad import _requirements
@@ -115,3 +116,45 @@ def test_training_and_saving_need_only_the_core_dependencies(tmp_path):
     r = subprocess.run([sys.executable, "-c", CORE_ONLY], cwd=tmp_path, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+@pytest.mark.parametrize("module, call, feature", [
+    ("onnx", lambda: __import__("handgrad.onnx", fromlist=["_onnx"])._onnx(), "onnx"),
+    ("matplotlib", lambda: __import__("handgrad.plots", fromlist=["_pyplot"])._pyplot(),
+     "plots"),
+    ("PIL", lambda: __import__("handgrad.images", fromlist=["_pillow"])._pillow(), "images"),
+    ("mpi4py", lambda: __import__("handgrad.distributed", fromlist=["_mpi"])._mpi(), "mpi"),
+])
+def test_every_optional_import_fails_with_missing_package_error(monkeypatch, module, call,
+                                                                feature):
+    import sys
+
+    for name in list(sys.modules):
+        if name.split(".")[0] == module:
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` raises ImportError
+    with pytest.raises(MissingPackageError, match=r"pip install 'handgrad\[") as info:
+        call()
+    assert info.value.features == (feature,)
+    assert feature in _requirements.OPTIONAL
+
+
+def test_a_fitted_estimator_file_without_scikit_learn(tmp_path, monkeypatch):
+    import sys
+
+    import handgrad
+
+    pytest.importorskip("sklearn")
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    est = handgrad.MLPClassifier(hidden_layer_sizes=(4,), max_iter=50, random_state=0)
+    est.fit(X, (X[:, 0] > 0).astype(int))
+    handgrad.save(est, tmp_path / "est.safetensors")
+    for name in list(sys.modules):
+        if name.split(".")[0] == "sklearn" or name == "handgrad.sklearn":
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.delattr(handgrad, "sklearn", raising=False)  # else `from . import` finds it
+    with pytest.raises(MissingPackageError, match="needs scikit-learn") as info:
+        handgrad.load(tmp_path / "est.safetensors")
+    assert info.value.features == ("sklearn",)
+    assert handgrad.serialization.load(tmp_path / "est.safetensors").n_inputs == 3

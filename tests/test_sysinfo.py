@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from handgrad import sysinfo
-from handgrad.cli import ExitCode, main
 from handgrad.sysinfo import cpu_flags, cpu_vector_level, kernel_warning
 
 AVX512 = {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl"}
@@ -92,15 +91,6 @@ def test_forced_older_kernel_is_warned_about_with_the_fix():
     assert forced["native_kernel"] == native["blas"]["kernel"]
     assert "OPENBLAS_CORETYPE=Haswell" in forced["warning"]
     assert "unset OPENBLAS_CORETYPE" in forced["warning"]
-
-
-def test_info_system_prints_text_or_json(capsys):
-    assert main(["info", "--system", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["blas"]
-    assert main(["info", "--system"]) == 0
-    assert capsys.readouterr().out.startswith("python ")
-    assert main(["info"]) == ExitCode.USAGE
-    assert "--system" in capsys.readouterr().err
 
 
 def test_system_info_is_exported():

@@ -9,6 +9,7 @@ from .callbacks import (
     StopTraining,
     TerminateOnNaN,
 )
+from ._requirements import MissingPackageError
 from .config import ConfigError, TrainConfig
 from .datasets import DataError
 from .fitting import fit
@@ -21,10 +22,10 @@ __version__ = "0.1.0"
 
 __all__ = ["MLP", "MLPConfig", "BackupAndRestore", "Callback", "Checkpoint", "ConfigError",
            "DataError", "DivergenceError", "GradcheckResult", "History", "LearningRateBackoff",
-           "ModelCheckpoint", "ModelFileError", "StopTraining", "TerminateOnNaN", "Trace",
-           "TrainConfig", "Trainer", "TrainingInterrupted", "fit", "gradcheck", "load",
-           "load_checkpoint", "optim", "save", "save_checkpoint", "system_info", "trace",
-           "__version__"]
+           "MissingPackageError", "ModelCheckpoint", "ModelFileError", "StopTraining",
+           "TerminateOnNaN", "Trace", "TrainConfig", "Trainer", "TrainingInterrupted", "fit",
+           "gradcheck", "load", "load_checkpoint", "optim", "save", "save_checkpoint",
+           "system_info", "trace", "__version__"]
 
 
 ESTIMATORS = ("handgrad.MLPClassifier", "handgrad.MLPRegressor")
@@ -49,9 +50,10 @@ def load(path):
     try:
         from . import sklearn
     except ImportError as exc:
-        raise ModelFileError(f"{path} holds a fitted {kind}, which needs scikit-learn: pip "
-                             f"install 'handgrad[sklearn]' (handgrad.serialization.load "
-                             f"reads its network alone)") from exc
+        raise MissingPackageError(f"{path} holds a fitted {kind}, which needs scikit-learn: "
+                                  f"pip install 'handgrad[sklearn]' "
+                                  f"(handgrad.serialization.load reads its network alone)",
+                                  ["sklearn"]) from exc
     return sklearn.from_model(model, path)
 
 

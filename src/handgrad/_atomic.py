@@ -103,6 +103,19 @@ class NotWritableError(OSError):
         return self.args[0]
 
 
+class OutputPathError(NotWritableError):
+    """The output path itself is wrong, whatever the permissions: a regular file where a
+    folder is needed (``notes.txt/model.safetensors``) or the reverse, a device, or a
+    folder on a virtual file system (``/proc``, ``/sys``) that holds no ordinary files."""
+
+
+# File systems of the kernel's own objects: they exist, but files cannot be made in them.
+VIRTUAL_FILE_SYSTEMS = frozenset({
+    "proc", "sysfs", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "configfs",
+    "pstore", "bpf", "efivarfs", "fusectl", "binfmt_misc", "mqueue", "devpts", "autofs",
+})
+
+
 def check_writable(path, what="file", *, create_folder=False):
     """Fail before a long computation, not after it, when an output cannot be written.
 
@@ -110,25 +123,78 @@ def check_writable(path, what="file", *, create_folder=False):
     created with ``create_folder``) or ``"dir"`` (``path`` is a folder to write into,
     created as needed). Probes by creating and removing a file, which also catches
     read-only file systems and what permission bits would not tell root. Raises
-    :class:`NotWritableError` saying what is wrong.
+    :class:`OutputPathError` when the path cannot work whatever the permissions (a file
+    in the way of a folder or the reverse, a device, a virtual file system such as
+    ``/proc``), else :class:`NotWritableError` saying what is wrong.
     """
     path = Path(path)
     directory = path if what == "dir" else (path.parent if str(path.parent) else Path("."))
+    _check_path_shape(path, what)
     if what == "dir" or create_folder:
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            _check_virtual(path, directory)
             raise NotWritableError(directory, f"{directory}: cannot create folder: "
                                               f"{exc.strerror or exc}") from None
     if not directory.is_dir():
+        _check_virtual(path, directory)
         raise NotWritableError(path, f"{path}: folder {directory} does not exist")
-    if what == "file" and path.is_dir():
-        raise NotWritableError(path, f"{path}: is a folder; give a file name such as "
-                                     f"model.safetensors")
     try:
         fd, probe = create_temporary(directory / "handgrad-write-test")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
+        _check_virtual(path, directory)
         raise NotWritableError(path, f"{path}: folder {directory} is not writable "
                                      f"({exc.strerror or exc})") from None
+
+
+def _check_path_shape(path, what):
+    """Raise :class:`OutputPathError` if a regular file stands where a folder is needed
+    (``path`` itself for ``"dir"``, any folder above it), ``path`` is a folder where a file
+    is needed, or something other than a regular file (a device, a pipe)."""
+    if what == "file":
+        if path.is_dir():
+            raise OutputPathError(path, f"{path}: is a folder; give a file name such as "
+                                        f"model.safetensors")
+        if path.exists() and not path.is_file():
+            raise OutputPathError(path, f"{path}: is not a regular file (a device, pipe or "
+                                        f"socket); give the name of a file to write")
+    elif path.exists() and not path.is_dir():
+        raise OutputPathError(path, f"{path}: is a file, not a folder; give a folder to "
+                                    f"write into")
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise OutputPathError(path, f"{path}: {folder} is a file, not a folder, so "
+                                            f"nothing can be written under it")
+            return
+
+
+def _check_virtual(path, directory):
+    """Raise :class:`OutputPathError` if ``directory`` (or the nearest folder above it that
+    exists) is on a virtual file system such as ``/proc``."""
+    existing = next((d for d in (directory, *directory.parents) if d.exists()), None)
+    kind = None if existing is None else _file_system_type(existing)
+    if kind in VIRTUAL_FILE_SYSTEMS:
+        raise OutputPathError(path, f"{path}: {existing} is on the kernel's virtual {kind} "
+                                    f"file system, which holds no ordinary files; choose "
+                                    f"another folder")
+
+
+def _file_system_type(folder):
+    """The type of the file system holding ``folder`` (``"proc"``, ``"ext4"``...), from
+    ``/proc/self/mounts`` (Linux); None where that cannot be read."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            mounts = [line.split()[1:3] for line in f if len(line.split()) >= 3]
+    except OSError:
+        return None
+    real = os.path.realpath(folder)
+    best, kind = "", None
+    for point, fstype in mounts:
+        point = point.replace("\\040", " ")
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fstype
+    return kind

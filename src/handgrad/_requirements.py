@@ -19,12 +19,22 @@ OPTIONAL = {
     "onnxruntime": ("onnxruntime", "onnx", "running ONNX graphs"),
     "mpi": ("mpi4py", "mpi", "distributed training"),
     "sklearn": ("sklearn", "sklearn", "the scikit-learn estimator"),
+    "serve": ("starlette", "serve", "serving models"),
 }
 _DISTRIBUTIONS = {"PIL": "pillow", "sklearn": "scikit-learn"}
 
 
 class MissingPackageError(RuntimeError):
-    """A feature that was asked for needs a package that is not installed."""
+    """A feature that was asked for needs a package that is not installed.
+
+    ``features`` names them (keys of :data:`OPTIONAL`); every optional import in handgrad
+    fails with this class, so that a caller (the command line: exit code 5) can tell a
+    missing package from any other failure.
+    """
+
+    def __init__(self, message, features=()):
+        super().__init__(message)
+        self.features = tuple(features)
 
 
 def _installed(module):
@@ -53,4 +63,4 @@ def require(*features):
     needs = "; ".join(f"{OPTIONAL[f][2]} needs {_DISTRIBUTIONS.get(OPTIONAL[f][0], OPTIONAL[f][0])}"
                       for f in absent)
     extras = ",".join(dict.fromkeys(OPTIONAL[f][1] for f in absent))
-    raise MissingPackageError(f"{needs}: pip install 'handgrad[{extras}]'")
+    raise MissingPackageError(f"{needs}: pip install 'handgrad[{extras}]'", absent)

@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass, fields
 from numbers import Integral, Real
 
+from ._errors import ParameterError
+
 OPTIMIZER_NAMES = ("sgd", "adam", "adamw")
 SCALINGS = ("divide", "standardize", "none")
 SCHEDULES = ("constant", "step", "cosine", "plateau")
@@ -202,7 +204,7 @@ def _number(name, value, minimum):
     return float(value)
 
 
-class ConfigError(ValueError):
+class ConfigError(ParameterError):
     """Settings that cannot work together, or with the data; names the settings involved.
 
     The message is a template whose ``{name}`` fields are settings (``settings`` maps each
@@ -211,13 +213,7 @@ class ConfigError(ValueError):
     command line shows its flags: ``--warmup-epochs 5``).
     """
 
-    def __init__(self, template, **settings):
-        self.template, self.settings = template, settings
-        super().__init__(self.format())
-
-    def format(self, name=None):
-        """The message with each setting shown as ``name(setting, value)``."""
-        if name is None:
-            def name(setting, value):
-                return setting if value is None else f"{setting}={value}"
-        return self.template.format(**{k: name(k, v) for k, v in self.settings.items()})
+    @property
+    def settings(self):
+        """The settings named: :attr:`parameters`, under the name configs use."""
+        return self.parameters

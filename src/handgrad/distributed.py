@@ -30,8 +30,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from ._requirements import MissingPackageError
 from .config import ConfigError
-from .datasets import DataSource, open_dataset
+from .datasets import DataSource, PreparedData, open_dataset, validation_split
 from ._threads import limit_blas_threads
 from .train import Trainer
 from .update import Update
@@ -43,8 +44,8 @@ def _mpi():
     try:
         from mpi4py import MPI
     except ImportError:
-        raise RuntimeError("distributed training needs mpi4py: pip install 'handgrad[mpi]'") \
-            from None
+        raise MissingPackageError("distributed training needs mpi4py: pip install "
+                                  "'handgrad[mpi]'", ["mpi"]) from None
     return MPI
 
 
@@ -125,6 +126,29 @@ def open_dataset_on_ranks(spec, comm, *, label_column="auto", progress=True):
         source = open_dataset(spec, label_column=label_column, progress=False,
                               download_missing=False)
     return source
+
+
+def prepare_shard(spec, comm, *, batch_size, virtual_shards=DEFAULT_VIRTUAL_SHARDS,
+                  label_column="auto", val_fraction=0.0, seed=None, progress=True):
+    """This rank's share of :func:`~handgrad.datasets.prepare_data`'s rows, reading only
+    those where the source allows it (IDX files are read by row range).
+
+    The validation split (:func:`~handgrad.datasets.validation_split`) and the shard
+    layout are computed from the labels alone, identically on every rank: the training
+    rows are :func:`local_shard`'s for ``batch_size`` and ``virtual_shards``, each
+    validation row goes to the rank whose range holds it, and the test rows are split
+    evenly (:func:`split_rows`). Rank 0 downloads a missing named set, once
+    (``progress`` shows it). Returns a :class:`~handgrad.datasets.PreparedData` whose
+    ``n_train`` counts every rank's training rows; across ranks, the shares make up
+    exactly the rows ``prepare_data`` returns in one process.
+    """
+    source = open_dataset_on_ranks(spec, comm, label_column=label_column, progress=progress)
+    train, val = validation_split(source.y_train, val_fraction, seed)
+    shard = local_shard(source, train, comm, batch_size, virtual_shards, val_idx=val)
+    a, b = split_rows(len(source.y_test), comm)
+    return PreparedData(source.name, list(source.classes), shard.X, shard.y, shard.X_val,
+                        shard.y_val, source.read_test(a, b), source.y_test[a:b], len(train),
+                        source.label_column)
 
 
 def fit_preprocessor(preprocessor, rows, comm):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._requirements import MissingPackageError
 from .datasets.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -25,7 +26,8 @@ def _pillow():
     try:
         from PIL import Image
     except ImportError:
-        raise DataError("reading images needs Pillow: pip install 'handgrad[cli]'") from None
+        raise MissingPackageError("reading images needs Pillow: pip install 'handgrad[cli]'",
+                                  ["images"]) from None
     return Image
 
 

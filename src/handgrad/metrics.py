@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._words import count
+
 
 def confusion_matrix(y_true, y_pred, n_classes):
     """(M, M) counts: row = true class, column = predicted class."""
@@ -38,7 +40,8 @@ def format_report(report):
     """The report as aligned text: a per-class table, then the confusion matrix."""
     classes = [row["class"] for row in report["per_class"]]
     w = max(7, *(len(c) for c in classes))
-    lines = [f"accuracy {report['accuracy']:.4f} on {report['n_examples']} examples", "",
+    examples = count(report["n_examples"], "example")
+    lines = [f"accuracy {report['accuracy']:.4f} on {examples}", "",
              f"{'class':>{w}}  precision  recall     f1  support"]
     for row in report["per_class"]:
         lines.append(f"{row['class']:>{w}}  {row['precision']:9.4f}  {row['recall']:6.4f}  "

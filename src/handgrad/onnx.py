@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_write
+from ._requirements import MissingPackageError
 
 OPSET = 17
 ACTIVATION_OPS = {"relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid", "identity": None}
@@ -30,8 +31,8 @@ def _onnx():
     try:
         import onnx
     except ImportError:
-        raise RuntimeError("ONNX export needs the 'onnx' package: pip install 'handgrad[onnx]'") \
-            from None
+        raise MissingPackageError("ONNX export needs the 'onnx' package: pip install "
+                                  "'handgrad[onnx]'", ["onnx"]) from None
     return onnx
 
 

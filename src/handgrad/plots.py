@@ -7,12 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ._requirements import MissingPackageError
+
 
 def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise RuntimeError("plots need matplotlib: pip install 'handgrad[cli]'") from None
+        raise MissingPackageError("plots need matplotlib: pip install 'handgrad[cli]'",
+                                  ["plots"]) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

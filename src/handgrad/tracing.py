@@ -38,6 +38,8 @@ import numpy as np
 
 from . import _formula as fm
 from . import model as _model  # the layer functions, looked up at call time
+from ._errors import ParameterError
+from ._words import count
 from .datasets.errors import DataError
 
 TRACE_FORMAT = "handgrad-trace"
@@ -51,8 +53,11 @@ ABS_FLOOR = 1e-300  # the relative error's floor is the check's rounding noise Ã
 DEMO_SEED = 28  # the demonstration network of `handgrad explain`
 
 
-class TraceArgumentError(ValueError):
-    """A request for a trace that cannot be met: a bad label, index or combination."""
+class TraceArgumentError(ParameterError):
+    """A request for a trace that cannot be met: a bad label, index or combination.
+
+    The parameters at fault are data (:class:`~handgrad._errors.ParameterError`):
+    ``handgrad explain`` shows them as its flags."""
 
 
 # --------------------------------------------------------------------------- #
@@ -203,7 +208,7 @@ class Trace:
 
     def __repr__(self):
         sizes = "-".join(str(s) for s in self.network["layer_sizes"])
-        state = "all checks pass" if self.ok else f"{len(self.failed)} checks FAIL"
+        state = "all checks pass" if self.ok else f"{count(len(self.failed), 'check')} FAIL"
         return f"<Trace {sizes} {self.network['activation']}: {len(self.steps)} steps, {state}>"
 
     # -- renderers ---------------------------------------------------------------
@@ -1008,8 +1013,9 @@ def explain(model=None, input=None, *, index=None, label=None, max_checks=MAX_CH
     """
     if model is None:
         if input is not None or index is not None or label is not None:
-            raise TraceArgumentError("an INPUT, index= or label= needs a MODEL; without one "
-                                     "the demonstration network is traced")
+            raise TraceArgumentError("an INPUT, {index} or {label} needs a MODEL; without one "
+                                     "the demonstration network is traced", index=None,
+                                     label=None)
         net, x, y = demo()
         return trace(net, x, y, max_checks=max_checks, tolerance=tolerance, decimals=decimals,
                      description=f"the demonstration network (seed {DEMO_SEED}), one "
@@ -1052,10 +1058,11 @@ def resolve_label(model, label):
     except ValueError:
         known = f" (classes: {', '.join(classes)})" if classes else ""
         raise TraceArgumentError(f"label {label!r} is neither a class index nor a class name"
-                                 f"{known}") from None
+                                 f"{known}", label=None) from None
     if not 0 <= k < model.n_classes:
         raise TraceArgumentError(f"label {k} is out of range: the model has "
-                                 f"{model.n_classes} classes (0 to {model.n_classes - 1})")
+                                 f"{model.n_classes} classes (0 to {model.n_classes - 1})",
+                                 label=None)
     return k
 
 
@@ -1064,7 +1071,7 @@ def _pick_example(model, input, index, label, source):
     y = resolve_label(model, label)
     if index is not None and (isinstance(index, bool) or not isinstance(index, int)
                               or index < 0):
-        raise TraceArgumentError(f"index must be 0 or more, got {index!r}")
+        raise TraceArgumentError(f"index must be 0 or more, got {index!r}", index=None)
     prep = model.preprocessor
     shape = tuple(prep.input_shape) if prep is not None else (model.n_inputs,)
     if input is not None:
@@ -1072,11 +1079,11 @@ def _pick_example(model, input, index, label, source):
         raw = _read_example_file(path, model, shape)
         if len(raw) > 1 and index is None:
             raise TraceArgumentError(f"{path} holds {len(raw)} examples; pick one with "
-                                     f"index=N")
+                                     f"{{index}}", index="N")
         i = 0 if index is None else index
         if i >= len(raw):
             raise TraceArgumentError(f"index {i} is out of range: {path} holds {len(raw)} "
-                                     f"example{'s' if len(raw) != 1 else ''}")
+                                     f"example{'s' if len(raw) != 1 else ''}", index=None)
         where = path.name if len(raw) == 1 else f"{path.name}[{i}]"
         description = f"{source} on {where}"
         if y is not None:
@@ -1098,7 +1105,7 @@ def _pick_example(model, input, index, label, source):
     i = 0 if index is None else index
     if i >= len(ds.x_test):
         raise TraceArgumentError(f"index {i} is out of range: the test set of {ds.name} "
-                                 f"has {len(ds.x_test)} examples")
+                                 f"has {len(ds.x_test)} examples", index=None)
     recorded = int(ds.y_test[i])
     description = (f"{source} on test example {i} of {ds.name} "
                    f"(label {_class_name(model, recorded)})")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import handgrad
 from handgrad.callbacks import CHECKPOINT_NAME
@@ -164,7 +165,7 @@ def test_model_files_of_handgrad_0_1_load_and_describe_their_run(tmp_path, capsy
     meta.update(format_version="1", training=json.dumps(training))
     save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata=meta)
     assert main(["info", str(tmp_path / "old.safetensors")]) == 0
-    assert "trained on   digits: 1 epochs, adam lr 0.001, batch 64, seed 0" in \
+    assert "trained on   digits: 1 epoch, adam lr 0.001, batch 64, seed 0" in \
         capsys.readouterr().out
     assert main(["evaluate", str(tmp_path / "old.safetensors")]) == 0
 
@@ -185,7 +186,7 @@ def test_csv_label_named_in_the_header_is_used_and_said(tmp_path, capsys):
     csv = _label_first_csv(tmp_path / "first.csv", header=True)
     assert main(["train", "--dataset", str(csv), "--epochs", "1", "--quiet"]) == 0
     assert main(["train", "--dataset", str(csv), "--epochs", "1"]) == 0
-    assert "label column: 'label' (column 1 of 7, named like a label)" in capsys.readouterr().out
+    assert "label column: 'label' (0-based column 0 of 7, named like a label)" in capsys.readouterr().out
 
 
 def test_csv_last_column_that_is_no_label_is_refused_with_the_flag(tmp_path, capsys):
@@ -195,3 +196,63 @@ def test_csv_last_column_that_is_no_label_is_refused_with_the_flag(tmp_path, cap
     assert "--label-column 0" in err and "label_column=" not in err
     assert main(["train", "--dataset", str(csv), "--epochs", "1", "--label-column", "0",
                  "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("flag_, value, problem", [
+    ("--out", "notes.txt/model.safetensors", "notes.txt is a file, not a folder"),
+    ("--out", "figs", "is a folder; give a file name"),
+    ("--plot", "notes.txt", "notes.txt: is a file, not a folder"),
+    ("--plot", "notes.txt/figs", "notes.txt is a file, not a folder"),
+    ("--checkpoint-dir", "notes.txt", "notes.txt: is a file, not a folder"),
+    ("--out", "/proc/model.safetensors", "is on the kernel's virtual proc file system"),
+    ("--plot", "/proc/figures", "is on the kernel's virtual proc file system"),
+])
+def test_an_output_path_that_cannot_work_is_a_usage_error_before_training(
+        tmp_path, monkeypatch, capsys, flag_, value, problem):
+    if value.startswith("/proc"):
+        from handgrad._atomic import _file_system_type
+
+        if _file_system_type("/proc") != "proc":
+            pytest.skip("no /proc file system on this machine")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "figs").mkdir()
+    assert main(["train", "--epochs", "1", flag_, value]) == ExitCode.USAGE
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.count("\n") == 1 and err.startswith(f"handgrad: error: {value}: ")
+    assert problem in err and "does not exist" not in err
+    assert "epoch" not in captured.out  # refused before training
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_every_column_number_shown_is_what_label_column_takes(tmp_path, capsys):
+    """Messages count columns from 0, as --label-column does: the number shown, passed
+    back to the flag, names the same column."""
+    import re
+
+    rng = np.random.default_rng(0)
+    rows = [f"{rng.normal():.3f},{i % 3},{rng.normal():.3f},{i % 3}" for i in range(90)]
+    text = tmp_path / "t.csv"  # a text cell among the features, below a numeric first row
+    text.write_text("\n".join(rows[:4] + ["0.5,b,0.5,1"] + rows[5:]) + "\n")
+    assert main(["train", "--dataset", str(text), "--epochs", "1"]) == ExitCode.DATA
+    err = capsys.readouterr().err
+    found = re.search(r"line 5, 0-based column (\d+): 'b' is not a number; the labels were "
+                      r"taken from 0-based column (\d+) of 4, the last column: if 0-based "
+                      r"column (\d+) holds them, name it with --label-column (\d+)$", err.strip())
+    assert found, err
+    assert found[1] == found[3] == found[4] == "1" and found[2] == "3"
+
+    # the column taken for the labels, as shown, is the one --label-column names
+    numeric = tmp_path / "n.csv"
+    numeric.write_text("\n".join(rows) + "\n")
+    assert main(["train", "--dataset", str(numeric), "--epochs", "1", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    shown = int(re.search(r"label column: 0-based column (\d+) of 4, the last column", out)[1])
+    assert main(["train", "--dataset", str(numeric), "--epochs", "1", "--seed", "3",
+                 "--label-column", str(shown)]) == 0
+    again = capsys.readouterr().out
+    assert f"label column: 0-based column {shown} of 4, given" in again
+    final = [l for l in out.splitlines() if l.startswith("test accuracy")][0].split()[:5]
+    assert [l for l in again.splitlines() if l.startswith("test accuracy")][0].split()[:5] \
+        == final

@@ -182,7 +182,7 @@ def test_a_header_named_like_a_label_is_the_label_wherever_it_is(tmp_path, rng):
     path, labels = mnist_like_csv(tmp_path, rng)
     table = read_csv(path)
     assert table.label == LabelColumn(0, "label", "named like a label", 17)
-    assert str(table.label) == "'label' (column 1 of 17, named like a label)"
+    assert str(table.label) == "'label' (0-based column 0 of 17, named like a label)"
     np.testing.assert_array_equal(table.y, labels)
     assert table.feature_names == [f"pixel{i}" for i in range(16)]
     ds = load_dataset(path)
@@ -203,11 +203,11 @@ def test_label_names_in_any_case_and_in_order_of_preference(tmp_path, names, exp
 def test_without_a_label_name_the_last_column_is_taken_and_said_so(tmp_path, rng):
     rows = ["a,b,kind"] + [f"{rng.normal()},{rng.normal()},{'xyz'[i % 3]}" for i in range(60)]
     ds = load_dataset(write(tmp_path, "t.csv", "\n".join(rows)))
-    assert str(ds.label_column) == "'kind' (column 3 of 3, the last column)"
+    assert str(ds.label_column) == "'kind' (0-based column 2 of 3, the last column)"
     assert ds.classes == ["x", "y", "z"]
     no_header = write(tmp_path, "n.csv", "\n".join(f"{rng.normal()},{i % 4}" for i in range(60)))
     table = read_csv(no_header)
-    assert str(table.label) == "column 2 of 2, the last column" and table.y.max() == 3
+    assert str(table.label) == "0-based column 1 of 2, the last column" and table.y.max() == 3
 
 
 def test_a_headerless_label_first_file_is_refused_naming_the_fix(tmp_path, rng):
@@ -215,9 +215,9 @@ def test_a_headerless_label_first_file_is_refused_naming_the_fix(tmp_path, rng):
     with pytest.raises(DataError) as info:
         load_dataset(path)
     message = str(info.value)
-    assert "train.csv" in message and "column 17 of 17, the last column" in message
+    assert "train.csv" in message and "0-based column 16 of 17, the last column" in message
     assert "scattered over" in message  # 18 distinct whole numbers over 0..255: a pixel
-    assert "Column 1 does" in message
+    assert "0-based column 0 does" in message
     assert "label_column=0" in message
     # the explicit choice is taken as given, with no guessing and no refusal
     ds = load_dataset(path, label_column=0)
@@ -238,7 +238,7 @@ def test_a_guessed_column_that_does_not_look_like_labels_is_refused(tmp_path, rn
     with pytest.raises(DataError, match="does not look like a label column") as info:
         load_dataset(path)
     message = str(info.value)
-    assert problem in message and "'value' (column 3 of 3, the last column)" in message
+    assert problem in message and "'value' (0-based column 2 of 3, the last column)" in message
     assert "label_column=NAME_OR_INDEX" in message
     # fractional values are refused by load_csv too; named explicitly, the column is used
     if "whole" in problem:
@@ -250,7 +250,7 @@ def test_a_guessed_column_that_does_not_look_like_labels_is_refused(tmp_path, rn
 
 def test_labels_named_like_a_label_are_checked_too(tmp_path, rng):
     rows = ["x,y"] + [f"{rng.normal()},{rng.normal()}" for _ in range(30)]
-    with pytest.raises(DataError, match=r"'y' \(column 2 of 2, named like a label\).*not whole"):
+    with pytest.raises(DataError, match=r"'y' \(0-based column 1 of 2, named like a label\).*not whole"):
         read_csv(write(tmp_path, "xy.csv", "\n".join(rows)))
 
 
@@ -266,13 +266,13 @@ def test_a_text_column_among_the_features_hints_at_the_label_column(tmp_path):
         load_csv(write(tmp_path, "t.csv", "\n".join(rows)))
     message = str(info.value)
     assert "line 2, kind: 'dog' is not a number" in message
-    assert "'b' (column 3 of 3, the last column)" in message
+    assert "'b' (0-based column 2 of 3, the last column)" in message
     assert "label_column='kind'" in message
 
 
 def test_a_single_class_names_the_label_column(tmp_path, rng):
     rows = ["a,label"] + [f"{rng.normal()},3" for _ in range(10)]
-    with pytest.raises(DataError, match=r"label column 'label' \(column 2 of 2, named like a "
+    with pytest.raises(DataError, match=r"label column 'label' \(0-based column 1 of 2, named like a "
                                         r"label\): the labels hold a single class"):
         load_dataset(write(tmp_path, "one.csv", "\n".join(rows)))
 

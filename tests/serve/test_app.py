@@ -240,7 +240,7 @@ def test_blas_threads_are_limited_while_serving_and_restored_after(live, make_ap
 @pytest.mark.parametrize("settings, words", [
     ({"blas_threads": 0}, "blas_threads"), ({"max_batch_size": 0}, "max_batch_size"),
     ({"request_timeout": 0}, "request_timeout"), ({"page_lr": 20}, "page_lr"),
-    ({"max_queue": 2}, "max_queue (2) must be at least max_batch_size (64)"),
+    ({"max_queue": 2}, "max_queue=2 must be at least max_batch_size=64"),
 ])
 def test_serve_config_names_bad_settings(settings, words):
     from handgrad.serve import ServeConfig

@@ -113,7 +113,7 @@ def test_names_must_be_distinct_and_valid(digits_model, capsys):
     assert main(["serve", str(digits_model), "--name", "a/b"]) == 1
     assert "model name 'a/b'" in capsys.readouterr().err
     assert main(["serve", str(digits_model), "--max-queue", "8"]) == 1
-    assert "max_queue (8) must be at least max_batch_size (64)" in capsys.readouterr().err
+    assert "--max-queue 8 must be at least --max-batch-size 64" in capsys.readouterr().err
 
 
 def test_ctrl_c_stops_cleanly(serve_process, digits_model):

@@ -17,6 +17,8 @@ import sys
 import traceback
 
 from .. import __version__
+from .._atomic import OutputPathError
+from .._requirements import MissingPackageError
 from ..config import ConfigError
 from ..datasets import DataError
 from ..serialization import ModelFileError
@@ -76,6 +78,10 @@ def main(argv=None) -> int:
         return _fail(args, config_message(exc), ExitCode.USAGE)
     except DivergenceError as exc:
         return _fail(args, str(exc), ExitCode.DIVERGED)
+    except MissingPackageError as exc:  # before RuntimeError, which it is
+        return _fail(args, str(exc), ExitCode.MISSING_PACKAGE)
+    except OutputPathError as exc:  # an output path that cannot work: a bad argument
+        return _fail(args, describe(exc), ExitCode.USAGE)
     except (ModelFileError, DataError) as exc:
         return _fail(args, describe(exc), ExitCode.DATA)
     except KeyboardInterrupt:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
+from dataclasses import fields
 from enum import IntEnum
 from pathlib import Path
 
-from ..config import ConfigError
+from .._errors import ParameterError, python_words
+from ..config import ConfigError, TrainConfig
 
 
 class ExitCode(IntEnum):
@@ -21,6 +22,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad command-line arguments
     DATA = 3  # a data or model file is missing, damaged or unsuitable
     DIVERGED = 4  # the loss or gradient became NaN or infinite
+    MISSING_PACKAGE = 5  # an optional package the command needs is not installed
     INTERRUPTED = 130  # Ctrl-C (SIGINT): a checkpoint was saved
     TERMINATED = 143  # SIGTERM: a checkpoint was saved
 
@@ -39,27 +41,46 @@ def flag(setting, value=None):
     return name if value is None else f"{name} {value}"
 
 
-def cli_words(message):
-    """A library message's parameters (``label_column='y'``, ``index=N``) as the command
-    line's flags (``--label-column 'y'``, ``--index N``)."""
-    return re.sub(r"\b(label_column|index|label|names)=(\S*)",
-                  lambda m: f"{flag(m[1])} {m[2]}".rstrip(), message)
+#: The library's parameters that its errors name (as data: ``ParameterError.parameters``)
+#: and the flag that sets each on the command line. A TrainConfig field is a flag of its
+#: own name (``warmup_epochs``: ``--warmup-epochs``); a parameter in neither stays in
+#: Python's spelling rather than name a flag that does not exist.
+PARAMETER_FLAGS = {
+    "label_column": "--label-column",  # load_dataset, read_csv: handgrad train
+    "index": "--index",  # handgrad.tracing.explain: handgrad explain
+    "label": "--label",  # handgrad.tracing.explain: handgrad explain
+    "names": "--name",  # handgrad.serve.load_models: handgrad serve, once per MODEL
+    "max_queue": "--max-queue",  # ServeConfig: handgrad serve
+    "max_batch_size": "--max-batch-size",  # ServeConfig: handgrad serve
+}
+
+
+def parameter_flag(parameter, value=None):
+    """A library parameter, with the value shown beside it, as the command line's flag:
+    ``--label-column 0``; Python's ``parameter=value`` where no flag sets it."""
+    name = PARAMETER_FLAGS.get(parameter)
+    if name is None and parameter in {f.name for f in fields(TrainConfig)}:
+        name = flag(parameter)
+    if name is None:
+        return python_words(parameter, value)
+    return name if value is None else f"{name} {value}"
 
 
 def config_message(exc: ConfigError):
     """A library :class:`ConfigError` worded with the command line's flags."""
-    return exc.format(flag)
+    return exc.format(parameter_flag)
 
 
 def describe(exc):
-    """One line for an error with no special wording."""
-    if isinstance(exc, ConfigError):
-        return config_message(exc)
+    """One line for an error with no special wording; the parameters a
+    :class:`~handgrad._errors.ParameterError` names, as flags."""
+    if isinstance(exc, ParameterError):
+        return exc.format(parameter_flag)
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    return cli_words(str(exc))
+    return str(exc)
 
 
 # --------------------------------------------------------------------------- #
@@ -164,7 +185,6 @@ def add_subparser(subparsers, name, **kwargs):
 
 def dataset_for(model, spec, model_path):
     """The data set to evaluate ``model`` on: ``spec``, or the one it was trained on."""
-    from ..config import TrainConfig
     from ..datasets import load_dataset
 
     config = TrainConfig.from_training(model.training)

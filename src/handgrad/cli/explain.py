@@ -12,8 +12,16 @@ import sys
 from pathlib import Path
 
 from .._atomic import atomic_write, check_writable
+from .._words import count
 from ..tracing import MAX_CHECKS, TraceArgumentError, explain
-from ._common import CLIError, ExitCode, add_subparser, cli_words, non_negative_int, positive_int
+from ._common import (
+    CLIError,
+    ExitCode,
+    add_subparser,
+    describe,
+    non_negative_int,
+    positive_int,
+)
 
 FORMATS = ("text", "markdown", "latex", "json", "html")
 
@@ -63,18 +71,19 @@ def run(args) -> int:
         trace = explain(args.model, args.input, index=args.index, label=args.label,
                         max_checks=args.max_checks, decimals=args.decimals)
     except TraceArgumentError as exc:
-        raise CLIError(cli_words(str(exc)), ExitCode.USAGE) from None
+        raise CLIError(describe(exc), ExitCode.USAGE) from None
     text = render(trace, args.format, color=args.out is None and _color(sys.stdout))
     if args.out is None:
         _write_stdout(text)
     else:
         with atomic_write(args.out, "w") as f:
             f.write(text)
-        state = "all checks pass" if trace.ok else f"{len(trace.failed)} checks FAIL"
+        state = "all checks pass" if trace.ok else f"{count(len(trace.failed), 'check')} FAIL"
         print(f"wrote {args.out}: {len(trace.steps)} steps, {state}")
     if not trace.ok:
         names = ", ".join(f"{s.eq} {s.name}" for s in trace.failed)
-        print(f"handgrad: error: {len(trace.failed)} of {len(trace.steps)} steps disagree with "
+        print(f"handgrad: error: {len(trace.failed)} of {len(trace.steps)} steps "
+              f"{'disagrees' if len(trace.failed) == 1 else 'disagree'} with "
               f"their independent checks: {names}", file=sys.stderr)
         return ExitCode.ERROR
     return ExitCode.OK

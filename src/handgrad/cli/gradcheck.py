@@ -10,8 +10,11 @@ import numpy as np
 from ..model import ACTIVATIONS, MLP, gradcheck
 from ..serialization import load
 from ._common import (
+    CLIError,
     ExitCode,
+    ExplicitStore,
     add_subparser,
+    flag,
     hidden_sizes,
     non_negative_int,
     positive_float,
@@ -24,26 +27,39 @@ def add_parser(subparsers):
                       help="check the hand-derived gradients by finite differences")
     g.add_argument("model", type=Path, nargs="?", default=None,
                    help="a model file (default: a fresh network)")
-    g.add_argument("--inputs", type=positive_int, default=20,
-                   help="inputs of the fresh network")
-    g.add_argument("--hidden", type=hidden_sizes, default="16",
-                   help="hidden layer sizes of the fresh network")
-    g.add_argument("--classes", type=positive_int, default=5,
-                   help="classes of the fresh network")
-    g.add_argument("--activation", choices=ACTIVATIONS, default="relu")
-    g.add_argument("--batch-size", type=positive_int, default=8)
+    fresh = g.add_argument_group("the fresh network (without MODEL)")
+    fresh.add_argument("--inputs", type=positive_int, default=20, action=ExplicitStore,
+                       help="inputs of the fresh network")
+    fresh.add_argument("--hidden", type=hidden_sizes, default="16", action=ExplicitStore,
+                       help="hidden layer sizes of the fresh network")
+    fresh.add_argument("--classes", type=positive_int, default=5, action=ExplicitStore,
+                       help="classes of the fresh network")
+    fresh.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                       action=ExplicitStore, help="hidden-layer activation of the fresh network")
+    g.add_argument("--batch-size", type=positive_int, default=8,
+                   help="random examples the gradients are computed on")
     g.add_argument("--max-checks", type=positive_int, default=50,
                    help="entries checked per parameter")
     g.add_argument("--tolerance", type=positive_float, default=1e-5,
                    help="largest error that passes (relative, with a floor at the finite differences' noise)")
-    g.add_argument("--seed", type=non_negative_int, default=0)
+    g.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the random examples (and of the fresh network's weights)")
     g.add_argument("--json", action="store_true", help="print the errors as JSON")
     return g
+
+
+FRESH = ("inputs", "hidden", "classes", "activation")  # describe the fresh network only
 
 
 def run(args):
     rng = np.random.default_rng(args.seed)
     if args.model is not None:
+        given = [flag(name) for name in FRESH if getattr(args, f"{name}_given", False)]
+        if given:
+            raise CLIError(f"{', '.join(given)} {'describes' if len(given) == 1 else 'describe'}"
+                           f" the fresh network; {args.model} brings its own (drop "
+                           f"{'it' if len(given) == 1 else 'them'}, or drop MODEL)",
+                           ExitCode.USAGE)
         model = load(args.model)
     else:
         model = MLP(args.inputs, args.hidden, args.classes, activation=args.activation,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .._words import count
 from ..config import TrainConfig
 from ..serialization import load
 from ..sysinfo import format_system_info, system_info
@@ -64,7 +65,9 @@ def run(args):
               + (f" (÷ {p['scale']:g})" if p["scaling"] == "divide" else ""))
     tr = model.training
     if tr.get("estimator"):
-        print(f"trained by   {tr['estimator']}: {tr.get('n_iter')} iterations, "
+        n_iter = tr.get("n_iter")
+        iterations = "iterations unknown" if n_iter is None else count(n_iter, "iteration")
+        print(f"trained by   {tr['estimator']}: {iterations}, "
               f"final loss {tr.get('loss')}")
     elif tr.get("dataset"):
         try:
@@ -74,7 +77,7 @@ def run(args):
         how = "" if c is None else (f", {c.optimizer} lr {c.lr}, batch {c.batch_size}, "
                                     f"seed {c.seed}")
         print(f"trained on   {tr.get('dataset')}: "
-              f"{len(tr.get('history', {}).get('epochs', []))} epochs{how}")
+              f"{count(len(tr.get('history', {}).get('epochs', [])), 'epoch')}{how}")
         if tr.get("test_accuracy") is not None:
             print(f"test         accuracy {tr['test_accuracy']:.4f}, loss {tr['test_loss']:.6f}")
     return ExitCode.OK

@@ -11,8 +11,9 @@ import math
 import sys
 from pathlib import Path
 
+from .._requirements import MissingPackageError
 from ..serve.config import ServeConfig
-from ._common import CLIError, ExitCode, add_subparser
+from ._common import ExitCode, add_subparser
 
 EPILOG = """examples:
   handgrad serve mnist.safetensors
@@ -104,8 +105,8 @@ def run(args) -> int:
     try:
         from ..serve.server import load_models, serve
     except ImportError as exc:
-        raise CLIError(f"serving needs the 'serve' extra ({exc.name} is missing): "
-                       f"pip install 'handgrad[serve]'") from None
+        raise MissingPackageError(f"serving needs the 'serve' extra ({exc.name} is missing): "
+                                  f"pip install 'handgrad[serve]'", ["serve"]) from None
     config = ServeConfig(
         max_batch_size=args.max_batch_size, batch_delay=args.batch_delay_ms / 1e3,
         max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,

@@ -1,7 +1,9 @@
 """``handgrad train``: load a data set, train, report the test accuracy, write the outputs.
 
 Every flag is a field of :class:`~handgrad.config.TrainConfig` (same name, defaults from
-it); the run itself is :class:`~handgrad.train.Trainer`'s, with checkpoints
+it); the data is :func:`handgrad.datasets.prepare_data`'s (under MPI, each rank's share:
+:func:`handgrad.distributed.prepare_shard`); the run itself is
+:class:`~handgrad.train.Trainer`'s, with checkpoints
 (:class:`~handgrad.callbacks.BackupAndRestore`), the divergence policy and signal
 handling from the library. ``--resume`` restores the whole config from the checkpoint,
 outputs included; ``--epochs``, ``--out``, ``--checkpoint-dir`` and ``--plot`` given
@@ -17,7 +19,6 @@ import sys
 import time
 from dataclasses import fields
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -25,9 +26,10 @@ from .. import __version__
 from .._atomic import check_writable, remove_stale_temporaries
 from .._progress import progress_bar
 from .._requirements import require
+from .._words import count
 from ..callbacks import CHECKPOINT_NAME, BackupAndRestore, Callback, LearningRateBackoff
 from ..config import ARRAYS, TrainConfig
-from ..datasets import NAMED, Preprocessor, load_dataset, stratified_split
+from ..datasets import NAMED, Preprocessor, prepare_data
 from ..model import ACTIVATIONS, DTYPES, MLP
 from ..optim import OPTIMIZERS
 from ..serialization import NotACheckpointError, load_checkpoint, save
@@ -61,7 +63,7 @@ def add_parser(subparsers):
     data.add_argument("--dataset", default=d.dataset,
                       help=f"{', '.join(NAMED)}, an IDX folder, a .csv or an .npz file")
     data.add_argument("--label-column", default=d.label_column,
-                      help="label column of a CSV file: an index, a header name, or auto (a header "
+                      help="label column of a CSV file: an index (from 0), a header name, or auto (a header "
                            "named label, target, class or y, else the last column)")
     data.add_argument("--scaling", choices=("divide", "standardize", "none"), default=d.scaling,
                       help="input scaling fitted on the training set (divide: x / max value)")
@@ -204,30 +206,26 @@ def _train(args, comm):
         if config.plot is not None:
             check_writable(shown["plot"], "dir")
 
-    if comm is None:
-        ds, x_train, y_train, x_val, y_val = _prepare_data(config, progress=show)
-        n_rows = len(x_train)
-    else:
-        ds, x_train, y_train, x_val, y_val, n_rows = _prepare_shard(config, comm, show)
+    data = _prepare(config, comm, show)
     if checkpoint is None:
         prep = Preprocessor(config.scaling)
         if comm is None:
-            prep.fit(x_train)
+            prep.fit(data.x_train)
         else:
             from ..distributed import fit_preprocessor
 
-            fit_preprocessor(prep, x_train, comm)
-        model = MLP(prep.n_features, config.hidden, ds.n_classes,
+            fit_preprocessor(prep, data.x_train, comm)
+        model = MLP(prep.n_features, config.hidden, data.n_classes,
                     activation=config.activation, dtype=config.dtype, seed=config.seed)
         model.preprocessor = prep
-        model.classes = list(ds.classes)
+        model.classes = list(data.classes)
     else:
         model = checkpoint.model
-        if model.preprocessor is None or model.n_classes != ds.n_classes:
+        if model.preprocessor is None or model.n_classes != data.n_classes:
             raise CLIError(f"{args.resume}: the checkpoint does not match data set "
                            f"{config.dataset!r}")
-    X = model.prepare(x_train)  # (N, D)
-    val = None if x_val is None else (_prepare_rows(model, x_val), y_val)
+    X = model.prepare(data.x_train)  # (N, D)
+    val = None if data.x_val is None else (_prepare_rows(model, data.x_val), data.y_val)
 
     progress = _Progress(config.epochs, stream, quiet=not show)
     callbacks = [progress]
@@ -239,13 +237,13 @@ def _train(args, comm):
 
         callbacks.append(LearningRateBackoff(0.5, MAX_BACKOFFS, report=report if rank0 else None))
     if comm is None:
-        trainer = Trainer.from_config(model, X, y_train, config, validation_data=val,
+        trainer = Trainer.from_config(model, X, data.y_train, config, validation_data=val,
                                       callbacks=callbacks)
     else:
         from ..distributed import DistributedTrainer
 
-        trainer = DistributedTrainer.from_config(model, X, y_train, config, comm=comm,
-                                                 n_rows=n_rows, validation_data=val,
+        trainer = DistributedTrainer.from_config(model, X, data.y_train, config, comm=comm,
+                                                 n_rows=data.n_train, validation_data=val,
                                                  callbacks=callbacks,
                                                  blas_threads=args.blas_threads)
     config = trainer.config  # with the effective learning rate
@@ -257,17 +255,18 @@ def _train(args, comm):
             print(f"resuming from {args.resume} at epoch {trainer.epoch + 1}, "
                   f"batch {trainer.batch + 1}; {_destinations(shown)}", file=stream)
 
-    n_val, n_test = (0 if val is None else len(val[0])), len(ds.x_test)
+    n_val, n_test = (0 if val is None else len(val[0])), len(data.x_test)
     if comm is not None:  # every rank joins these collectives, printing or not
         n_val, n_test = comm.allreduce(n_val), comm.allreduce(n_test)
     if show:
         sizes = "-".join(str(s) for s in model.config.layer_sizes)
-        where = "" if comm is None else f" over {comm.size} MPI ranks"
+        where = "" if comm is None else f" over {count(comm.size, 'MPI rank')}"
         print(f"training {sizes} ({model.config.activation}, {model.config.dtype}) on "
-              f"{ds.name}{where}: {n_rows} train, {n_val} validation, {n_test} test examples",
+              f"{data.name}{where}: {data.n_train} train, {n_val} validation, "
+              f"{count(n_test, 'test example')}",
               file=stream)
-        if getattr(ds, "label_column", None) is not None:
-            print(f"label column: {ds.label_column}", file=stream)
+        if data.label_column is not None:
+            print(f"label column: {data.label_column}", file=stream)
         if comm is not None:
             print(trainer.blas_threads.describe(), file=stream)
     t0 = time.perf_counter()
@@ -281,7 +280,7 @@ def _train(args, comm):
         hint = ("" if trainer.last_checkpoint is None
                 else f"; the last finite weights are in {trainer.last_checkpoint}")
         if exc.backoffs:
-            hint += f" (after {exc.backoffs} learning-rate back-offs)"
+            hint += f" (after {count(exc.backoffs, 'learning-rate back-off')})"
         raise CLIError(f"{exc}: try a smaller --lr, or --on-divergence backoff to halve it and "
                        f"retry automatically{hint}", ExitCode.DIVERGED) from None
     finally:
@@ -289,12 +288,12 @@ def _train(args, comm):
     train_time = time.perf_counter() - t0
 
     if comm is None:
-        test_loss, test_acc = model.evaluate(model.prepare(ds.x_test), ds.y_test)
+        test_loss, test_acc = model.evaluate(model.prepare(data.x_test), data.y_test)
     else:
         from ..distributed import evaluate_distributed
 
-        test_loss, test_acc = evaluate_distributed(model, _prepare_rows(model, ds.x_test),
-                                                   ds.y_test, comm)
+        test_loss, test_acc = evaluate_distributed(model, _prepare_rows(model, data.x_test),
+                                                   data.y_test, comm)
         if not rank0:
             return ExitCode.OK
     history = trainer.history.to_dict()
@@ -305,7 +304,7 @@ def _train(args, comm):
     }
     if config.out is not None:
         save(model, config.out)
-    figures = write_plots(model, ds, config.plot) if config.plot is not None else []
+    figures = write_plots(model, data, config.plot) if config.plot is not None else []
     summary = {
         "dataset": config.dataset, "layer_sizes": list(model.config.layer_sizes),
         "activation": model.config.activation, "dtype": model.config.dtype,
@@ -317,7 +316,7 @@ def _train(args, comm):
         print(json.dumps(summary, indent=2))
     else:
         print(f"test accuracy {test_acc:.4f}  test loss {test_loss:.6f}  "
-              f"({n_test} examples, trained in {train_time:.1f}s)")
+              f"({count(n_test, 'example')}, trained in {train_time:.1f}s)")
         if config.out is not None:
             print(f"model saved to {shown['out']}")
         for f in figures:
@@ -416,47 +415,17 @@ def default_checkpoint(out):
 # --------------------------------------------------------------------------- #
 
 
-def _prepare_data(config, progress):
-    """Load, split off validation rows (stratified, seeded)."""
-    ds = load_dataset(config.dataset, label_column=label_column(config.label_column),
-                      progress=progress)
-    x_train, y_train = ds.x_train, ds.y_train
-    x_val = y_val = None
-    if config.val_fraction > 0:
-        tr, va = _validation_split(y_train, config)
-        x_train, y_train, x_val, y_val = x_train[tr], y_train[tr], x_train[va], y_train[va]
-    return ds, x_train, y_train, x_val, y_val
+def _prepare(config, comm, progress):
+    """The run's rows (:func:`~handgrad.datasets.prepare_data`), or this rank's share of
+    them (:func:`~handgrad.distributed.prepare_shard`)."""
+    options = dict(label_column=label_column(config.label_column),
+                   val_fraction=config.val_fraction, seed=config.seed, progress=progress)
+    if comm is None:
+        return prepare_data(config.dataset, **options)
+    from ..distributed import prepare_shard
 
-
-def _validation_split(y, config):
-    tr, va = stratified_split(y, config.val_fraction, config.seed)
-    if len(va) == 0:
-        raise CLIError(f"--val-fraction {config.val_fraction} leaves no validation rows; use "
-                       f"a larger fraction or 0")
-    return tr, va
-
-
-def _prepare_shard(config, comm, show):
-    """This rank's training, validation and test rows, reading only those where it can.
-
-    The validation split and the shard layout are computed from the labels alone,
-    identically on every rank (:func:`handgrad.distributed.local_shard`).
-    """
-    from ..distributed import local_shard, open_dataset_on_ranks, split_rows
-
-    source = open_dataset_on_ranks(config.dataset, comm,
-                                   label_column=label_column(config.label_column),
-                                   progress=show)
-    if config.val_fraction > 0:
-        tr, va = _validation_split(source.y_train, config)
-    else:
-        tr, va = np.arange(len(source.y_train)), None
-    shard = local_shard(source, tr, comm, config.batch_size, config.virtual_shards,
-                        val_idx=va)
-    a, b = split_rows(len(source.y_test), comm)
-    ds = SimpleNamespace(name=source.name, classes=source.classes, n_classes=source.n_classes,
-                         x_test=source.read_test(a, b), y_test=source.y_test[a:b])
-    return ds, shard.X, shard.y, shard.X_val, shard.y_val, len(tr)
+    return prepare_shard(config.dataset, comm, batch_size=config.batch_size,
+                         virtual_shards=config.virtual_shards, **options)
 
 
 def _prepare_rows(model, raw):

@@ -40,7 +40,7 @@ class Dataset:
     classes: list = field(default_factory=list)
     feature_names: list | None = None
     # which CSV column held the labels and how it was chosen (None for other sources);
-    # str() gives e.g. "'label' (column 1 of 785, named like a label)"
+    # str() gives e.g. "'label' (0-based column 0 of 785, named like a label)"
     label_column: LabelColumn | None = None
 
     @property
@@ -74,13 +74,13 @@ def load_dataset(spec, *, root=None, label_column="auto", progress=True):
     if suffix == ".csv":
         table = read_csv(path, label_column)
         if table.y is None:
-            raise DataError(f"{path}: training needs a label column (label_column=None "
-                            f"reads features only)")
+            raise DataError(f"{path}: training needs a label column ({{label_column}} "
+                            f"reads features only)", label_column=None)
         try:
             labels, classes = _encode(table.y)
         except DataError as exc:
             raise DataError(f"{path}: label column {table.label}: {exc}; name another with "
-                            f"label_column=NAME_OR_INDEX") from None
+                            f"{{label_column}}", label_column="NAME_OR_INDEX") from None
         ds = _split(path.name, table.X, labels, classes, table.feature_names)
         ds.label_column = table.label
         return ds
@@ -162,6 +162,7 @@ class DataSource:
     y_test: np.ndarray  # (N_test,) int
     read_train: Callable
     read_test: Callable
+    label_column: LabelColumn | None = None  # as :class:`Dataset`'s
 
     @property
     def n_classes(self):
@@ -171,7 +172,8 @@ class DataSource:
     def from_dataset(cls, ds):
         """A source over the arrays of a loaded :class:`Dataset`."""
         return cls(ds.name, list(ds.classes), ds.y_train, ds.y_test,
-                   lambda lo, hi: ds.x_train[lo:hi], lambda lo, hi: ds.x_test[lo:hi])
+                   lambda lo, hi: ds.x_train[lo:hi], lambda lo, hi: ds.x_test[lo:hi],
+                   ds.label_column)
 
 
 def open_dataset(spec, *, root=None, label_column="auto", progress=True, download_missing=True):

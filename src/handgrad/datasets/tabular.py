@@ -51,12 +51,19 @@ MIN_ROWS_PER_CLASS = 3  # on average: more distinct "labels" than N / 3 look lik
 MAX_CLASS_IMBALANCE = 100
 
 
+def column_words(index):
+    """A column as messages name it: ``0-based column 3``, counted as ``label_column=``
+    counts."""
+    return f"0-based column {index}"
+
+
 @dataclass(frozen=True)
 class LabelColumn:
     """Which column of a CSV file holds the labels, and how it was chosen.
 
-    ``index`` counts from 0; ``name`` is its header (None without one); ``how`` is
-    ``"given"`` (``label_column=``), ``"named like a label"`` or ``"the last column"``.
+    ``index`` counts from 0, as ``label_column=`` (and ``--label-column``) do, and so does
+    every message that names a column; ``name`` is its header (None without one); ``how``
+    is ``"given"`` (``label_column=``), ``"named like a label"`` or ``"the last column"``.
     """
 
     index: int
@@ -65,7 +72,7 @@ class LabelColumn:
     n_columns: int
 
     def __str__(self):
-        where = f"column {self.index + 1} of {self.n_columns}, {self.how}"
+        where = f"{column_words(self.index)} of {self.n_columns}, {self.how}"
         return f"{self.name!r} ({where})" if self.name is not None else where
 
 
@@ -155,15 +162,16 @@ def read_csv(path, label_column="auto", *, header="auto", delimiter=",",
             try:
                 value = float(cell)
             except ValueError:
-                col = names[c] if names else f"column {c + 1}"
-                hint = ""
-                if label is not None and label.how != "given":
-                    hint = (f"; the labels were taken from {label}: if {col} holds them, "
-                            f"name it with label_column={_python_value(names, c)}")
+                col = names[c] if names else column_words(c)
+                if label is None or label.how == "given":
+                    raise DataError(f"{path}, line {line}, {col}: {cell.strip()!r} is not a "
+                                    f"number") from None
                 raise DataError(f"{path}, line {line}, {col}: {cell.strip()!r} is not a "
-                                f"number{hint}") from None
+                                f"number; the labels were taken from {label}: if {col} holds "
+                                f"them, name it with {{label_column}}",
+                                label_column=_python_value(names, c)) from None
             if not math.isfinite(value):
-                col = names[c] if names else f"column {c + 1}"
+                col = names[c] if names else column_words(c)
                 raise DataError(f"{path}, line {line}, {col}: {cell.strip()!r} is not finite")
             X[r, j] = value
             j += 1
@@ -171,7 +179,7 @@ def read_csv(path, label_column="auto", *, header="auto", delimiter=",",
     if label is not None and label.how != "given":
         problem = _not_like_labels(labels, y)
         if problem:
-            raise DataError(_refusal(path, label, problem, records, names))
+            raise _refusal(path, label, problem, records, names)
     feature_names = None if names is None else [nm for c, nm in enumerate(names)
                                                 if c != label_index]
     return CSVTable(X, y, feature_names, label)
@@ -230,15 +238,17 @@ def _python_value(names, index):
 
 
 def _refusal(path, label, problem, records, names):
+    """The :class:`DataError` refusing a guessed label column, with the way out."""
     msg = (f"{path}: the labels would be {label}, but that does not look like a label "
            f"column: {problem}. ")
     first = [cells[0].strip() for _, cells in records]
     if label.index != 0 and not _not_like_labels(first, _labels_array(first)):
         # the other usual place for labels
-        what = f"column 1 ({names[0]!r})" if names else "column 1"
-        return msg + (f"{what[0].upper()}{what[1:]} does: if it holds the labels, pass "
-                      f"label_column={_python_value(names, 0)}")
-    return msg + "Name the label column with label_column=NAME_OR_INDEX (an index counts from 0)"
+        what = column_words(0) + (f" ({names[0]!r})" if names else "")
+        return DataError(msg + f"{what} does: if it holds the labels, pass {{label_column}}",
+                         label_column=_python_value(names, 0))
+    return DataError(msg + "Name the label column with {label_column} (an index counts from 0)",
+                     label_column="NAME_OR_INDEX")
 
 
 def _label_index(path, label_column, names, width):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._errors import ParameterError
+
 MAX_LR = 10.0  # the largest learning rate the page's "learn from this" accepts
 
 
@@ -45,8 +47,8 @@ class ServeConfig:
         positive_int("max_visitors", 0)
         positive_int("max_visitor_bytes", 0)
         if self.max_queue < self.max_batch_size:
-            raise ValueError(f"max_queue ({self.max_queue}) must be at least max_batch_size "
-                             f"({self.max_batch_size})")
+            raise ParameterError("{max_queue} must be at least {max_batch_size}",
+                                 max_queue=self.max_queue, max_batch_size=self.max_batch_size)
         if self.blas_threads is not None:
             positive_int("blas_threads")
         seconds("batch_delay", 0, 10)

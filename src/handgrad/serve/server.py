@@ -13,6 +13,7 @@ import socket
 import sys
 from pathlib import Path
 
+from .._errors import ParameterError
 from ..serialization import load
 from .app import ServeConfig, create_app
 from .served import ServedModel, check_name, name_from_path
@@ -39,8 +40,8 @@ def load_models(paths, names=None):
     seen = {}
     for n, p in zip(names, paths):
         if n in seen:
-            raise ValueError(f"{seen[n]} and {p} would both be served as {n!r}; "
-                             f"name them apart with names=")
+            raise ParameterError(f"{seen[n]} and {p} would both be served as {n!r}; "
+                                 f"name them apart with {{names}}", names=None)
         seen[n] = p
     return [ServedModel(n, load(p), p) for n, p in zip(names, paths)]
 
