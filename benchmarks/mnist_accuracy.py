@@ -6,8 +6,9 @@ below is one fixed ``handgrad train`` command (fixed seed, fixed schedule, no mo
 selection on the test set); this script runs it, reads its ``--json`` summary and writes
 ``results/accuracy-<target>.json`` with the test error, epochs, wall time and machine.
 Target ``time98`` trains the same network with the same batch and optimizer in handgrad,
-PyTorch and scikit-learn, side by side, and records when each first reaches 98% test
-accuracy (evaluated after every epoch).
+PyTorch, JAX (a jit-compiled step) and scikit-learn, each in its own process with the
+OpenBLAS kernel variables removed, and records when each first reaches 98% test
+accuracy (evaluated after every epoch; JAX's compile time is recorded apart).
 
     python benchmarks/mnist_accuracy.py plain          # target 1 (<= 1.3%)
     python benchmarks/mnist_accuracy.py elastic        # target 2 (<= 0.9%)
@@ -99,42 +100,47 @@ def _mnist():
 def curve_handgrad(X, y, Xt, yt):
     import handgrad
 
+    # the accelerator's kernels load (numba, from its cache) on a throw-away model first:
+    # kept apart like JAX's compile time
+    t0 = time.perf_counter()
+    B = T98["batch"]
+    handgrad.fit(handgrad.MLP(784, T98["hidden"], 10, seed=1), X[:4 * B], y[:4 * B],
+                 optimizer=handgrad.optim.Adam(lr=T98["lr"]), epochs=1, batch_size=B, seed=1)
+    warm_s = time.perf_counter() - t0
     model = handgrad.MLP(784, T98["hidden"], 10, seed=0)
     opt = handgrad.optim.Adam(lr=T98["lr"])
-    trainer = handgrad.Trainer(model, X, y, optimizer=opt, epochs=0, batch_size=T98["batch"],
-                               seed=0)
+    trainer = handgrad.Trainer(model, X, y, optimizer=opt, epochs=0, batch_size=B, seed=0)
 
     def epoch(e):
         trainer.epochs = e + 1  # run one more epoch
         trainer.run()
 
-    return _curve(epoch, lambda: float(np.mean(model.predict(Xt) == yt)))
+    points = _curve(epoch, lambda: float(np.mean(model.predict(Xt) == yt)))
+    for p in points:
+        p["compile_seconds"] = warm_s
+    return points
 
 
 def curve_torch(X, y, Xt, yt):
-    import torch
+    """PyTorch eager from handgrad's initial weights (benchmarks/peers.py)."""
+    import peers
 
-    torch.manual_seed(0)
-    torch.set_num_threads(os.cpu_count() or 1)
-    net = torch.nn.Sequential(torch.nn.Linear(784, T98["hidden"]), torch.nn.ReLU(),
-                              torch.nn.Linear(T98["hidden"], 10))
-    opt = torch.optim.Adam(net.parameters(), lr=T98["lr"])
-    loss_fn = torch.nn.CrossEntropyLoss()
-    Xtt, ytt, Xte = torch.from_numpy(X), torch.from_numpy(y), torch.from_numpy(Xt)
+    run = peers.TorchRunner(X, y, T98["hidden"], T98["batch"], "adam", T98["lr"], seed=0)
+    return _curve(lambda e: run.epoch(e), lambda: float(np.mean(run.predict(Xt) == yt)))
 
-    def epoch(_):
-        perm = torch.randperm(len(Xtt))
-        for i in range(0, len(Xtt), T98["batch"]):
-            idx = perm[i:i + T98["batch"]]
-            opt.zero_grad(set_to_none=True)
-            loss_fn(net(Xtt[idx]), ytt[idx]).backward()
-            opt.step()
 
-    def accuracy():
-        with torch.no_grad():
-            return float((net(Xte).argmax(1).numpy() == yt).mean())
+def curve_jax(X, y, Xt, yt):
+    """The jit-compiled JAX step from the same weights; its compile time is kept apart."""
+    import peers
 
-    return _curve(epoch, accuracy)
+    run = peers.JaxRunner(X, y, T98["hidden"], T98["batch"], "adam", T98["lr"], seed=0)
+    t0 = time.perf_counter()
+    run.warm_up()  # compiles on copies of the weights
+    compile_s = time.perf_counter() - t0
+    points = _curve(lambda e: run.epoch(e), lambda: float(np.mean(run.predict(Xt) == yt)))
+    for p in points:
+        p["compile_seconds"] = compile_s
+    return points
 
 
 def curve_sklearn(X, y, Xt, yt):
@@ -167,15 +173,36 @@ def _curve(run_epoch, accuracy):
     return points
 
 
-def run_time98(out_dir):
-    X, y, Xt, yt = _mnist()
+CURVES = {"handgrad": "curve_handgrad", "pytorch": "curve_torch", "jax": "curve_jax",
+          "scikit-learn": "curve_sklearn"}
+
+
+def run_time98(out_dir, libraries=tuple(CURVES), threads=None):
+    """Each library's curve in its own process, with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE
+    removed (NumPy's OpenBLAS on its native kernel), one after the other; ``threads``
+    holds every library to that many threads (as ``speed.py --threads``)."""
+    import peers
+    from handgrad.sysinfo import OPENBLAS_ENV, system_info
+
+    removed = {k: os.environ[k] for k in OPENBLAS_ENV if k in os.environ}
+    env = {k: v for k, v in os.environ.items() if k not in removed}
+    if threads:
+        env.update(peers.thread_environment(threads))
     result = {"target": "time98", "setup": dict(T98), "machine": machine_info(),
+              "threads": threads or os.cpu_count(),
+              "removed_env": removed, "parent_warning": system_info()["warning"],
               "date": time.strftime("%Y-%m-%d"), "libraries": {}}
-    for name, fn in (("handgrad", curve_handgrad), ("pytorch", curve_torch),
-                     ("scikit-learn", curve_sklearn)):
-        points = fn(X, y, Xt, yt)
+    for name in libraries:
+        r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "time98",
+                            "--curve", name], env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"time to 98%: {name} failed:\n{r.stderr[-3000:]}", file=sys.stderr)
+            continue
+        child = json.loads(r.stdout.strip().splitlines()[-1])
+        points = child["curve"]
         reached = next((p for p in points if p["test_accuracy"] >= T98["goal"]), None)
-        result["libraries"][name] = {"curve": points, "reached": reached}
+        result["libraries"][name] = {"curve": points, "reached": reached,
+                                     "machine": child["machine"]}
         msg = (f"{reached['epoch']} epochs, {reached['train_seconds']:.1f} s" if reached
                else f"not within {T98['max_epochs']} epochs")
         print(f"time to 98%: {name}: {msg}", flush=True)
@@ -220,11 +247,20 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("targets", nargs="+", choices=[*RECIPES, "time98", "augment-cost"])
     ap.add_argument("--out-dir", type=Path, default=HERE / "results")
+    ap.add_argument("--libraries", nargs="+", choices=list(CURVES), default=list(CURVES),
+                    help="time98: the libraries to train")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="time98: threads per library (default: every core)")
+    ap.add_argument("--curve", choices=list(CURVES), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.curve:  # a time98 child: one library's curve as JSON on stdout
+        points = globals()[CURVES[args.curve]](*_mnist())
+        print(json.dumps({"curve": points, "machine": machine_info()}))
+        return 0
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for target in args.targets:
         if target == "time98":
-            run_time98(args.out_dir)
+            run_time98(args.out_dir, args.libraries, args.threads)
         elif target == "augment-cost":
             run_augment_cost(args.out_dir)
         else:

@@ -1,23 +1,42 @@
-"""Seconds per MNIST training epoch: handgrad vs PyTorch eager vs scikit-learn, side by side.
+"""Seconds per MNIST training epoch: handgrad against PyTorch eager, torch.compile and
+JAX jit, side by side, on NumPy's native BLAS kernel.
 
-Every configuration is timed in one process, interleaved (handgrad, torch, sklearn,
-handgrad, torch, sklearn, ...), and the median of the repeats is reported, so a
-noisy machine slows all three alike. Also measured: this machine's float32 GEMM
-throughput (a large square sgemm, and the epoch's own GEMM shapes run back to
-back), the GEMM bound of each configuration (its matrix-product FLOPs divided by
-that throughput) and handgrad's efficiency against it, and predict_proba on the
-10,000 test images against onnxruntime when it is installed.
+Each library runs in its own worker process (``benchmarks/peers.py`` holds the
+runners), started once and kept for the whole run: its imports, thread pools and
+compiled code stay warm, and no library's threads compete with another's while it
+is timed. For every cell of the grid (hidden width H, batch B, optimizer) each worker
+first warms up (compiles, for torch.compile and JAX: reported as compile time, not
+part of the epoch), then the epochs are interleaved (handgrad, handgrad-numpy, torch,
+torch.compile, JAX, then the same in a rotated order, ...) and the medians reported,
+so a noisy machine slows every library alike. ``handgrad`` is the library as
+installed with its accelerator (``pip install 'handgrad[accel]'``, numba);
+``handgrad-numpy`` the same code with ``HANDGRAD_NO_ACCEL=1``: the plain NumPy path.
 
-    python benchmarks/speed.py                      # the full grid, writes results/speed.json
-    python benchmarks/speed.py --hidden 256 --batch 128 --repeats 5
+The workers run with ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` removed from their
+environment (``--keep-env`` keeps them): those variables can force NumPy's OpenBLAS
+onto an older kernel than the CPU's, which PyTorch's and JAX's BLAS never read. The
+result records every library's BLAS and kernel (threadpoolctl for NumPy's OpenBLAS,
+PyTorch's MKL/oneDNN and CPU capability, XLA), the variables removed, and the kernel
+the parent's own environment would have forced.
+
+Also per cell: the epoch's matrix-product FLOPs, its *GEMM bound* (those FLOPs at the
+fastest 2048² sgemm any of the libraries runs on this machine) and each library's share
+of it, and NumPy's own-shape GEMMs back to back (what handgrad's products alone take).
+
+    python benchmarks/speed.py                       # the full grid, writes results/speed.json
+    python benchmarks/speed.py --hidden 256 800 --batch 128 --optimizer adam --repeats 5
+    python benchmarks/speed.py --libraries handgrad torch jax     # a subset of libraries
     python benchmarks/speed.py --predict-only --repeats 21   # reruns predict_proba alone
-    python benchmarks/make_tables.py                # regenerates the README's tables
+    python benchmarks/speed.py --estimator-only --repeats 5  # handgrad.MLPClassifier vs fit
+    python benchmarks/speed.py --rows 20000 --extrapolate    # a third of each epoch, scaled
 
-Run it with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE removed (``env -u OPENBLAS_CORETYPE -u
-OPENBLAS_L2_SIZE python benchmarks/speed.py ...``) so OpenBLAS picks its own kernel; the
-kernel it used (threadpoolctl) and those variables are recorded in the result.
+After the grid, ``handgrad.MLPClassifier(solver='sgd'/'adam')`` is timed against
+``handgrad.fit`` with the same settings (issue #15: within 5% per epoch), interleaved in
+worker processes of their own (``--estimator-hidden/-batch/-epochs``, ``--no-estimator``).
+    python benchmarks/make_tables.py                 # regenerates the README's tables
 
-Needs real MNIST (found as handgrad finds it: $HANDGRAD_DATA/mnist or the cache).
+Needs real MNIST (found as handgrad finds it: $HANDGRAD_DATA/mnist or the cache), and
+the peers installed: ``pip install -e '.[bench]'`` (PyTorch, JAX, numba, onnxruntime).
 """
 
 from __future__ import annotations
@@ -26,18 +45,41 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import time
-import warnings
+import traceback
 from pathlib import Path
 
 import numpy as np
 
-import handgrad
-from handgrad.datasets import load_mnist
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+PEERS = ("torch", "torch-compile", "jax")  # the libraries the targets compare against
+DEFAULT_LIBRARIES = ("handgrad", "handgrad-numpy", *PEERS)
+ALL_LIBRARIES = (*DEFAULT_LIBRARIES, "sklearn")
+LR = {"sgd": 0.05, "adam": 1e-3}
+MNIST_ROWS = 60000  # one epoch of MNIST's training set
+
+
+def machine_info():
+    """Python, NumPy, the CPU and the BLAS libraries loaded in this process (threadpoolctl)."""
+    import handgrad
+
+    info = {"python": sys.version.split()[0], "numpy": np.__version__,
+            "platform": platform.platform(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count(), "handgrad": handgrad.__version__}
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [{k: d.get(k) for k in ("internal_api", "version", "architecture",
+                                               "num_threads")} for d in threadpool_info()]
+    except ImportError:
+        pass
+    return info
 
 
 def gemm_flops(B, D, H, M, n_rows):
@@ -48,20 +90,8 @@ def gemm_flops(B, D, H, M, n_rows):
     return per_row * n_rows
 
 
-def square_sgemm_throughput(n=2048, repeats=5):
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    c = np.empty_like(a)
-    np.matmul(a, a, out=c)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        np.matmul(a, a, out=c)
-        times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / min(times)
-
-
 def shaped_gemm_seconds(B, D, H, M, n_rows, repeats=3):
-    """The epoch's own matrix products alone, back to back (no other work)."""
+    """The epoch's own matrix products in NumPy alone, back to back (no other work)."""
     rng = np.random.default_rng(0)
     X = rng.random((B, D), dtype=np.float32)
     W1, W2 = rng.random((H, D), dtype=np.float32), rng.random((M, H), dtype=np.float32)
@@ -86,56 +116,15 @@ def shaped_gemm_seconds(B, D, H, M, n_rows, repeats=3):
     return statistics.median(times) * (n_rows / (steps * B))
 
 
-def make_optimizer(name, lr):
-    return handgrad.optim.Adam(lr=lr) if name == "adam" else handgrad.optim.SGD(lr)
-
-
-def time_handgrad(X, y, H, B, opt, lr, seed):
-    model = handgrad.MLP(X.shape[1], H, 10, seed=seed)
-    t0 = time.perf_counter()
-    handgrad.fit(model, X, y, optimizer=make_optimizer(opt, lr), epochs=1, batch_size=B,
-                 seed=seed)
-    return time.perf_counter() - t0
-
-
-def time_torch(torch, X, y, H, B, opt, lr, seed):
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(X.shape[1], H), torch.nn.ReLU(),
-                              torch.nn.Linear(H, 10))
-    optim = (torch.optim.Adam(net.parameters(), lr=lr) if opt == "adam"
-             else torch.optim.SGD(net.parameters(), lr=lr))
-    loss_fn = torch.nn.CrossEntropyLoss()
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
-    t0 = time.perf_counter()
-    perm = torch.randperm(len(Xt))
-    for i in range(0, len(Xt), B):
-        idx = perm[i:i + B]
-        optim.zero_grad(set_to_none=True)
-        loss = loss_fn(net(Xt[idx]), yt[idx])
-        loss.backward()
-        optim.step()
-    return time.perf_counter() - t0
-
-
-def time_sklearn(X, y, H, B, opt, lr, seed):
-    from sklearn.neural_network import MLPClassifier
-
-    clf = MLPClassifier(hidden_layer_sizes=(H,), solver=opt, batch_size=B,
-                        learning_rate_init=lr, alpha=0.0, momentum=0.0, max_iter=1,
-                        shuffle=True, random_state=seed)
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf.partial_fit(X, y, classes=np.arange(10))
-    return time.perf_counter() - t0
-
-
 def time_predict(X_test, repeats):
     """handgrad.predict_proba vs onnxruntime on the same 784-256-10 model, interleaved.
 
-    Both get every core: NumPy's BLAS its default pool, onnxruntime ``cpu_count``
-    intra-op threads. Each repeat times one warm call of each; medians compared.
+    Both get every core of the worker (``--threads`` holds them): NumPy's BLAS its
+    pool, onnxruntime as many intra-op threads. Each repeat times one warm call of
+    each; medians compared, every sample kept.
     """
+    import handgrad
+    import peers
     from threadpoolctl import threadpool_info
 
     model = handgrad.MLP(784, 256, 10, seed=0)
@@ -148,7 +137,7 @@ def time_predict(X_test, repeats):
         from handgrad.onnx import to_onnx_bytes
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads = os.cpu_count() or 1
+        so.intra_op_num_threads = peers.threads()
         session = ort.InferenceSession(to_onnx_bytes(model, fold_preprocessing=False), so,
                                        providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
@@ -179,97 +168,333 @@ def time_predict(X_test, repeats):
     return out
 
 
-def machine_info():
-    info = {"python": sys.version.split()[0], "numpy": np.__version__,
-            "platform": platform.platform(), "processor": platform.processor(),
-            "cpu_count": os.cpu_count(), "handgrad": handgrad.__version__}
-    try:
-        from threadpoolctl import threadpool_info
+# --------------------------------------------------------------------------- #
+# The worker: one library, commands as JSON lines on stdin, answers on stdout
+# --------------------------------------------------------------------------- #
 
-        info["blas"] = [{k: d.get(k) for k in ("internal_api", "version", "architecture",
-                                               "num_threads")} for d in threadpool_info()]
-    except ImportError:
-        pass
-    return info
+
+def _mnist(rows):
+    from handgrad.datasets import load_mnist
+
+    (x_train, y_train), (x_test, _) = load_mnist(progress=False)
+    X = (x_train.reshape(len(x_train), -1)[:rows] / 255.0).astype(np.float32)
+    X_test = (x_test.reshape(len(x_test), -1) / 255.0).astype(np.float32)
+    return X, y_train[:rows].astype(np.int64), X_test
+
+
+def worker(library, rows):
+    """Serve one library's epochs until told to quit (or stdin closes)."""
+    answers = os.fdopen(os.dup(1), "w", buffering=1)  # protocol channel
+    os.dup2(2, 1)  # anything a library prints goes to stderr, not into the protocol
+    import peers
+
+    X, y, X_test = _mnist(rows)
+    runner = None
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        op = cmd["op"]
+        try:
+            if op == "quit":
+                break
+            if op == "info":
+                reply = {"info": peers.library_info(library),
+                         "sgemm_gflops": peers.square_sgemm_gflops(library)}
+            elif op == "setup":
+                runner = None
+                runner = peers.make_runner(library, X, y, cmd["hidden"], cmd["batch"],
+                                           cmd["optimizer"], LR[cmd["optimizer"]],
+                                           epochs=cmd.get("epochs", 1))
+                t0 = time.perf_counter()
+                runner.warm_up()
+                reply = {"compile_s": time.perf_counter() - t0}
+            elif op == "epoch":
+                reply = {"seconds": runner.epoch(cmd["seed"])}
+            elif op == "shaped_gemm":
+                reply = {"seconds": shaped_gemm_seconds(cmd["batch"], 784, cmd["hidden"], 10,
+                                                        len(X))}
+            elif op == "predict":
+                reply = time_predict(X_test, cmd["repeats"])
+            else:
+                reply = {"error": f"unknown op {op!r}"}
+        except Exception:  # noqa: BLE001 - reported to the parent, which carries on
+            reply = {"error": traceback.format_exc(limit=6)}
+        answers.write(json.dumps(reply) + "\n")
+    return 0
+
+
+class Worker:
+    """A library's worker process, asked one command at a time."""
+
+    def __init__(self, library, rows, env):
+        self.library = library
+        env = dict(env)
+        if library == "handgrad-numpy":
+            env["HANDGRAD_NO_ACCEL"] = "1"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", library, "--rows",
+             str(rows)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
+            bufsize=1)
+
+    def ask(self, op, **kwargs):
+        self.proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            return {"error": f"{self.library} worker exited with {self.proc.wait()}"}
+        return json.loads(line)
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+def child_environment(keep):
+    """The workers' environment: ours, less the OpenBLAS kernel overrides unless ``keep``."""
+    from handgrad.sysinfo import OPENBLAS_ENV
+
+    removed = {} if keep else {k: os.environ[k] for k in OPENBLAS_ENV if k in os.environ}
+    return {k: v for k, v in os.environ.items() if k not in removed}, removed
+
+
+# --------------------------------------------------------------------------- #
+# The parent
+# --------------------------------------------------------------------------- #
+
+
+def interleaved(workers, opt, H, B, repeats, epochs=1):
+    """Set up every worker for one cell, then time ``repeats`` rounds of epochs in a
+    rotated order: ``(samples {library: [seconds]}, compile_s, errors)``."""
+    libs = list(workers)
+    compile_s, errors = {}, {}
+    for lib in libs:
+        r = workers[lib].ask("setup", hidden=H, batch=B, optimizer=opt, epochs=epochs)
+        if "error" in r:
+            errors[lib] = r["error"]
+            print(f"  {lib}: setup failed:\n{r['error']}", file=sys.stderr, flush=True)
+        else:
+            compile_s[lib] = r["compile_s"]
+    active = [lib for lib in libs if lib not in errors]
+    samples = {lib: [] for lib in active}
+    for rep in range(repeats):
+        shift = rep % len(active)
+        for lib in active[shift:] + active[:shift]:  # a rotated order each repeat
+            if lib in errors:
+                continue
+            r = workers[lib].ask("epoch", seed=rep)
+            if "error" in r:
+                errors[lib] = r["error"]
+                print(f"  {lib}: epoch failed:\n{r['error']}", file=sys.stderr, flush=True)
+            else:
+                samples[lib].append(r["seconds"])
+    samples = {lib: v for lib, v in samples.items() if v and lib not in errors}
+    return samples, compile_s, errors
+
+
+def run_cell(workers, opt, H, B, rows, repeats, peak, extrapolate=False):
+    """One cell of the grid. With ``extrapolate``, epochs of ``rows`` rows are timed and
+    every time is scaled to a whole MNIST epoch (``MNIST_ROWS / rows``)."""
+    samples, compile_s, errors = interleaved(workers, opt, H, B, repeats)
+    scale = MNIST_ROWS / rows if extrapolate else 1.0
+    epoch_rows = MNIST_ROWS if extrapolate else rows
+    seconds = {lib: scale * statistics.median(v) for lib, v in samples.items()}
+    flops = gemm_flops(B, 784, H, 10, epoch_rows)
+    bound = flops / (peak * 1e9)
+    row = {"optimizer": opt, "hidden": H, "batch": B, "rows": epoch_rows, "seconds": seconds,
+           "samples": samples, "compile_s": compile_s, "errors": errors,
+           "gemm_gflop": flops / 1e9, "gemm_bound_s": bound,
+           "gemm_share": {lib: bound / s for lib, s in seconds.items()}}
+    if extrapolate:
+        row.update(measured_rows=rows, extrapolation=scale)  # samples: as measured
+    if "handgrad" in workers:
+        r = workers["handgrad"].ask("shaped_gemm", hidden=H, batch=B)
+        row["shaped_gemm_s"] = None if r.get("seconds") is None else scale * r["seconds"]
+    peers = {lib: seconds[lib] for lib in PEERS if lib in seconds}
+    if peers:
+        fastest = min(peers, key=peers.get)
+        row["fastest_peer"] = fastest
+        for lib in ("handgrad", "handgrad-numpy"):
+            if lib in seconds:
+                row[f"{lib}_speedup"] = peers[fastest] / seconds[lib]
+    return row
+
+
+def _describe(row):
+    s = row["seconds"]
+    parts = [f"{lib} {t:.3f}s" for lib, t in s.items()]
+    ratio = "".join(f"  {lib} {row[f'{lib}_speedup']:.2f}x" for lib in ("handgrad",
+                                                                          "handgrad-numpy")
+                    if f"{lib}_speedup" in row)
+    fastest = f"  (fastest peer: {row['fastest_peer']}{ratio})" if "fastest_peer" in row else ""
+    share = row["gemm_share"].get("handgrad")
+    return (f"{row['optimizer']:4s} H={row['hidden']:<4d} B={row['batch']:<4d} "
+            + "  ".join(parts) + fastest
+            + (f"  GEMM bound {row['gemm_bound_s']:.3f}s, handgrad {100 * share:.0f}%"
+               if share else ""))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hidden", type=int, nargs="+", default=[128, 256, 800])
+    ap.add_argument("--hidden", type=int, nargs="+", default=[128, 256, 800, 2048])
     ap.add_argument("--batch", type=int, nargs="+", default=[32, 128, 256, 512])
-    ap.add_argument("--optimizer", nargs="+", default=["sgd", "adam"],
-                    choices=["sgd", "adam"])
+    ap.add_argument("--optimizer", nargs="+", default=["sgd", "adam"], choices=["sgd", "adam"])
+    ap.add_argument("--libraries", nargs="+", default=list(DEFAULT_LIBRARIES),
+                    choices=ALL_LIBRARIES, help="the libraries to time")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rows", type=int, default=60000,
                     help="training rows per epoch (60000: all of MNIST)")
-    ap.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads per library (default: every core); --threads 1 compares "
+                         "single-core speed, which a busy shared machine does not distort")
+    ap.add_argument("--keep-env", action="store_true",
+                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the timed workers")
+    ap.add_argument("--no-predict", action="store_true",
+                    help="skip predict_proba against onnxruntime")
     ap.add_argument("--predict-only", action="store_true",
                     help="time predict_proba vs onnxruntime alone and update that part of --out")
+    ap.add_argument("--extrapolate", action="store_true",
+                    help=f"time epochs of --rows rows and scale every time to a whole MNIST "
+                         f"epoch ({MNIST_ROWS:,} rows); the table says so")
+    est = ap.add_argument_group("handgrad.MLPClassifier against handgrad.fit (issue #15), "
+                                "for each --optimizer, after the grid")
+    est.add_argument("--estimator-hidden", type=int, default=256, help="its hidden width")
+    est.add_argument("--estimator-batch", type=int, default=128, help="its batch size")
+    est.add_argument("--estimator-epochs", type=int, default=3,
+                     help="epochs per timed fit (the time reported is per epoch)")
+    est.add_argument("--no-estimator", action="store_true", help="skip it")
+    est.add_argument("--estimator-only", action="store_true",
+                     help="run it alone and update that part of --out")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "speed.json")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    command = " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)])
+    if args.worker:
+        return worker(args.worker, args.rows)
+    command = " ".join(["speed.py", *(sys.argv[1:] if argv is None else argv)])
+
+    from handgrad.sysinfo import system_info
+
+    parent = system_info()  # this environment, as a user running handgrad here has it
+    env, removed = child_environment(args.keep_env)
+    threads = args.threads or os.cpu_count() or 1
+    if args.threads:
+        import peers
+
+        env.update(peers.thread_environment(args.threads))
+    if removed:
+        print(f"timed workers run without {' '.join(f'{k}={v}' for k, v in removed.items())}"
+              + (f" ({parent['warning'][9:]})" if parent["warning"] else ""), flush=True)
     if args.predict_only:
-        return predict_only(args, command)
-
-    import torch
-
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    (x_train, y_train), (x_test, _) = load_mnist(progress=False)
-    X = (x_train.reshape(len(x_train), -1)[:args.rows] / 255.0).astype(np.float32)
-    y = y_train[:args.rows].astype(np.int64)
-    X_test = (x_test.reshape(len(x_test), -1) / 255.0).astype(np.float32)
-
-    peak = square_sgemm_throughput()
-    print(f"float32 GEMM throughput (2048² sgemm): {peak / 1e9:.1f} GFLOP/s, "
-          f"{threads} threads", flush=True)
-    results = []
-    for opt in args.optimizer:
-        lr = 1e-3 if opt == "adam" else 0.05
-        for H in args.hidden:
-            for B in args.batch:
-                samples = {"handgrad": [], "torch": [], "sklearn": []}
-                for r in range(args.repeats):
-                    samples["handgrad"].append(time_handgrad(X, y, H, B, opt, lr, r))
-                    samples["torch"].append(time_torch(torch, X, y, H, B, opt, lr, r))
-                    if not args.no_sklearn:
-                        samples["sklearn"].append(time_sklearn(X, y, H, B, opt, lr, r))
-                med = {k: (statistics.median(v) if v else None) for k, v in samples.items()}
-                flops = gemm_flops(B, 784, H, 10, len(X))
-                shaped = shaped_gemm_seconds(B, 784, H, 10, len(X))
-                row = {
-                    "optimizer": opt, "hidden": H, "batch": B, "rows": len(X),
-                    "seconds": med, "samples": samples,
-                    "speedup_vs_torch": med["torch"] / med["handgrad"],
-                    "speedup_vs_sklearn": (med["sklearn"] / med["handgrad"]
-                                           if med["sklearn"] else None),
-                    "gemm_gflop": flops / 1e9,
-                    "gemm_bound_s": flops / peak,
-                    "gemm_efficiency": flops / peak / med["handgrad"],
-                    "shaped_gemm_s": shaped,
-                    "shaped_gemm_efficiency": shaped / med["handgrad"],
-                }
-                results.append(row)
-                sk = (f"sklearn {med['sklearn']:.3f}s ({row['speedup_vs_sklearn']:.2f}x)"
-                      if med["sklearn"] else "")
-                print(f"{opt:4s} H={H:<4d} B={B:<4d} handgrad {med['handgrad']:.3f}s  "
-                      f"torch {med['torch']:.3f}s ({row['speedup_vs_torch']:.2f}x)  {sk}  "
-                      f"GEMM bound {row['gemm_bound_s']:.3f}s "
-                      f"({100 * row['gemm_efficiency']:.0f}%), own-shape GEMMs "
-                      f"{shaped:.3f}s ({100 * row['shaped_gemm_efficiency']:.0f}%)", flush=True)
-    predict = time_predict(X_test, max(args.repeats, 5))
-    report_predict(predict, command)
-    doc = {"benchmark": "speed", "machine": machine_info(), "torch": torch.__version__,
-           "gemm_throughput_gflops": peak / 1e9, "threads": threads, "results": results,
-           "predict": predict, "command": command, "date": time.strftime("%Y-%m-%d")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1))
+        return predict_only(args, env, command)
+    if args.estimator_only:
+        return estimator_only(args, env, command)
+    workers = {lib: Worker(lib, args.rows, env) for lib in args.libraries}
+    doc = {"benchmark": "speed", "date": time.strftime("%Y-%m-%d"), "command": command,
+           "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                       "cpu": parent["cpu"], "cpu_count": os.cpu_count()},
+           "parent_environment": {"openblas_env": parent["environment"],
+                                  "numpy_kernel": parent["blas"].get("kernel"),
+                                  "warning": parent["warning"]},
+           "removed_env": removed, "libraries": {}, "results": []}
+    try:
+        for lib, w in workers.items():
+            r = w.ask("info")
+            if "error" in r:
+                raise SystemExit(f"the {lib} worker failed to start:\n{r['error']}")
+            doc["libraries"][lib] = r
+            print(f"{lib}: 2048² sgemm {r['sgemm_gflops']:.0f} GFLOP/s", flush=True)
+        peak = max(r["sgemm_gflops"] for r in doc["libraries"].values())
+        doc["gemm_throughput_gflops"] = peak
+        doc["threads"] = threads
+        # both optimizers for each shape before the next: a stopped run covers both
+        cells = [(o, H, B) for H in args.hidden for B in args.batch for o in args.optimizer]
+        doc["cells_planned"] = len(cells)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
+        try:
+            for opt, H, B in cells:
+                row = run_cell(workers, opt, H, B, args.rows, args.repeats, peak,
+                               args.extrapolate)
+                doc["results"].append(row)
+                print(_describe(row), flush=True)
+                _write(args.out, doc)  # after every cell: a stopped run keeps what it has
+            if not args.no_estimator:
+                doc["estimator"] = estimator_section(args, env, command, args.rows,
+                                                     workers.get("handgrad"))
+                _write(args.out, doc)
+            if not args.no_predict and "handgrad" in workers:
+                doc["predict"] = ask_predict(workers["handgrad"], max(args.repeats, 5),
+                                             command)
+        except KeyboardInterrupt:  # the cells finished so far are the result, marked as such
+            print(f"stopped after {len(doc['results'])} of {len(cells)} cells", flush=True)
+            doc["stopped_early"] = True
+    finally:
+        for w in workers.values():
+            w.close()
+    _write(args.out, doc)
     print(f"wrote {args.out}")
     return 0
 
 
-def report_predict(predict, command):
+def run_estimator(workers, optimizers, H, B, repeats, epochs):
+    """Issue #15: ``handgrad.MLPClassifier`` against ``handgrad.fit`` with the same
+    settings, interleaved in the same run; a row per optimizer with the ratio of their
+    per-epoch medians (target: the estimator within 5%, ratio ≤ 1.05)."""
+    rows = []
+    for opt in optimizers:
+        samples, compile_s, errors = interleaved(workers, opt, H, B, repeats, epochs)
+        seconds = {lib: statistics.median(v) for lib, v in samples.items()}
+        row = {"optimizer": opt, "hidden": H, "batch": B, "epochs_per_fit": epochs,
+               "seconds": seconds, "samples": samples, "compile_s": compile_s,
+               "errors": errors}
+        if {"handgrad", "handgrad-estimator"} <= set(seconds):
+            row["estimator_vs_fit"] = seconds["handgrad-estimator"] / seconds["handgrad"]
+            row["within_5_percent"] = row["estimator_vs_fit"] <= 1.05
+        print(f"estimator {opt:4s} H={H} B={B}: " + "  ".join(
+            f"{lib} {t:.3f}s" for lib, t in seconds.items())
+            + (f"  estimator/fit {row['estimator_vs_fit']:.3f}"
+               if "estimator_vs_fit" in row else ""), flush=True)
+        rows.append(row)
+    return rows
+
+
+def estimator_section(args, env, command, rows, fit_worker=None):
+    """The estimator rows, with a ``handgrad-estimator`` worker (and a ``handgrad``
+    worker unless the grid's is passed): ``{settings, results}`` for the result file."""
+    workers = {"handgrad": fit_worker or Worker("handgrad", rows, env),
+               "handgrad-estimator": Worker("handgrad-estimator", rows, env)}
+    try:
+        results = run_estimator(workers, args.optimizer, args.estimator_hidden,
+                                args.estimator_batch, args.repeats, args.estimator_epochs)
+        info = workers["handgrad-estimator"].ask("info")
+    finally:
+        for lib, w in workers.items():
+            if w is not fit_worker:
+                w.close()
+    return {"command": command, "date": time.strftime("%Y-%m-%d"), "rows": rows,
+            "repeats": args.repeats, "accelerator": (info.get("info") or {}).get("accelerator"),
+            "results": results}
+
+
+def estimator_only(args, env, command):
+    """Rerun the estimator-vs-fit rows alone; keep the rest of ``--out`` as it was."""
+    section = estimator_section(args, env, command, args.rows)
+    doc = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "speed"}
+    doc["estimator"] = section
+    _write(args.out, doc)
+    print(f"wrote the estimator part of {args.out}")
+    return 0 if all(not r["errors"] for r in section["results"]) else 1
+
+
+def ask_predict(worker, repeats, command):
+    """predict_proba vs onnxruntime in ``worker`` (a handgrad worker), printed and dated."""
+    predict = worker.ask("predict", repeats=repeats)
+    if "error" in predict:
+        print(f"predict_proba failed:\n{predict['error']}", file=sys.stderr, flush=True)
+        return predict
     predict["command"], predict["date"] = command, time.strftime("%Y-%m-%d")
     kernels = ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, "
                         f"{b['num_threads']} threads)" for b in predict["blas"])
@@ -278,20 +503,31 @@ def report_predict(predict, command):
           + (f", onnxruntime {predict['onnxruntime_s'] * 1e3:.1f} ms"
              if predict["onnxruntime_s"] else " (onnxruntime not installed)")
           + f" (medians of {predict['repeats']}; {kernels})", flush=True)
+    return predict
 
 
-def predict_only(args, command):
-    """Rerun the predict_proba comparison alone; keep the rest of ``--out`` as it was."""
-    (_, _), (x_test, _) = load_mnist(progress=False)
-    X_test = (x_test.reshape(len(x_test), -1) / 255.0).astype(np.float32)
-    predict = time_predict(X_test, args.repeats)
-    report_predict(predict, command)
+def predict_only(args, env, command):
+    """Rerun the predict_proba comparison alone (in a handgrad worker, on the timed
+    workers' environment); keep the rest of ``--out`` as it was."""
+    w = Worker("handgrad", args.rows, env)
+    try:
+        predict = ask_predict(w, args.repeats, command)
+    finally:
+        w.close()
+    if "error" in predict:
+        return 1
     doc = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "speed"}
-    doc["predict"] = dict(predict, machine=machine_info())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1))
+    doc["predict"] = dict(predict, machine={"python": platform.python_version(),
+                                            "platform": platform.platform(),
+                                            "cpu_count": os.cpu_count()})
+    _write(args.out, doc)
     print(f"wrote the predict part of {args.out}")
     return 0
+
+
+def _write(path, doc):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1))
 
 
 if __name__ == "__main__":

@@ -48,3 +48,17 @@ def torch():
     """PyTorch, the test oracle (pip install torch==2.13.0). A test that needs it skips,
     saying so, where it is absent; the others in its file still run."""
     return pytest.importorskip("torch", reason="PyTorch, the test oracle, is not installed")
+
+
+@pytest.fixture(params=["accel", "numpy"])
+def accel_mode(request):
+    """Run a test with the compiled kernels of handgrad._accel (numba) and with the plain
+    NumPy reference path they replace."""
+    from handgrad import _accel
+
+    if request.param == "accel" and not _accel.installed():
+        pytest.skip("numba is not installed (pip install 'handgrad[accel]'): "
+                    "only the NumPy path runs")
+    old = _accel.use(request.param == "accel")
+    yield request.param
+    _accel.use(old)

@@ -28,17 +28,94 @@ def test_accuracy_smoke(mnist_dir, tmp_path, monkeypatch):
 
 
 def test_speed_smoke(mnist_dir, tmp_path, monkeypatch):
+    """One tiny cell through the worker processes: handgrad with and without the
+    accelerator, PyTorch eager, and JAX where it is installed (torch.compile's compile
+    takes minutes, so the smoke run leaves it out); the OpenBLAS kernel variable is
+    removed for the workers and recorded."""
     pytest.importorskip("torch")
+    import importlib.util
+
     monkeypatch.setenv("HANDGRAD_DATA", str(mnist_dir.parent))
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "1048576")  # removed for the timed workers
+    libs = ["handgrad", "handgrad-numpy", "torch"]
+    if importlib.util.find_spec("jax"):
+        libs.append("jax")
     out = tmp_path / "speed.json"
     r = subprocess.run([sys.executable, BENCH / "speed.py", "--hidden", "32", "--batch", "256",
-                        "--optimizer", "sgd", "--repeats", "1", "--rows", "2048", "--out", out],
+                        "--optimizer", "adam", "--repeats", "2", "--rows", "2048",
+                        "--no-predict", "--libraries", *libs, "--estimator-hidden", "32",
+                        "--estimator-batch", "256", "--estimator-epochs", "2", "--out", out],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     row = doc["results"][0]
-    assert row["seconds"]["handgrad"] > 0 and row["speedup_vs_torch"] > 0
+    # issue #15's row: handgrad.MLPClassifier against handgrad.fit, same settings, same run
+    est = doc["estimator"]["results"]
+    assert [(e["optimizer"], e["hidden"], e["batch"], e["epochs_per_fit"]) for e in est] == [
+        ("adam", 32, 256, 2)]
+    assert set(est[0]["seconds"]) == {"handgrad", "handgrad-estimator"} and not est[0]["errors"]
+    assert est[0]["estimator_vs_fit"] == pytest.approx(
+        est[0]["seconds"]["handgrad-estimator"] / est[0]["seconds"]["handgrad"])
+    assert set(row["seconds"]) == set(libs) and not row["errors"]
+    assert all(len(v) == 2 for v in row["samples"].values())
+    assert row["fastest_peer"] in libs and row["handgrad_speedup"] > 0
+    assert row["gemm_bound_s"] > 0 and row["gemm_share"]["handgrad"] > 0
+    assert doc["removed_env"] == {"OPENBLAS_L2_SIZE": "1048576"}
+    assert doc["libraries"]["handgrad-numpy"]["info"]["accelerator"]["status"].startswith("off")
+    assert doc["libraries"]["torch"]["info"]["torch"]
     assert doc["gemm_throughput_gflops"] > 0
+    sys.path.insert(0, str(BENCH))
+    try:
+        import make_tables
+
+        monkeypatch.setattr(make_tables, "RESULTS", tmp_path)
+        table = make_tables.speed_table()
+    finally:
+        sys.path.remove(str(BENCH))
+    assert "| adam | 32 | 256 |" in table and "OPENBLAS_L2_SIZE=1048576" in table
+    assert "`handgrad.MLPClassifier`" in table and "| adam | " in table.split("estimator / fit")[1]
+    assert "Extrapolated" not in table  # whole epochs of --rows were timed
+
+
+def test_speed_estimator_only_and_extrapolated_cells(mnist_dir, tmp_path, monkeypatch):
+    """--estimator-only updates just that part of the result; --extrapolate scales each
+    time to a whole MNIST epoch and the table says so."""
+    monkeypatch.setenv("HANDGRAD_DATA", str(mnist_dir.parent))
+    out = tmp_path / "speed.json"
+    r = subprocess.run([sys.executable, BENCH / "speed.py", "--hidden", "16", "--batch", "512",
+                        "--optimizer", "sgd", "--repeats", "1", "--rows", "1024",
+                        "--extrapolate", "--no-predict", "--no-estimator", "--libraries",
+                        "handgrad", "--out", out], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    row = doc["results"][0]
+    assert row["rows"] == 60000 and row["measured_rows"] == 1024
+    assert row["seconds"]["handgrad"] == pytest.approx(
+        row["samples"]["handgrad"][0] * 60000 / 1024)
+    assert "estimator" not in doc
+    r = subprocess.run([sys.executable, BENCH / "speed.py", "--estimator-only", "--optimizer",
+                        "sgd", "adam", "--repeats", "1", "--rows", "1024", "--estimator-hidden",
+                        "16", "--estimator-batch", "512", "--estimator-epochs", "1", "--out",
+                        out], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    again = json.loads(out.read_text())
+    assert again["results"] == doc["results"]
+    est = again["estimator"]
+    assert [e["optimizer"] for e in est["results"]] == ["sgd", "adam"]
+    assert est["command"].startswith("speed.py --estimator-only") and est["rows"] == 1024
+    sys.path.insert(0, str(BENCH))
+    try:
+        import make_tables
+
+        monkeypatch.setattr(make_tables, "RESULTS", tmp_path)
+        table = make_tables.speed_table()
+    finally:
+        sys.path.remove(str(BENCH))
+    assert "**Extrapolated:** each cell timed epochs of 1,024 rows" in table
+    for e in est["results"]:
+        verdict = "yes" if e["estimator_vs_fit"] <= 1.05 else "**no**"
+        assert f"| {e['optimizer']} | {e['seconds']['handgrad']:.3f} | " in table
+        assert f"{e['estimator_vs_fit']:.3f} | {verdict} |" in table
 
 
 def test_scaling_smoke(tmp_path):

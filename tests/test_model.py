@@ -83,7 +83,7 @@ def test_activation_gradients_match_finite_differences(rng, name):
     np.testing.assert_allclose(G, numeric_grad(loss, Q), rtol=1e-7, atol=1e-9)
 
 
-def test_relu_derivative_at_zero_is_zero():
+def test_relu_derivative_at_zero_is_zero(accel_mode):
     """The specification's convention at the kink: a_j = 1[Q_j > 0]."""
     Q = np.array([[-1.0, 0.0, 2.0]])
     h = activation_forward("relu", Q, np.empty_like(Q))
@@ -127,7 +127,7 @@ def test_softmax_cross_entropy_gradient_matches_finite_differences(rng, soft):
 
 @pytest.mark.parametrize("hidden", [(), 7, (6, 5), (4, 3, 5)])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_gradcheck_whole_model(rng, hidden, activation):
+def test_gradcheck_whole_model(rng, hidden, activation, accel_mode):
     model = handgrad.MLP(5, hidden, 4, activation=activation, dtype="float64", seed=1)
     X = rng.normal(size=(8, 5))
     y = rng.integers(0, 4, size=8)
@@ -136,7 +136,7 @@ def test_gradcheck_whole_model(rng, hidden, activation):
     assert max(errors.values()) < 1e-5, errors
 
 
-def test_gradcheck_soft_targets_and_sample_weights(rng):
+def test_gradcheck_soft_targets_and_sample_weights(rng, accel_mode):
     model = handgrad.MLP(6, (5,), 3, dtype="float64", seed=2)
     X = rng.normal(size=(10, 6))
     Y = rng.dirichlet(np.ones(3), size=10)
@@ -226,15 +226,21 @@ def test_gradcheck_fails_a_planted_wrong_gradient_on_trained_models(trained_mode
 
         monkeypatch.setattr(hm, "linear_backward", broken)
     else:
-        original = hm.softmax_cross_entropy_backward
+        from handgrad import _accel
 
-        def broken(P, target, w, out):
-            original(P, target, w, out)
-            out *= 1.001  # B2: ∂L/∂O off by 0.1%, so every gradient is
-            return out
+        def planted(original):
+            def broken(P, target, w, out):
+                original(P, target, w, out)
+                out *= 1.001  # B2: ∂L/∂O off by 0.1%, so every gradient is
+                return out
 
-        # the model dispatches through OUTPUT_LAYERS, which holds the function itself
-        monkeypatch.setitem(hm.OUTPUT_LAYERS, "softmax", (hm.OUTPUT_LAYERS["softmax"][0], broken))
+            return broken
+
+        # the model dispatches through OUTPUT_LAYERS, which holds the functions
+        # themselves: the NumPy pair, and the accelerator's compiled one where it is on
+        for layers in (hm.OUTPUT_LAYERS, _accel.OUTPUT_LAYERS):
+            forward, backward = layers["softmax"]
+            monkeypatch.setitem(layers, "softmax", (forward, planted(backward)))
     models, x_test, y_test = trained_models
     rng = np.random.default_rng(1)
     for model in models:
@@ -298,7 +304,7 @@ def torch_loss_and_grads(model, X, y, sample_weight=None):
 
 
 @pytest.mark.parametrize("trial", range(12))
-def test_matches_pytorch_autograd_float64(trial):
+def test_matches_pytorch_autograd_float64(trial, accel_mode):
     rng = np.random.default_rng(trial)
     D, M = int(rng.integers(1, 12)), int(rng.integers(2, 8))
     hidden = tuple(int(h) for h in rng.integers(1, 16, size=trial % 4))
@@ -320,7 +326,7 @@ def test_matches_pytorch_autograd_float64(trial):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_huge_logits_give_finite_loss_and_gradients(dtype):
+def test_huge_logits_give_finite_loss_and_gradients(dtype, accel_mode):
     model = handgrad.MLP(3, 4, 3, dtype=dtype, seed=0)
     model.params["W2"][...] *= 1e6  # logits of order 1e6 (exp would overflow)
     X = np.array([[30.0, -20.0, 10.0], [-5.0, 40.0, 1.0]])
@@ -344,7 +350,7 @@ def test_probabilities_of_huge_logits_are_finite_and_normalised():
     np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-6)
 
 
-def test_float32_matches_pytorch_float32():
+def test_float32_matches_pytorch_float32(accel_mode):
     rng = np.random.default_rng(7)
     model = handgrad.MLP(20, 16, 5, dtype="float32", seed=7)
     X = rng.normal(size=(32, 20)).astype(np.float32)

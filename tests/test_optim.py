@@ -20,8 +20,9 @@ CASES = [
 
 
 @pytest.fixture(autouse=True)
-def _both_blas_modes(blas_mode):
-    """Every test here runs with the BLAS passes and with their plain-NumPy fallbacks."""
+def _both_blas_modes(blas_mode, accel_mode):
+    """Every test here runs with the BLAS passes and with their plain-NumPy fallbacks,
+    each with the accelerator's compiled kernels and without."""
 
 
 OURS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}

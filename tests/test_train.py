@@ -161,14 +161,14 @@ def test_no_memory_is_allocated_per_training_step(optimizer):
     trainer = Trainer(model, X, y, optimizer=optimizer(), epochs=1, batch_size=128, seed=0)
     trainer.run()  # builds workspaces, batch buffers and optimizer state
     peaks = []
-    for epochs in (2, 5):
+    for epochs in (3, 6):  # both runs cross an epoch boundary: two row orders meet there
         trainer.epochs = epochs
         tracemalloc.start()
         trainer.run()
         current, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         peaks.append(peak)
-        assert current < 4096  # nothing kept
+        assert current < 8192  # nothing kept (NumPy's small-object caches and the history)
     one_activation = 128 * 256 * 4  # a (B, H) float32 buffer: 128 KiB
     assert peaks[0] < 2 * N * 8 + 16384 < one_activation
     assert peaks[1] <= peaks[0] + 4096  # three epochs more, no more memory

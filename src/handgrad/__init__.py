@@ -24,8 +24,8 @@ __all__ = ["MLP", "MLPConfig", "BackupAndRestore", "Callback", "Checkpoint", "Co
            "DataError", "DivergenceError", "GradcheckResult", "History", "LearningRateBackoff",
            "MissingPackageError", "ModelCheckpoint", "ModelFileError", "StopTraining",
            "TerminateOnNaN", "Trace", "TrainConfig", "Trainer", "TrainingInterrupted", "fit",
-           "gradcheck", "load", "load_checkpoint", "optim", "save", "save_checkpoint", "trace",
-           "__version__"]
+           "gradcheck", "load", "load_checkpoint", "optim", "save", "save_checkpoint",
+           "system_info", "trace", "__version__"]
 
 
 ESTIMATORS = ("handgrad.MLPClassifier", "handgrad.MLPRegressor")
@@ -67,6 +67,10 @@ def __getattr__(name):
         from . import onnx
 
         return getattr(onnx, name)
+    if name == "system_info":
+        from .sysinfo import system_info
+
+        return system_info
     if name == "to_torch":
         from .torch_bridge import to_torch
 

@@ -114,7 +114,12 @@ def limit_blas_threads(comm, threads=None, *, environ=None, cores=None):
     """
     from threadpoolctl import threadpool_info, threadpool_limits
 
+    from . import _accel
+
     choice = choose_blas_threads(comm, threads, environ=environ, cores=cores)
+    # numba's first kernel call loads SciPy's OpenBLAS beside NumPy's: the accelerator
+    # loads its kernels first, so that pool is there to be limited too
+    _accel.enabled()
     # applied on creation and kept: the object is not used as a context manager
     threadpool_limits(limits=choice.threads, user_api="blas")
     libraries = tuple(f"{lib['internal_api']} {lib['version']}" for lib in threadpool_info()

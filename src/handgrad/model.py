@@ -31,7 +31,7 @@ from numbers import Integral
 
 import numpy as np
 
-from . import _blas
+from . import _accel, _blas
 
 ACTIVATIONS = ("relu", "tanh", "logistic", "identity")
 DTYPES = ("float32", "float64")
@@ -134,6 +134,30 @@ def activation_forward(name, Q, out):
     else:  # names are validated when the model is built
         raise AssertionError(f"unknown activation {name!r}")
     return out
+
+
+def hidden_forward(name, X, W, b, Q, h):
+    """F1 and F2 of a hidden layer: ``Q = X Wᵀ + b`` (B, H) and ``h = act(Q)``; returns h.
+
+    With the accelerator (:mod:`handgrad._accel`), ReLU's layer adds ``b`` and takes
+    ``max(0, ·)`` in one compiled pass over Q instead of two NumPy passes.
+    """
+    if name == "relu" and _accel.takes(X, Q, b, h):  # dense float arrays only
+        np.matmul(X, W.T, out=Q)  # (B, H) = (B, D) @ (D, H)  F1's product
+        return _accel.bias_relu_forward(Q, b, h)  # (B, H)  F1's + b, F2
+    linear_forward(X, W, b, Q)  # (B, H)  F1 (a sparse X: sparse product)
+    return activation_forward(name, Q, h)  # (B, H)  F2
+
+
+def hidden_backward(name, G, Q, h, scratch):
+    """B6 of a hidden layer: ``G = ∂L/∂h`` becomes ``∂L/∂Q`` in place; returns G.
+
+    :func:`activation_backward` (the reference); with the accelerator, ReLU's B6 is
+    one compiled pass that needs no mask array (``scratch`` is then left as it was).
+    """
+    if name == "relu" and _accel.takes(G, Q):
+        return _accel.relu_backward(G, Q)  # (B, H)  B6: ∂L/∂h ⊙ 1[Q > 0]
+    return activation_backward(name, G, Q, h, scratch)  # (B, H)  B6
 
 
 def activation_backward(name, G, Q, h, scratch):
@@ -698,14 +722,15 @@ class MLP:
             inp = dropout_forward(X, 1.0 - dropout.input_rate, dropout.rng, masks[0], dropped[0])
         ws.inputs = [inp]
         for l in range(1, K + 1):
-            Q = linear_forward(inp, self.params[f"W{l}"], self.params[f"b{l}"],
-                               ws.Q[l - 1])  # (B, H)  F1 / F3
-            if l < K:
-                inp = activation_forward(act, Q, ws.h[l - 1])  # (B, H)  F2
-                if drop and dropout.hidden_rate:
-                    inp = dropout_forward(inp, 1.0 - dropout.hidden_rate, dropout.rng,
-                                          masks[l], dropped[l])  # (B, H)
-                ws.inputs.append(inp)
+            W, b = self.params[f"W{l}"], self.params[f"b{l}"]
+            if l == K:
+                linear_forward(inp, W, b, ws.Q[l - 1])  # (B, M)  F3
+                break
+            inp = hidden_forward(act, inp, W, b, ws.Q[l - 1], ws.h[l - 1])  # (B, H)  F1, F2
+            if drop and dropout.hidden_rate:
+                inp = dropout_forward(inp, 1.0 - dropout.hidden_rate, dropout.rng,
+                                      masks[l], dropped[l])  # (B, H)
+            ws.inputs.append(inp)
         return ws.Q[K - 1]  # (B, M)  O
 
     def loss(self, ws, target, w):
@@ -715,8 +740,15 @@ class MLP:
         ``w`` is the per-example weight (B,) normalised to sum to 1, or the scalar
         ``1/B``; the output's ``P`` stays in ``ws`` for :meth:`backward`.
         """
-        output_forward = OUTPUT_LAYERS[self.config.output][0]
+        output_forward = self._output_layer(ws.Q[-1], target, w)[0]
         return output_forward(ws.Q[-1], target, w, ws.logP, ws.P, ws.row)
+
+    def _output_layer(self, O, target, w):
+        """The output's (forward, backward) pair: :data:`OUTPUT_LAYERS`'s NumPy
+        reference, or the accelerator's compiled pair where it has one for this output
+        and these targets (:func:`handgrad._accel.output_layer`)."""
+        name = self.config.output
+        return _accel.output_layer(name, O, target, w) or OUTPUT_LAYERS[name]
 
     def l2_penalty(self, ws, coef):
         """``½ c Σ_l ‖W_l‖²`` (weights, not biases) with ``c = coef``: scikit-learn's
@@ -741,7 +773,7 @@ class MLP:
         act = self.config.activation
         K = self.n_layers
         drop_hidden = dropout is not None and dropout.hidden_rate > 0
-        output_backward = OUTPUT_LAYERS[self.config.output][1]
+        output_backward = self._output_layer(ws.Q[K - 1], target, w)[1]
         G = output_backward(ws.P, target, w, ws.G[K - 1])  # (B, M)  B2 (B2ℓ, B2s, B2p)
         for l in range(K, 1, -1):
             dX = ws.G[l - 2]  # (B, H) of layer l−1
@@ -749,7 +781,7 @@ class MLP:
             if drop_hidden:
                 dropout_backward(dX, ws.mask[l - 1])  # through the dropped units
             # B6: ∂L/∂Q of layer l−1 from ∂L/∂h (just written into dX)
-            G = activation_backward(act, dX, ws.Q[l - 2], ws.h[l - 2], ws.scratch[l - 2])
+            G = hidden_backward(act, dX, ws.Q[l - 2], ws.h[l - 2], ws.scratch[l - 2])
         return ws.G
 
     def weight_grads(self, ws, l2=0.0):

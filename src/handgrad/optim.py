@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from . import _blas
+from . import _accel, _blas
 
 FLAT = "flat"  # state key used when step() is given a single array
 # Elements per block of an update. The BLAS passes split a block between the
@@ -255,6 +255,14 @@ class Adam(Optimizer):
         bias2_sqrt = math.sqrt(1.0 - b2 ** t)
         eps_hat = self.eps * bias2_sqrt
         scale = self.lr * bias2_sqrt / bias1
+        if _accel.takes(p, g, m, v, contiguous=True):  # one float dtype, C order
+            # the same update as the loop below, as one compiled pass (handgrad._accel)
+            wd, decoupled = self.weight_decay, self.decoupled
+            _accel.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                               beta1=b1, beta2=b2, scale=scale, eps_hat=eps_hat,
+                               weight_decay=0.0 if decoupled else wd,
+                               shrink=1.0 - self.lr * wd if decoupled else 1.0)
+            return
         for pb, gb, mb, vb in self.blocks(p, g, m, v):
             if self.weight_decay and self.decoupled:
                 pb *= 1.0 - self.lr * self.weight_decay  # AdamW: p = p (1 − lr λ)

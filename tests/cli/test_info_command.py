@@ -1,4 +1,7 @@
-"""handgrad info: what it prints of a model file, counts in the singular where they are 1."""
+"""handgrad info: what it prints of a model file, counts in the singular where they are 1;
+handgrad info --system (handgrad.sysinfo, tested in tests/test_sysinfo.py)."""
+
+import json
 
 import pytest
 
@@ -37,3 +40,14 @@ def test_the_iteration_count_of_an_estimator_agrees_with_its_noun(tmp_path, caps
     assert main(["info", str(tmp_path / "est.safetensors")]) == ExitCode.OK
     out = capsys.readouterr().out
     assert f"handgrad.MLPClassifier: {words} final loss" in out
+
+
+def test_info_system_prints_text_or_json(capsys):
+    assert main(["info", "--system", "--json"]) == ExitCode.OK
+    assert json.loads(capsys.readouterr().out)["blas"]
+    assert main(["info", "--system"]) == ExitCode.OK
+    assert capsys.readouterr().out.startswith("python ")
+    assert main(["info"]) == ExitCode.USAGE
+    assert "--system" in capsys.readouterr().err
+    assert main(["info", "m.safetensors", "--system"]) == ExitCode.USAGE
+    assert "not both" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``handgrad info MODEL``: architecture, parameters and metadata of a model file."""
+"""``handgrad info MODEL``: architecture, parameters and metadata of a model file;
+``handgrad info --system``: what this machine gives handgrad (:mod:`handgrad.sysinfo`)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,32 @@ from pathlib import Path
 from .._words import count
 from ..config import TrainConfig
 from ..serialization import load
-from ._common import ExitCode, add_subparser
+from ..sysinfo import format_system_info, system_info
+from ._common import CLIError, ExitCode, add_subparser
 
 
 def add_parser(subparsers):
     i = add_subparser(subparsers, "info",
                       help="architecture, parameters and metadata of a model file")
-    i.add_argument("model", type=Path, help="a model file")
+    i.add_argument("model", type=Path, nargs="?", default=None, help="a model file")
+    i.add_argument("--system", action="store_true",
+                   help="instead of a model: NumPy's BLAS (its kernel and threads), the CPU's "
+                        "vector extensions and the accelerator, with a warning when "
+                        "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE force a slower BLAS kernel")
     i.add_argument("--json", action="store_true", help="print the information as JSON")
     return i
 
 
 def run(args):
+    if args.system:
+        if args.model is not None:
+            raise CLIError("info takes a MODEL or --system, not both", ExitCode.USAGE)
+        info = system_info()
+        print(json.dumps(info, indent=2) if args.json else format_system_info(info))
+        return ExitCode.OK
+    if args.model is None:
+        raise CLIError("info needs a MODEL file (or --system for this machine)",
+                       ExitCode.USAGE)
     model = load(args.model)
     cfg = model.config
     info = {
