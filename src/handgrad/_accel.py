@@ -10,6 +10,9 @@ register:
 
 - :func:`adam_update`: Adam and AdamW, ``m``, ``v`` and ``p`` in one pass (4 reads,
   3 writes per parameter);
+- :func:`sgd_momentum_update`: SGD with momentum (heavy-ball or Nesterov, as
+  scikit-learn's default ``solver="sgd"``), buffer and ``p`` in one pass instead of
+  four or five;
 - :func:`bias_relu_forward`: F1's ``+ b`` and F2's ``max(0, ·)`` in one pass;
 - :func:`relu_backward`: B6, ``∂L/∂Q = ∂L/∂h ⊙ 1[Q > 0]`` without a mask array;
 - :func:`softmax_xent_forward` / :func:`softmax_xent_backward`: F4–F5 and B2 each in
@@ -157,6 +160,16 @@ def adam_update(p, g, m, v, *, beta1, beta2, scale, eps_hat, weight_decay, shrin
     t = p.dtype.type
     kernels()["adam"](p, g, m, v, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2),
                           t(scale), t(eps_hat), t(weight_decay), t(shrink))
+
+
+def sgd_momentum_update(p, g, buf, *, lr, momentum, dampening, weight_decay, nesterov,
+                        first):
+    """One SGD-with-momentum step of the flat contiguous ``p`` in place, with the momentum
+    buffer ``buf`` (``first``: the buffer is empty and becomes ``g + λ p``), as
+    :meth:`handgrad.optim.SGD.update`."""
+    t = p.dtype.type
+    kernels()["sgd_momentum"](p, g, buf, t(lr), t(momentum), t(1.0 - dampening),
+                              t(weight_decay), bool(nesterov), bool(first))
 
 
 def bias_relu_forward(Q, b, h):

@@ -14,7 +14,7 @@ thread pool beside OpenBLAS's, each call waiting for cores that OpenBLAS's threa
 import numba
 import numpy as np
 
-__all__ = ["adam", "bias_relu", "relu_backward", "xent_forward", "xent_backward"]
+__all__ = ["adam", "sgd_momentum", "bias_relu", "relu_backward", "xent_forward", "xent_backward"]
 
 _OPTS = {"cache": True, "nogil": True, "error_model": "numpy"}
 jit = numba.njit(**_OPTS)
@@ -34,6 +34,18 @@ def adam(p, g, m, v, b1, c1, b2, c2, scale, eps_hat, wd, shrink):
         m[i] = m_i
         v[i] = v_i
         p[i] = p_i - scale * (m_i / (np.sqrt(v_i) + eps_hat))  # p − s m / (√v + ε̂)
+
+
+@jit
+def sgd_momentum(p, g, buf, lr, mu, damp, wd, nesterov, first):
+    """SGD with momentum (heavy-ball or Nesterov) of 1-D arrays in one pass; every
+    float constant is a scalar of the arrays' dtype, ``damp`` is ``1 − τ``."""
+    for i in range(p.shape[0]):
+        d = g[i] + wd * p[i]  # d = g + λ p
+        b = d if first else mu * buf[i] + damp * d  # b = μ b + (1 − τ) d; first: b = d
+        buf[i] = b
+        step = d + mu * b if nesterov else b  # Nesterov: d + μ b; heavy ball: b
+        p[i] = p[i] - lr * step  # p = p − lr step
 
 
 # -- F1's bias and F2's ReLU; B6 ------------------------------------------------

@@ -163,6 +163,13 @@ class SGD(Optimizer):
             if first:
                 st["momentum_buffer"] = np.empty_like(p)
             operands.append(st["momentum_buffer"])
+            if _accel.takes(p, g, st["momentum_buffer"], contiguous=True):
+                # the same update as the loop below, as one compiled pass (handgrad._accel)
+                _accel.sgd_momentum_update(
+                    p.reshape(-1), g.reshape(-1), st["momentum_buffer"].reshape(-1),
+                    lr=self.lr, momentum=self.momentum, dampening=self.dampening,
+                    weight_decay=self.weight_decay, nesterov=self.nesterov, first=first)
+                return
         for pb, gb, *bb in self.blocks(*operands):
             d = gb
             if self.weight_decay:
