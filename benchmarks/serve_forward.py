@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from serve import TIMING_ENV_DROP, build_model  # noqa: E402  (the benchmark's own network)
 
+from handgrad import _accel  # noqa: E402
 from handgrad.serve.served import ServedModel  # noqa: E402
 
 
@@ -49,6 +50,7 @@ def main(argv=None):
     if forced:
         print(f"warning: {', '.join(forced)} set: the timings use a forced BLAS kernel",
               file=sys.stderr)
+    _accel.enabled()  # the accelerator's kernels load SciPy's OpenBLAS: before the limit
     threadpool_limits(1, user_api="blas")  # as handgrad serve runs its passes
     model = build_model(args.hidden, seed=0)
     served = ServedModel("mnist", model)

@@ -302,6 +302,9 @@ class Server:
         except ImportError:
             logger.warning("threadpoolctl is not installed: BLAS keeps its own thread count")
             return
+        from .. import _accel
+
+        _accel.enabled()  # loads the accelerator's kernels, and the BLAS pool they bring, first
         self._blas_limit = threadpool_limits(limits=n, user_api="blas")  # process-wide
 
     async def _sweep(self):
