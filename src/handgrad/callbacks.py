@@ -103,7 +103,11 @@ class BackupAndRestore(Callback):
     def on_train_begin(self, trainer):
         self._trainer = trainer
         if trainer.is_chief:
+            from .serialization import CHECKPOINT_FORMAT, check_model_path
+
             check_writable(self.path, "file", create_folder=True)
+            # another file under the checkpoint's name is refused now, not after an epoch
+            check_model_path(self.path, CHECKPOINT_FORMAT)
             remove_stale_temporaries(self.path)  # left by a run killed mid-write
         if self._restored:
             return  # a second run() continues where the first stopped

@@ -12,6 +12,7 @@ from dataclasses import fields
 from enum import IntEnum
 from pathlib import Path
 
+from .._atomic import OverwriteRefusedError
 from .._errors import ParameterError, python_words
 from ..config import ConfigError, TrainConfig
 
@@ -76,6 +77,8 @@ def describe(exc):
     :class:`~handgrad._errors.ParameterError` names, as flags."""
     if isinstance(exc, ParameterError):
         return exc.format(parameter_flag)
+    if isinstance(exc, OverwriteRefusedError):  # overwrite=True is --force here
+        return exc.format("--force")
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, OSError) and exc.strerror:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from .._atomic import check_writable, remove_stale_temporaries
+from .._atomic import OverwriteRefusedError, check_writable, remove_stale_temporaries
 from .._progress import progress_bar
 from .._requirements import require
 from .._words import count
@@ -32,7 +32,14 @@ from ..config import ARRAYS, TrainConfig
 from ..datasets import NAMED, Preprocessor, prepare_data
 from ..model import ACTIVATIONS, DTYPES, MLP
 from ..optim import OPTIMIZERS
-from ..serialization import NotACheckpointError, load_checkpoint, save
+from ..serialization import (
+    CHECKPOINT_FORMAT,
+    MODEL_FORMAT,
+    NotACheckpointError,
+    check_model_path,
+    load_checkpoint,
+    save,
+)
 from ..train import DivergenceError, Trainer, TrainingInterrupted
 from ._common import (
     CLIError,
@@ -151,6 +158,9 @@ def add_parser(subparsers):
                           "and retry from the last epoch (up to 5 times)")
     out.add_argument("--out", type=Path, default=None, action=ExplicitStore,
                      help="save the trained model here")
+    out.add_argument("--force", action="store_true",
+                     help="replace the --out file even if it is not a handgrad model file "
+                          "(never the --dataset file)")
     out.add_argument("--checkpoint-dir", type=Path, default=None, action=ExplicitStore,
                      help=f"write {CHECKPOINT_NAME} here after every epoch")
     out.add_argument("--resume", type=Path, default=None,
@@ -200,9 +210,11 @@ def _train(args, comm):
             require("plots")
         if config.out is not None:
             check_writable(shown["out"], "file")
+            _check_out(config, shown["out"], args.force)
             remove_stale_temporaries(config.out)  # left by a run killed mid-write
         if config.checkpoint_dir is not None:
             check_writable(shown["checkpoint_dir"], "dir")
+            check_model_path(Path(config.checkpoint_dir) / CHECKPOINT_NAME, CHECKPOINT_FORMAT)
         if config.plot is not None:
             check_writable(shown["plot"], "dir")
 
@@ -303,7 +315,7 @@ def _train(args, comm):
         "handgrad_version": __version__,
     }
     if config.out is not None:
-        save(model, config.out)
+        save(model, config.out, overwrite=args.force)
     figures = write_plots(model, data, config.plot) if config.plot is not None else []
     summary = {
         "dataset": config.dataset, "layer_sizes": list(model.config.layer_sizes),
@@ -322,6 +334,22 @@ def _train(args, comm):
         for f in figures:
             print(f"figure written to {f}")
     return ExitCode.OK
+
+
+def _check_out(config, shown, force):
+    """Refuse an ``--out`` that would destroy the training data (always) or a file that is
+    not a handgrad model (unless ``--force``), before training, not after it."""
+    out = Path(config.out)
+    data = Path(config.dataset)
+    if config.dataset not in NAMED and data.is_file() and out.exists() \
+            and os.path.samefile(out, data):
+        raise OverwriteRefusedError(shown, "the training data (--dataset)", option=None)
+    if config.checkpoint_dir is not None \
+            and out.resolve() == (Path(config.checkpoint_dir) / CHECKPOINT_NAME).resolve():
+        raise OverwriteRefusedError(shown, "the checkpoint file of --checkpoint-dir (the "
+                                           "model and its checkpoints need two files)",
+                                    option=None)
+    check_model_path(shown, MODEL_FORMAT, overwrite=force)
 
 
 def _blas_threads(text):
