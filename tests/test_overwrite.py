@@ -126,3 +126,18 @@ def test_cli_train_out_refuses_another_file_until_forced(table, tmp_path, capsys
     assert main([*args, "--force"]) == ExitCode.OK
     assert handgrad.load(notes).n_classes == 3
     assert main(args) == ExitCode.OK  # now a model file: retraining replaces it
+
+
+@pytest.mark.parametrize("command", ["train", "export"])
+def test_an_output_folder_that_does_not_exist_is_a_usage_error(tmp_path, model, capsys,
+                                                               command):
+    """README: exit code 2 for an output path that cannot work (review finding 10)."""
+    target = tmp_path / "no" / "such" / "m.out"
+    if command == "train":
+        args = ["train", "--hidden", "4", "--epochs", "1", "--quiet", "--out", str(target)]
+    else:
+        pytest.importorskip("onnx")
+        args = ["export", str(handgrad.save(model, tmp_path / "m.safetensors")), str(target)]
+    assert main(args) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert f"folder {target.parent} does not exist" in err and "create it" in err
