@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 import traceback
 
@@ -71,7 +72,11 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return ExitCode.USAGE
     try:
-        return int(args.run(args))
+        code = int(args.run(args))
+        sys.stdout.flush()  # a reader gone (| head) shows here, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _broken_pipe()
     except CLIError as exc:
         return _fail(args, str(exc), exc.code)
     except ConfigError as exc:
@@ -116,6 +121,19 @@ def _subparser(parser, command):
         if isinstance(action, argparse._SubParsersAction):
             return action.choices.get(command, parser)
     return parser
+
+
+def _broken_pipe():
+    """Standard output's reader has gone (``handgrad predict m x.npy | head -1``): stop
+    quietly, as Unix tools do, with 128 + SIGPIPE; what is still buffered goes to
+    /dev/null so that Python's flush at exit does not complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (a test's captured stdout)
+        pass
+    return ExitCode.BROKEN_PIPE
 
 
 def _fail(args, message, code):

@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     DIVERGED = 4  # the loss or gradient became NaN or infinite
     MISSING_PACKAGE = 5  # an optional package the command needs is not installed
     INTERRUPTED = 130  # Ctrl-C (SIGINT): a checkpoint was saved
+    BROKEN_PIPE = 141  # the reader of the output went away (| head): 128 + SIGPIPE
     TERMINATED = 143  # SIGTERM: a checkpoint was saved
 
 
