@@ -79,8 +79,16 @@ def load(path):
 def __getattr__(name):
     # Optional parts load on first use: the core needs NumPy, safetensors and threadpoolctl.
     if name in ("MLPClassifier", "MLPRegressor"):
-        from . import sklearn
+        try:
+            from . import sklearn
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in ("sklearn", "scipy"):
+                raise
+            from ._requirements import MissingModuleError
 
+            raise MissingModuleError(f"handgrad.{name} needs scikit-learn and SciPy ({exc.name} "
+                                     f"is not installed): pip install 'handgrad[sklearn]'",
+                                     ["sklearn"], name=exc.name) from exc
         return getattr(sklearn, name)
     if name in ("export_onnx", "to_onnx_bytes"):
         from . import onnx
