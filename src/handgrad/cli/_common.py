@@ -188,20 +188,12 @@ def add_subparser(subparsers, name, **kwargs):
 
 
 def dataset_for(model, spec, model_path):
-    """The data set to evaluate ``model`` on: ``spec``, or the one it was trained on."""
-    from ..datasets import load_dataset
+    """The data set to evaluate ``model`` on: ``spec``, or the one it was trained on
+    (:func:`handgrad._recorded.recorded_dataset`: the recorded label column, classes
+    matched to the model's by name)."""
+    from .._recorded import recorded_dataset
 
-    config = TrainConfig.from_training(model.training)
-    spec = spec or model.training.get("dataset")
-    if spec is None:
-        raise CLIError(f"{model_path}: the model does not record its data set; pass --dataset",
-                       ExitCode.USAGE)
-    column = label_column(config.label_column) if config is not None else "auto"
-    ds = load_dataset(spec, label_column=column)
-    if ds.n_classes > model.n_classes:
-        raise CLIError(f"data set {spec!r} has {ds.n_classes} classes, the model "
-                       f"{model.n_classes}", ExitCode.DATA)
-    return ds
+    return recorded_dataset(model, spec, source=str(model_path))
 
 
 def write_plots(model, ds, directory):

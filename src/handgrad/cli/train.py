@@ -25,6 +25,7 @@ import numpy as np
 from .. import __version__
 from .._atomic import OverwriteRefusedError, check_writable, remove_stale_temporaries
 from .._progress import progress_bar
+from .._recorded import dataset_spec
 from .._requirements import require
 from .._words import count
 from ..callbacks import CHECKPOINT_NAME, BackupAndRestore, Callback, LearningRateBackoff
@@ -359,6 +360,7 @@ def _blas_threads(text):
 def config_from_args(args):
     """The :class:`TrainConfig` of the flags: each flag sets the field of its name."""
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    values["dataset"] = dataset_spec(values["dataset"])  # a file: its absolute path
     for name in OUTPUTS:
         values[name] = _absolute(values.get(name))
     return TrainConfig(**values)
