@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import sys
 import traceback
 
@@ -38,7 +39,18 @@ class _Parser(argparse.ArgumentParser):
     subcommands' parsers are of the same class."""
 
     def error(self, message):
-        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {_suggest(message)}\n")
+
+
+def _suggest(message):
+    """argparse's "invalid choice" message with a "did you mean" for a near miss
+    (``predcit``: ``predict``)."""
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if not found:
+        return message
+    choices = [c.strip().strip("'\"") for c in found[2].split(",")]
+    close = difflib.get_close_matches(found[1], choices, n=1, cutoff=0.6)
+    return f"{message}; did you mean {close[0]}?" if close else message
 
 
 def build_parser():
