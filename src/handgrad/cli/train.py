@@ -310,7 +310,9 @@ def _train(args, comm):
     if show:
         sizes = "-".join(str(s) for s in model.config.layer_sizes)
         where = "" if comm is None else f" over {count(comm.size, 'MPI rank')}"
-        print(f"training {sizes} ({model.config.activation}, {model.config.dtype}) on "
+        kind = (model.config.activation if model.config.hidden
+                else "no hidden layer: multinomial logistic regression")
+        print(f"training {sizes} ({kind}, {model.config.dtype}) on "
               f"{data.name}{where}: {data.n_train} train, {n_val} validation, "
               f"{count(n_test, 'test example')}",
               file=stream)
