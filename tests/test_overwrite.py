@@ -141,3 +141,20 @@ def test_an_output_folder_that_does_not_exist_is_a_usage_error(tmp_path, model, 
     assert main(args) == ExitCode.USAGE
     err = capsys.readouterr().err
     assert f"folder {target.parent} does not exist" in err and "create it" in err
+
+
+def test_save_of_something_else_names_what_it_takes(tmp_path):
+    """Review finding 16: a Pipeline was "save expects a handgrad.MLP, got Pipeline"."""
+    pytest.importorskip("sklearn")
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipeline = make_pipeline(StandardScaler(), handgrad.MLPClassifier())
+    with pytest.raises(TypeError) as info:
+        handgrad.save(pipeline, tmp_path / "p.safetensors")
+    message = str(info.value)
+    assert "handgrad.MLPClassifier" in message and "handgrad.MLPRegressor" in message
+    assert "sklearn.pipeline.Pipeline" in message and "pipeline[-1]" in message
+    with pytest.raises(TypeError, match="got dict$"):
+        handgrad.save({}, tmp_path / "d.safetensors")
+    assert not list(tmp_path.iterdir())
