@@ -1,0 +1,23 @@
+"""pyproject.toml reads without setuptools' deprecation warnings (review finding 16:
+"project.license as a TOML table is deprecated")."""
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def test_the_project_metadata_raises_no_deprecation_warning():
+    setuptools = pytest.importorskip("setuptools")
+    major = int(setuptools.__version__.split(".")[0])
+    if major < 77:
+        pytest.skip(f"setuptools {setuptools.__version__} predates SPDX license strings "
+                    f"(77); the build itself asks for setuptools>=77")
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = read_configuration(PYPROJECT)
+    assert config["project"]["license"] == "MIT"
