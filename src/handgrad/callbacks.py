@@ -103,21 +103,21 @@ class BackupAndRestore(Callback):
     def on_train_begin(self, trainer):
         self._trainer = trainer
         if trainer.is_chief:
+            check_writable(self.path, "file", create_folder=True)
+            remove_stale_temporaries(self.path)  # left by a run killed mid-write
+        if not self._restored:  # a second run() continues where the first stopped
+            self._restored = True
+            source = self.resume
+            if source is True:
+                source = self.path if self.path.exists() else None
+            if source not in (None, False):
+                trainer.restore(source)
+                self.restored_from = source
+        if trainer.is_chief:
             from .serialization import CHECKPOINT_FORMAT, check_model_path
 
-            check_writable(self.path, "file", create_folder=True)
             # another file under the checkpoint's name is refused now, not after an epoch
             check_model_path(self.path, CHECKPOINT_FORMAT)
-            remove_stale_temporaries(self.path)  # left by a run killed mid-write
-        if self._restored:
-            return  # a second run() continues where the first stopped
-        self._restored = True
-        source = self.resume
-        if source is True:
-            source = self.path if self.path.exists() else None
-        if source not in (None, False):
-            trainer.restore(source)
-            self.restored_from = source
 
     def _write(self, trainer):
         if trainer.is_chief:  # every worker holds the same state: one writer
