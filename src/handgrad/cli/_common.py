@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .._atomic import OverwriteRefusedError
 from .._errors import ParameterError, python_words
-from ..config import ConfigError, TrainConfig
+from ..config import ARRAYS, ConfigError, TrainConfig
 
 
 class ExitCode(IntEnum):
@@ -192,7 +192,9 @@ def dataset_for(model, spec, model_path):
     (:func:`handgrad._recorded.recorded_dataset`: the recorded label column, classes
     matched to the model's by name)."""
     from .._recorded import recorded_dataset
-
+    if spec is None and model.training.get("dataset") in (None, ARRAYS):
+        raise CLIError(f"{model_path}: the model does not record its data set; pass --dataset",
+                       ExitCode.USAGE)
     return recorded_dataset(model, spec, source=str(model_path))
 
 
