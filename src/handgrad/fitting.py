@@ -7,9 +7,8 @@ arguments, and hands data-parallel runs to :mod:`handgrad.distributed`.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sys
+from pathlib import Path
 
 from .callbacks import BackupAndRestore, Callback, LearningRateBackoff
 from .config import DIVERGENCE_POLICIES
