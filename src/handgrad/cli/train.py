@@ -226,11 +226,6 @@ def _train(args, comm):
     checkpoint = None
     if args.resume is not None:
         checkpoint, config = _resumed_config(args)
-        done = _completed(checkpoint, config, args.resume)
-        if done is not None:  # nothing left to train: say so, train nothing
-            if rank0:
-                print(done, file=stream)
-            return ExitCode.OK
     else:
         config = config_from_args(args)
         if rank0:
@@ -295,9 +290,15 @@ def _train(args, comm):
     config = trainer.config  # with the effective learning rate
     if config.checkpoint_dir is not None:  # last: after schedules and early stopping
         trainer.callbacks.append(BackupAndRestore(config.checkpoint_dir))
+    done = None
     if checkpoint is not None:
         trainer.restore(checkpoint)
-        if show:
+        # a finished run trains nothing; its model and figures are still written (a run
+        # killed after its last checkpoint but before its --out gets them now)
+        done = _completed(checkpoint, config, args.resume)
+        if done is not None and rank0:
+            print(done, file=stream)
+        elif show:
             lr = ("" if trainer.lr_changed is None else
                   f" with learning rate {trainer.lr_changed[1]:g} (was "
                   f"{trainer.lr_changed[0]:g})")
@@ -307,7 +308,7 @@ def _train(args, comm):
     n_val, n_test = (0 if val is None else len(val[0])), len(data.x_test)
     if comm is not None:  # every rank joins these collectives, printing or not
         n_val, n_test = comm.allreduce(n_val), comm.allreduce(n_test)
-    if show:
+    if show and done is None:
         sizes = "-".join(str(s) for s in model.config.layer_sizes)
         where = "" if comm is None else f" over {count(comm.size, 'MPI rank')}"
         kind = (model.config.activation if model.config.hidden
