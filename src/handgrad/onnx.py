@@ -126,6 +126,16 @@ def to_onnx_bytes(model, fold_preprocessing=True, input_dtype=None):
 
 def is_handgrad_onnx(path):
     """Whether ``path`` is an ONNX file that handgrad wrote (its producer)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.read(1)
+        size = Path(path).stat().st_size
+    except OSError:
+        return False
+    # handgrad's files begin with the model's ir_version (field 1, a varint: byte 0x08)
+    # and, as every protobuf, are under 2 GiB: anything else is not parsed at all
+    if first != b"\x08" or size >= 2 << 30:
+        return False
     onnx = _onnx()
     try:
         proto = onnx.load(str(path), load_external_data=False)
