@@ -82,13 +82,14 @@ def __getattr__(name):
         try:
             from . import sklearn
         except ModuleNotFoundError as exc:
-            if (exc.name or "").split(".")[0] not in ("sklearn", "scipy"):
+            top = (exc.name or "").split(".")[0]
+            if top not in ("sklearn", "scipy"):
                 raise
             from ._requirements import MissingModuleError
 
-            raise MissingModuleError(f"handgrad.{name} needs scikit-learn and SciPy ({exc.name} "
+            raise MissingModuleError(f"handgrad.{name} needs scikit-learn and SciPy ({top} "
                                      f"is not installed): pip install 'handgrad[sklearn]'",
-                                     ["sklearn"], name=exc.name) from exc
+                                     ["sklearn"], name=top) from exc
         return getattr(sklearn, name)
     if name in ("export_onnx", "to_onnx_bytes"):
         from . import onnx
