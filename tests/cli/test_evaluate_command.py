@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
     data = write_table(folder / "iris_first.csv")
     model = folder / "iris.safetensors"
     assert main(["train", "--dataset", str(data), "--label-column", "species", "--hidden", "8",
-                 "--epochs", "20", "--quiet", "--out", str(model)]) == ExitCode.OK
+                 "--epochs", "30", "--lr", "0.05", "--quiet", "--out", str(model)]) == ExitCode.OK
     return model
 
 

@@ -268,6 +268,9 @@ def _train(args, comm):
     X = model.prepare(data.x_train)  # (N, D)
     val = None if data.x_val is None else (_prepare_rows(model, data.x_val), data.y_val)
 
+    typed = config.dataset  # as given, for the summary
+    # recorded (checkpoints, the model file) as an absolute path: found from any folder
+    config = config.replace(dataset=dataset_spec(config.dataset))
     progress = _Progress(config.epochs, stream, quiet=not show)
     callbacks = [progress]
     if config.on_divergence == "backoff":
@@ -360,7 +363,7 @@ def _train(args, comm):
         save(model, config.out, overwrite=args.force)
     figures = write_plots(model, data, config.plot) if config.plot is not None else []
     summary = {
-        "dataset": config.dataset, "layer_sizes": list(model.config.layer_sizes),
+        "dataset": typed, "layer_sizes": list(model.config.layer_sizes),
         "activation": model.config.activation, "dtype": model.config.dtype,
         "epochs": len(history["epochs"]), "history": history,
         "test_accuracy": test_acc, "test_loss": test_loss, "train_time_s": train_time,
@@ -477,7 +480,6 @@ def _blas_threads(text):
 def config_from_args(args):
     """The :class:`TrainConfig` of the flags: each flag sets the field of its name."""
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    values["dataset"] = dataset_spec(values["dataset"])  # a file: its absolute path
     for name in OUTPUTS:
         values[name] = _absolute(values.get(name))
     return TrainConfig(**values)
