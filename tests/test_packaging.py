@@ -15,9 +15,10 @@ def test_the_project_metadata_raises_no_deprecation_warning():
     if major < 77:
         pytest.skip(f"setuptools {setuptools.__version__} predates SPDX license strings "
                     f"(77); the build itself asks for setuptools>=77")
-    from setuptools.config.pyprojecttoml import read_configuration
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # as a build applies it: the deprecation shows here
         warnings.simplefilter("error")
-        config = read_configuration(PYPROJECT)
-    assert config["project"]["license"] == "MIT"
+        dist = apply_configuration(Distribution(), PYPROJECT)
+    assert dist.metadata.license_expression == "MIT"
