@@ -120,7 +120,7 @@ def test_a_trained_model_on_an_input_file(trained, tmp_path, capsys):
     (["explain", "{missing}"], ExitCode.DATA, "missing.safetensors"),
     (["explain", "{model}", "{text}"], ExitCode.DATA, "give an image"),
     (["explain", "{model}", "{gone}"], ExitCode.DATA, "no such"),
-    (["explain", "--out", "{nodir}"], ExitCode.ERROR, "does not exist"),
+    (["explain", "--out", "{nodir}"], ExitCode.USAGE, "does not exist"),
 ])
 def test_errors_name_the_problem_with_the_usual_exit_codes(trained, tmp_path, capsys, args,
                                                            code, message):

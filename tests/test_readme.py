@@ -66,3 +66,35 @@ def test_readme_python_block_runs_as_shown(code, tmp_path, request):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f"README block failed:\n{code}\n--- stderr ---\n{r.stderr}"
+
+
+NO_PANDAS = """
+import importlib.abc, sys
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "pandas":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+"""
+
+
+def sklearn_blocks():
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## scikit-learn's MLPClassifier"):]
+    section = section[:section.index("\n## ", 1)]
+    return [pytest.param(m.group(1), id=f"block{i}") for i, m in enumerate(FENCE.finditer(section))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code", sklearn_blocks())
+def test_the_scikit_learn_examples_need_only_the_sklearn_extra(code, tmp_path):
+    """'handgrad[sklearn]' installs scikit-learn and SciPy, not pandas: each example of
+    the estimators' section runs without pandas (the save/load one once needed it)."""
+    pytest.importorskip("sklearn")
+    env = dict(os.environ, MPLBACKEND="Agg")
+    r = subprocess.run([sys.executable, "-c", NO_PANDAS + code], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"README block failed without pandas:\n{code}\n{r.stderr}"

@@ -161,7 +161,10 @@ def test_backoff_gives_up_after_five_tries(capsys):
     code = main(["train", *SMALL, "--epochs", "2", "--lr", "1e9", "--optimizer", "sgd",
                  "--on-divergence", "backoff", "--quiet"])
     captured = capsys.readouterr()
-    assert code == ExitCode.DIVERGED and "after 5 learning-rate back-offs" in captured.err
+    assert code == ExitCode.DIVERGED
+    assert "5 automatic learning-rate back-offs (down to 3.125e+07) did not help" in captured.err
+    assert "start again with a smaller --lr (e.g. --lr 3.12e+06)" in captured.err
+    assert "--on-divergence backoff" not in captured.err  # what was done already
 
 
 def test_second_signal_stops_at_once():

@@ -158,3 +158,25 @@ def test_a_fitted_estimator_file_without_scikit_learn(tmp_path, monkeypatch):
         handgrad.load(tmp_path / "est.safetensors")
     assert info.value.features == ("sklearn",)
     assert handgrad.serialization.load(tmp_path / "est.safetensors").n_inputs == 3
+
+
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
+def test_the_estimators_without_scikit_learn_name_the_pip_install(monkeypatch, name):
+    """``from handgrad import MLPClassifier`` without the sklearn extra: an ImportError
+    (as Python code expects) that is handgrad's MissingPackageError, naming the install
+    (review finding 13)."""
+    import sys
+
+    import handgrad
+
+    for module in list(sys.modules):
+        if module.split(".")[0] == "sklearn" or module == "handgrad.sklearn":
+            monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.delattr(handgrad, "sklearn", raising=False)
+    with pytest.raises(ImportError) as info:
+        exec(f"from handgrad import {name}", {})
+    assert isinstance(info.value, MissingPackageError)
+    assert info.value.features == ("sklearn",) and info.value.name == "sklearn"
+    assert "pip install 'handgrad[sklearn]'" in str(info.value)
+    assert f"handgrad.{name}" in str(info.value)

@@ -31,13 +31,32 @@ __all__ = ["MLP", "MLPConfig", "BackupAndRestore", "Callback", "Checkpoint", "Co
 ESTIMATORS = ("handgrad.MLPClassifier", "handgrad.MLPRegressor")
 
 
-def save(model, path):
+def save(model, path, *, overwrite=False):
     """Write a model file (safetensors and JSON, never pickle): of an :class:`MLP`, or of
     a fitted ``MLPClassifier``/``MLPRegressor`` (its network, parameters, classes and
-    fitted attributes), which :func:`load` gives back as the estimator."""
+    fitted attributes), which :func:`load` gives back as the estimator.
+
+    A previous handgrad model file at ``path`` is replaced; any other file there (a data
+    set, an image, a checkpoint) is refused with a ``FileExistsError`` unless
+    ``overwrite=True``.
+    """
     if not isinstance(model, MLP) and hasattr(model, "to_mlp"):
         model = model.to_mlp()
-    return serialization.save(model, path)
+    if not isinstance(model, MLP):
+        raise TypeError(_not_savable(model))
+    return serialization.save(model, path, overwrite=overwrite)
+
+
+def _not_savable(obj):
+    """Why :func:`save` refuses ``obj``, and what it takes instead."""
+    kind = type(obj)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    message = (f"handgrad.save takes a handgrad.MLP or a fitted {' or '.join(ESTIMATORS)}, "
+               f"got {name}")
+    if hasattr(obj, "steps") and hasattr(obj, "named_steps"):  # a scikit-learn Pipeline
+        message += ("; a model file holds one network: save the pipeline's handgrad "
+                    "estimator (pipeline[-1]) and rebuild the steps before it in code")
+    return message
 
 
 def load(path):
@@ -60,8 +79,17 @@ def load(path):
 def __getattr__(name):
     # Optional parts load on first use: the core needs NumPy, safetensors and threadpoolctl.
     if name in ("MLPClassifier", "MLPRegressor"):
-        from . import sklearn
+        try:
+            from . import sklearn
+        except ModuleNotFoundError as exc:
+            top = (exc.name or "").split(".")[0]
+            if top not in ("sklearn", "scipy"):
+                raise
+            from ._requirements import MissingModuleError
 
+            raise MissingModuleError(f"handgrad.{name} needs scikit-learn and SciPy ({top} "
+                                     f"is not installed): pip install 'handgrad[sklearn]'",
+                                     ["sklearn"], name=top) from exc
         return getattr(sklearn, name)
     if name in ("export_onnx", "to_onnx_bytes"):
         from . import onnx

@@ -109,6 +109,41 @@ class OutputPathError(NotWritableError):
     folder on a virtual file system (``/proc``, ``/sys``) that holds no ordinary files."""
 
 
+class OverwriteRefusedError(OutputPathError, FileExistsError):
+    """The output path holds a file that the write would destroy and that is not of the
+    kind being written (a data set where a model is to go, a PNG where an ONNX file is).
+
+    ``path`` names it, ``what`` says what it is; ``option`` is the caller's way to
+    overwrite it on purpose (``overwrite=True`` in Python): :meth:`format` words the
+    message with another (the command line's ``--force``), or without any where
+    overwriting is never allowed (``option`` None: the training data itself).
+    """
+
+    def __init__(self, path, what, option="overwrite=True"):
+        self.path, self.what, self.option = path, what, option
+        super().__init__(path, self.format(option))
+
+    def format(self, option=None):
+        """The message, naming ``option`` (default: this error's own) as the way to
+        overwrite on purpose."""
+        option = self.option if option is None else option
+        fix = "give another path" if self.option is None else \
+            f"give another path, or pass {option} to replace it"
+        return f"{self.path}: refusing to overwrite {self.what}; {fix}"
+
+
+def check_overwrite(path, kind, is_kind, *, overwrite=False):
+    """Raise :class:`OverwriteRefusedError` if ``path`` holds a file that ``is_kind(path)``
+    says is not a ``kind`` file (a model file's writer passes the handgrad model check),
+    unless ``overwrite``. Nothing there, or a file of that kind: no error (replacing a
+    previous model of the same path is how a model is retrained)."""
+    path = Path(path)
+    if overwrite or not path.is_file():
+        return
+    if not is_kind(path):
+        raise OverwriteRefusedError(path, f"an existing file that is not {kind}")
+
+
 # File systems of the kernel's own objects: they exist, but files cannot be made in them.
 VIRTUAL_FILE_SYSTEMS = frozenset({
     "proc", "sysfs", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "configfs",
@@ -139,7 +174,10 @@ def check_writable(path, what="file", *, create_folder=False):
                                               f"{exc.strerror or exc}") from None
     if not directory.is_dir():
         _check_virtual(path, directory)
-        raise NotWritableError(path, f"{path}: folder {directory} does not exist")
+        # a folder that is not there is a wrong path (the command line's usage error), not
+        # a permission problem
+        raise OutputPathError(path, f"{path}: folder {directory} does not exist; create it "
+                                    f"first or give a path in an existing folder")
     try:
         fd, probe = create_temporary(directory / "handgrad-write-test")
         os.close(fd)

@@ -37,6 +37,15 @@ class MissingPackageError(RuntimeError):
         self.features = tuple(features)
 
 
+class MissingModuleError(MissingPackageError, ModuleNotFoundError):
+    """A :class:`MissingPackageError` where Python expects an import to fail (``from
+    handgrad import MLPClassifier``): also a ``ModuleNotFoundError``, ``name`` the module."""
+
+    def __init__(self, message, features=(), name=None):
+        MissingPackageError.__init__(self, message, features)
+        self.name = name
+
+
 def _installed(module):
     try:
         return importlib.util.find_spec(module) is not None

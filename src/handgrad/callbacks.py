@@ -105,15 +105,19 @@ class BackupAndRestore(Callback):
         if trainer.is_chief:
             check_writable(self.path, "file", create_folder=True)
             remove_stale_temporaries(self.path)  # left by a run killed mid-write
-        if self._restored:
-            return  # a second run() continues where the first stopped
-        self._restored = True
-        source = self.resume
-        if source is True:
-            source = self.path if self.path.exists() else None
-        if source not in (None, False):
-            trainer.restore(source)
-            self.restored_from = source
+        if not self._restored:  # a second run() continues where the first stopped
+            self._restored = True
+            source = self.resume
+            if source is True:
+                source = self.path if self.path.exists() else None
+            if source not in (None, False):
+                trainer.restore(source)
+                self.restored_from = source
+        if trainer.is_chief:
+            from .serialization import CHECKPOINT_FORMAT, check_model_path
+
+            # another file under the checkpoint's name is refused now, not after an epoch
+            check_model_path(self.path, CHECKPOINT_FORMAT)
 
     def _write(self, trainer):
         if trainer.is_chief:  # every worker holds the same state: one writer
@@ -203,8 +207,10 @@ class TerminateOnNaN(Callback):
 class LearningRateBackoff(Callback):
     """On divergence, restore the end of the last epoch and retry with ``lr × factor``.
 
-    Up to ``max_backoffs`` times in a run; after that the
-    :class:`~handgrad.train.DivergenceError` propagates, its ``backoffs`` set. Learning-rate
+    Up to ``max_backoffs`` times in a run; after that the model goes back to the end of
+    the last complete epoch once more (a checkpoint written then continues from sound
+    weights) and the :class:`~handgrad.train.DivergenceError` propagates, its
+    ``backoffs`` set. Learning-rate
     schedules are scaled with the optimizer (``scale_lr``). ``report(error, trainer)``, if
     given, is called after each back-off (the command line prints a line there).
     """
@@ -236,21 +242,31 @@ class LearningRateBackoff(Callback):
                           t.state_dict(), self.scale)
 
     def on_divergence(self, error):
-        if self.backoffs >= self.max_backoffs or self._snapshot is None:
+        if self._snapshot is None:
             error.backoffs = self.backoffs
             return None
+        if self.backoffs >= self.max_backoffs:
+            # giving up: back to the end of the last complete epoch (at the last rate
+            # tried), so that a checkpoint written now continues from sound weights
+            error.backoffs = self.backoffs
+            self._go_back()
+            return None
         self.backoffs += 1
+        self.scale *= self.factor
+        self._go_back()
+        if self.report is not None:
+            self.report(error, self._trainer)
+        return "retry"
+
+    def _go_back(self):
+        """Restore the snapshot, with every rate scaled by the back-offs since it."""
         t = self._trainer
         params, opt_state, trainer_state, scale_then = self._snapshot
         t.model.param_buffer[...] = params
         t.optimizer.load_state_dict(opt_state)
         t.load_state_dict(trainer_state)  # callbacks too: a schedule's state comes back
-        self.scale *= self.factor
         relative = self.scale / scale_then  # the back-offs since the snapshot, this one too
         t.optimizer.lr *= relative
         for cb in t.callbacks:
             if cb is not self and hasattr(cb, "scale_lr"):
                 cb.scale_lr(relative)
-        if self.report is not None:
-            self.report(error, t)
-        return "retry"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write
+from ._atomic import atomic_write, check_overwrite
 from ._requirements import MissingPackageError
 
 OPSET = 17
@@ -124,12 +124,42 @@ def to_onnx_bytes(model, fold_preprocessing=True, input_dtype=None):
     return to_onnx_model(model, fold_preprocessing, input_dtype).SerializeToString()
 
 
-def export_onnx(model, path, fold_preprocessing=True, input_dtype=None):
+def is_handgrad_onnx(path):
+    """Whether ``path`` is an ONNX file that handgrad wrote (its producer)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.read(1)
+        size = Path(path).stat().st_size
+    except OSError:
+        return False
+    # handgrad's files begin with the model's ir_version (field 1, a varint: byte 0x08)
+    # and, as every protobuf, are under 2 GiB: anything else is not parsed at all
+    if first != b"\x08" or size >= 2 << 30:
+        return False
+    onnx = _onnx()
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - protobuf's DecodeError, or anything unreadable
+        return False
+    return proto.producer_name == "handgrad"
+
+
+def check_onnx_path(path, *, overwrite=False):
+    """Raise :class:`~handgrad._atomic.OverwriteRefusedError` (a ``FileExistsError``) if
+    ``path`` holds a file other than an ONNX file handgrad wrote, unless ``overwrite``."""
+    check_overwrite(path, "an ONNX file written by handgrad", is_handgrad_onnx,
+                    overwrite=overwrite)
+
+
+def export_onnx(model, path, fold_preprocessing=True, input_dtype=None, *, overwrite=False):
     """Write ``model`` as an ONNX file (atomically); returns the path.
 
     The graph takes raw examples (the preprocessing is part of it) of element type
     ``input_dtype`` (see :func:`to_onnx_model`; ``"uint8"`` for images as they come).
+    A previous ONNX export at ``path`` is replaced; any other file there is refused with
+    a ``FileExistsError`` unless ``overwrite=True``.
     """
+    check_onnx_path(path, overwrite=overwrite)
     data = to_onnx_bytes(model, fold_preprocessing, input_dtype)
     path = Path(path)
     with atomic_write(path) as f:

@@ -22,8 +22,23 @@ def _pyplot():
     return plt
 
 
+def _ticker():
+    import matplotlib.ticker
+
+    return matplotlib.ticker
+
+
 def plot_history(history, path):
     """Loss and accuracy per epoch, train and validation, side by side."""
+    plt = _pyplot()
+    fig = history_figure(history)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def history_figure(history):
+    """The figure of :func:`plot_history` (matplotlib's), not yet saved."""
     plt = _pyplot()
     epochs = [e + 1 for e in history["epochs"]]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
@@ -34,13 +49,15 @@ def plot_history(history, path):
         if val and len(val) == len(epochs):
             ax.plot(epochs, val, "s-", label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(_ticker().MaxNLocator(integer=True))  # epochs: 1, 2, ...
+        if len(epochs) == 1:  # one point: its epoch alone, not matplotlib's 0.96..1.04
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+            ax.set_xticks(epochs)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
     ax_loss.set_yscale("log")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
 def plot_confusion(matrix, classes, path, title="Confusion matrix (test set)"):

@@ -35,7 +35,7 @@ import numpy as np
 
 from typing import NamedTuple
 
-from ._atomic import atomic_write
+from ._atomic import atomic_write, check_overwrite
 from .config import TrainConfig
 from .datasets.preprocess import Preprocessor
 from .datasets.errors import DataError
@@ -110,21 +110,56 @@ def _write(path, tensors, metadata):
     return path
 
 
-def save(model, path):
-    """Write ``model`` (weights, architecture, classes, preprocessing) to ``path``."""
+def file_format(path):
+    """The ``format`` a handgrad file at ``path`` declares (``handgrad-model``,
+    ``handgrad-checkpoint``), read from its header alone; None for anything else (no
+    file, another program's safetensors, not safetensors at all)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES:
+                return None
+            header = json.loads(f.read(n).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    return fmt if fmt in (MODEL_FORMAT, CHECKPOINT_FORMAT) else None
+
+
+def check_model_path(path, fmt=MODEL_FORMAT, *, overwrite=False):
+    """Raise :class:`~handgrad._atomic.OverwriteRefusedError` (a ``FileExistsError``) if
+    ``path`` holds a file other than a handgrad file of format ``fmt`` (a previous model
+    may be replaced: that is how a model is retrained), unless ``overwrite``."""
+    kind = "a handgrad model file" if fmt == MODEL_FORMAT else "a handgrad checkpoint"
+    check_overwrite(path, kind, lambda p: file_format(p) == fmt, overwrite=overwrite)
+
+
+def save(model, path, *, overwrite=False):
+    """Write ``model`` (weights, architecture, classes, preprocessing) to ``path``.
+
+    An existing handgrad model file at ``path`` is replaced; any other file (a data
+    set, an image, a checkpoint) is not, unless ``overwrite=True``.
+    """
     if not isinstance(model, MLP):
         raise TypeError(f"save expects a handgrad.MLP, got {type(model).__name__}")
     if not np.all(np.isfinite(model.param_buffer)):
         raise ValueError("refusing to save a model whose weights hold NaN or infinity")
+    check_model_path(path, MODEL_FORMAT, overwrite=overwrite)
     return _write(path, dict(model.params), _model_metadata(model, MODEL_FORMAT))
 
 
-def save_checkpoint(path, model, optimizer, trainer_state, config=None):
+def save_checkpoint(path, model, optimizer, trainer_state, config=None, *, overwrite=False):
     """Write a checkpoint: model, optimizer state, training position and ``config``
-    (a :class:`~handgrad.config.TrainConfig`, or None)."""
+    (a :class:`~handgrad.config.TrainConfig`, or None). An existing checkpoint at
+    ``path`` is replaced; any other file is not, unless ``overwrite=True``."""
     if config is not None and not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a handgrad.TrainConfig or None, got "
                         f"{type(config).__name__}")
+    check_model_path(path, CHECKPOINT_FORMAT, overwrite=overwrite)
     tensors = dict(model.params)
     opt = optimizer.state_dict()
     scalars = {}

@@ -280,6 +280,8 @@ class _BaseMLP(BaseEstimator):
         hidden = self._validate_hyperparameters()
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
+        if self.solver == "lbfgs":
+            self._refuse_unused_by_lbfgs(validation_data)
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, Y, y_raw = self._validate_input(X, y, incremental, reset=first_pass)  # Y: (N, M)
         sw = None
@@ -310,6 +312,21 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(NON_FINITE_MESSAGE)
         self._publish_weights()
         return self
+
+    def _refuse_unused_by_lbfgs(self, validation_data):
+        """handgrad's own options work through the training loop, which ``lbfgs`` does not
+        use: refused rather than silently ignored."""
+        unused = []
+        if self.dropout:
+            unused.append(f"dropout={self.dropout!r}")
+        if self.callbacks:
+            unused.append("callbacks")
+        if validation_data is not None:
+            unused.append("validation_data")
+        if unused:
+            raise ValueError(f"solver='lbfgs' would ignore {', '.join(unused)}: these work "
+                             f"through handgrad's training loop, which the sgd and adam "
+                             f"solvers use; choose solver='adam' or 'sgd', or leave them out")
 
     def _validation_rows(self, validation_data):
         """``(X_val, Y_val, y_val, sw_val)`` from ``validation_data=(X_val, y_val)`` or

@@ -1089,19 +1089,11 @@ def _pick_example(model, input, index, label, source):
         if y is not None:
             description += f", label {_class_name(model, y)}"
         return np.asarray(raw[i:i + 1]), y, description
-    from .datasets import load_dataset
+    from ._recorded import recorded_dataset
 
-    spec = model.training.get("dataset")
-    if spec is None:
-        raise DataError(f"{source} does not record the data set it was trained on; give an "
-                        f"INPUT (an image or a .npy file) to trace")
-    settings = model.training.get("settings", {})
-    column = settings.get("label_column", "-1")
-    try:
-        column = int(column)
-    except (TypeError, ValueError):
-        pass
-    ds = load_dataset(spec, label_column=column)
+    # the recorded data set, read with the run's own label column, labels as the model's
+    ds = recorded_dataset(model, source=source,
+                          fix="give an INPUT (an image or a .npy file) to trace")
     i = 0 if index is None else index
     if i >= len(ds.x_test):
         raise TraceArgumentError(f"index {i} is out of range: the test set of {ds.name} "

@@ -32,8 +32,8 @@ from .model import Dropout, check_sample_weight, is_sparse, square_norm
 from .optim import OPTIMIZERS, Adam, Optimizer, make_optimizer
 from .update import Update
 
-__all__ = ["METRICS", "Callback", "DivergenceError", "History", "SignalHandler",
-           "StopTraining", "Trainer", "TrainingInterrupted", "apply_max_norm"]
+__all__ = ["METRICS", "Callback", "DivergenceError", "History", "ResumeWarning",
+           "SignalHandler", "StopTraining", "Trainer", "TrainingInterrupted", "apply_max_norm"]
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time")
 
@@ -580,18 +580,69 @@ class Trainer:
     def restore(self, checkpoint):
         """Continue from ``checkpoint`` (a path or a loaded
         :class:`~handgrad.serialization.Checkpoint`): weights, optimizer state, position,
-        history and callbacks' state. The network and optimizer type must match."""
+        history and callbacks' state. The network and optimizer type must match.
+
+        The learning rate is the one setting a resumed run may change: when this
+        trainer's optimizer was built with another rate than the checkpoint's run
+        (``ck.config.lr``), training continues at the new rate (schedules scaled with
+        it), and :attr:`lr_changed` holds ``(the checkpoint's current rate, the new
+        one)``. The optimizer's other hyper-parameters come from the checkpoint; where
+        this trainer's differ, a :class:`ResumeWarning` says which were kept.
+        """
         from .serialization import Checkpoint, load_checkpoint
 
         ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
         if ck.model.config != self.model.config:
             raise ValueError(f"cannot resume: the checkpoint holds {ck.model!r}, this run "
                              f"trains {self.model!r}")
+        given = self.optimizer.hyperparameters()  # what this run's optimizer was built with
         if ck.model is not self.model:
             self.model.param_buffer[...] = ck.model.param_buffer
         self.optimizer.load_state_dict(ck.optimizer_state)
         self.load_state_dict(ck.trainer_state)
+        self.lr_changed = None
+        recorded = None if ck.config is None else ck.config.lr  # the run's own setting
+        if recorded is not None and given["lr"] != recorded:
+            self.lr_changed = (self._base_lr(), given["lr"])
+            self._set_base_lr(given["lr"])
+        saved = ck.optimizer_state["hyperparameters"]
+        kept = [f"{name}={_plain(saved[name])!r} (not {_plain(value)!r})"
+                for name, value in given.items()
+                if name != "lr" and name in saved and _plain(saved[name]) != _plain(value)]
+        if kept:
+            import warnings
+
+            warnings.warn(f"resuming from the checkpoint keeps its optimizer's "
+                          f"{', '.join(kept)}: only the learning rate of a resumed run can "
+                          f"change; start afresh for other settings", ResumeWarning,
+                          stacklevel=2)
         return ck
+
+    #: After :meth:`restore`: ``(old, new)`` where the learning rate was changed, else None.
+    lr_changed = None
+
+    def _base_lr(self):
+        """The rate the run trains at before any schedule: a schedule's base, else the
+        optimizer's."""
+        schedule = next((cb for cb in self.callbacks if hasattr(cb, "base_lr")), None)
+        return schedule.base_lr if schedule is not None else self.optimizer.lr
+
+    def _set_base_lr(self, lr):
+        """Continue at ``lr``: the optimizer's rate and every schedule scaled alike."""
+        ratio = lr / self._base_lr()
+        self.optimizer.lr *= ratio
+        for cb in self.callbacks:
+            if hasattr(cb, "scale_lr"):
+                cb.scale_lr(ratio)
+
+
+class ResumeWarning(UserWarning):
+    """A setting given for a resumed run that the checkpoint's overrides."""
+
+
+def _plain(value):
+    """A hyper-parameter as JSON gives it back (tuples as lists)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _load_callback_states(callbacks, saved):

@@ -45,6 +45,21 @@ def test_a_mistyped_option_gets_a_suggestion(capsys, argv, suggestion):
     assert "unrecognized arguments" in err and err.strip().endswith(suggestion)
 
 
+@pytest.mark.parametrize("argv, suggestion", [
+    (["predcit", "m.safetensors"], "did you mean predict?"),
+    (["evalute", "m.safetensors"], "did you mean evaluate?"),
+    (["explain", "--format", "htm"], "did you mean html?"),
+])
+def test_a_mistyped_command_or_choice_gets_a_suggestion(capsys, argv, suggestion):
+    """Review finding 16: ``handgrad predcit`` named no command."""
+    assert main(argv) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice" in err
+    assert err.strip().endswith(suggestion)
+    assert main(["frobnicate"]) == ExitCode.USAGE
+    assert "did you mean" not in capsys.readouterr().err
+
+
 def test_an_unknown_option_far_from_any_gets_no_suggestion(capsys):
     assert main(["train", "--frobnicate"]) == ExitCode.USAGE
     assert "did you mean" not in capsys.readouterr().err

@@ -93,3 +93,22 @@ def test_an_npy_file_without_its_suffix_is_read_by_content(model_path, examples,
 def test_a_missing_input_is_named(model_path, tmp_path, capsys):
     assert main(["predict", str(model_path), str(tmp_path / "gone")]) == ExitCode.DATA
     assert f"{tmp_path / 'gone'}: no such file" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(model_path, tmp_path):
+    """``handgrad predict m x.npy | head -1``: no "Broken pipe" error, 128 + SIGPIPE
+    (review finding 11). 20,000 lines do not fit in the pipe: the write must fail."""
+    import subprocess
+    import sys
+
+    rows = tmp_path / "many.npy"
+    np.save(rows, np.tile(load_digits()[0][:1], (20000, 1, 1)))
+    proc = subprocess.Popen([sys.executable, "-m", "handgrad", "predict", str(model_path),
+                             str(rows)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert first.startswith(str(rows).encode())
+    assert err == ""
+    assert proc.returncode == ExitCode.BROKEN_PIPE

@@ -133,14 +133,99 @@ def _rewrite_as_version_1(path, out):
 
 
 def test_settings_given_with_resume_are_reported_as_ignored(tmp_path, capsys):
+    """Every setting typed with --resume but the ones it takes gets the note, even one
+    typed at its default value (--dataset digits); --lr applies (review findings 4, 5)."""
     assert main(["train", "--hidden", "8", "--batch-size", "64", "--epochs", "1", "--quiet",
                  "--checkpoint-dir", str(tmp_path / "ck")]) == 0
     capsys.readouterr()
     ck = tmp_path / "ck" / CHECKPOINT_NAME
-    assert main(["train", "--resume", str(ck), "--epochs", "2", "--lr", "0.5", "--hidden",
-                 "32", "--quiet"]) == 0
+    assert main(["train", "--resume", str(ck), "--epochs", "2", "--lr", "0.005", "--hidden",
+                 "32", "--dataset", "digits"]) == 0
+    captured = capsys.readouterr()
+    assert "--dataset, --hidden ignored: a resumed run keeps its checkpoint's settings" \
+        in captured.err
+    assert "--lr ignored" not in captured.err and "--lr," not in captured.err.split("ignored")[0]
+    assert "at epoch 2, batch 1 with learning rate 0.005 (was 0.001)" in captured.out
+    resumed = handgrad.load_checkpoint(ck)
+    assert resumed.config.lr == 0.005 and resumed.optimizer_state["hyperparameters"]["lr"] == 0.005
+
+
+def test_flags_the_run_does_not_use_get_a_note(tmp_path, capsys):
+    """Review finding 5: --nesterov --momentum with adam, --step-size without the step
+    schedule, --warmup-epochs without cosine are not dropped silently."""
+    assert main(["train", "--hidden", "4", "--epochs", "1", "--quiet", "--nesterov",
+                 "--momentum", "0.5", "--step-size", "3", "--warmup-epochs", "5"]) == 0
     err = capsys.readouterr().err
-    assert "--hidden, --lr ignored: a resumed run keeps its checkpoint's settings" in err
+    assert "note: --momentum, --nesterov ignored: they apply to --optimizer sgd" in err
+    assert "note: --step-size ignored: it applies to --schedule step" in err
+    assert "note: --warmup-epochs ignored: it applies to --schedule cosine" in err
+    assert main(["train", "--hidden", "4", "--epochs", "2", "--quiet", "--optimizer", "sgd",
+                 "--nesterov", "--momentum", "0.5", "--schedule", "cosine",
+                 "--warmup-epochs", "1"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_says_it_is_complete(tmp_path, capsys):
+    """Review finding 14: nothing trained, exit 0, and the checkpoint is left alone."""
+    assert main(["train", "--hidden", "4", "--batch-size", "64", "--epochs", "2", "--quiet",
+                 "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    capsys.readouterr()
+    ck = tmp_path / "ck" / CHECKPOINT_NAME
+    before = ck.read_bytes()
+    assert main(["train", "--resume", str(ck)]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert f"{ck}: the run is complete (2 of 2 epochs); nothing to train" in out
+    assert "resuming from" not in out and "epoch 3" not in out
+    assert ck.read_bytes() == before
+
+
+def test_early_stopping_says_when_it_stopped_and_which_weights_it_kept(capsys):
+    assert main(["train", "--hidden", "32", "--epochs", "200", "--early-stopping",
+                 "--n-iter-no-change", "2", "--lr", "0.01", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    import re
+
+    found = re.search(r"early stopping: no improvement in val_loss for more than 2 epochs; "
+                      r"stopped after epoch (\d+) of 200, kept the weights of epoch (\d+) "
+                      r"\(val_loss ([0-9.]+)\)", out)
+    assert found, out
+    stopped, kept = int(found[1]), int(found[2])
+    assert kept < stopped < 200
+    lines = [l for l in out.splitlines() if l.startswith("epoch")]
+    assert len(lines) == stopped
+    assert f"val_loss {found[3]}" in lines[kept - 1]  # the epoch whose loss it names
+
+
+def test_a_ruined_run_gets_a_warning_and_keeps_exit_code_0(capsys):
+    """Review finding 14: sgd at lr 100 ends far worse than a uniform guess."""
+    assert main(["train", "--hidden", "16", "--epochs", "2", "--optimizer", "sgd", "--lr",
+                 "100", "--quiet"]) == ExitCode.OK
+    err = capsys.readouterr().err
+    assert "handgrad: warning: training ruined the network" in err
+    assert "uniform guess's (ln 10 = 2.3)" in err and "smaller --lr" in err
+    assert main(["train", "--hidden", "16", "--epochs", "2", "--quiet"]) == ExitCode.OK
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_divergence_advice_after_back_offs_can_be_followed(tmp_path, capsys):
+    """Review finding 4: after the back-offs, the advice is a command that works (and not
+    the back-off already used); the checkpoint holds the last complete epoch."""
+    ck = tmp_path / "ck" / CHECKPOINT_NAME
+    code = main(["train", "--hidden", "16", "--epochs", "3", "--optimizer", "sgd", "--lr",
+                 "1e9", "--on-divergence", "backoff", "--quiet",
+                 "--checkpoint-dir", str(tmp_path / "ck")])
+    assert code == ExitCode.DIVERGED
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "5 automatic learning-rate back-offs (down to 3.125e+07) did not help" in err
+    assert f"the weights of the last complete epoch are in {ck}" in err
+    assert f"handgrad train --resume {ck} --lr 3.12e+06" in err
+    assert "--on-divergence backoff" not in err
+    state = handgrad.load_checkpoint(ck).trainer_state
+    assert state["epoch"] == 0 and state["batch"] == 0  # the start: no epoch completed
+    assert main(["train", "--resume", str(ck), "--lr", "0.05", "--quiet"]) == ExitCode.OK
+    captured = capsys.readouterr()
+    assert "ignored" not in captured.err
+    assert "test accuracy" in captured.out
 
 
 def test_model_files_of_handgrad_0_1_load_and_describe_their_run(tmp_path, capsys):

@@ -290,3 +290,28 @@ def test_a_guessed_column_of_wildly_unbalanced_values_is_refused(tmp_path):
     assert "label_column=0" in str(info.value)
     table = read_csv(path, label_column=0)
     np.testing.assert_array_equal(table.y, labels)
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_npy_errors_say_what_the_file_is(tmp_path, mmap):
+    """Review finding 8: a text file or a model named .npy is not "pickled objects", and a
+    real object array is refused as pickled whether or not it is memory-mapped."""
+    import handgrad
+
+    text = tmp_path / "rows.npy"
+    text.write_text("1,2,3\n4,5,6\n")
+    model = handgrad.save(handgrad.MLP(2, 2, 2, seed=0), tmp_path / "m.safetensors")
+    named = tmp_path / "model.npy"
+    named.write_bytes(model.read_bytes())
+    objects = tmp_path / "objects.npy"
+    np.save(objects, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    for path, says in ((text, "holds text"), (named, "safetensors file")):
+        with pytest.raises(DataError) as info:
+            load_npy(path, mmap=mmap)
+        message = str(info.value)
+        assert message.startswith(f"{path}: not a .npy file") and says in message
+        assert "pickled" not in message
+    with pytest.raises(DataError) as info:
+        load_npy(objects, mmap=mmap)
+    assert "pickled Python objects" in str(info.value)
+    assert "memory-mapped" not in str(info.value)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
+import re
 import sys
 import traceback
 
@@ -37,7 +39,18 @@ class _Parser(argparse.ArgumentParser):
     subcommands' parsers are of the same class."""
 
     def error(self, message):
-        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {_suggest(message)}\n")
+
+
+def _suggest(message):
+    """argparse's "invalid choice" message with a "did you mean" for a near miss
+    (``predcit``: ``predict``)."""
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if not found:
+        return message
+    choices = [c.strip().strip("'\"") for c in found[2].split(",")]
+    close = difflib.get_close_matches(found[1], choices, n=1, cutoff=0.6)
+    return f"{message}; did you mean {close[0]}?" if close else message
 
 
 def build_parser():
@@ -71,7 +84,11 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return ExitCode.USAGE
     try:
-        return int(args.run(args))
+        code = int(args.run(args))
+        sys.stdout.flush()  # a reader gone (| head) shows here, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _broken_pipe()
     except CLIError as exc:
         return _fail(args, str(exc), exc.code)
     except ConfigError as exc:
@@ -116,6 +133,19 @@ def _subparser(parser, command):
         if isinstance(action, argparse._SubParsersAction):
             return action.choices.get(command, parser)
     return parser
+
+
+def _broken_pipe():
+    """Standard output's reader has gone (``handgrad predict m x.npy | head -1``): stop
+    quietly, as Unix tools do, with 128 + SIGPIPE; what is still buffered goes to
+    /dev/null so that Python's flush at exit does not complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (a test's captured stdout)
+        pass
+    return ExitCode.BROKEN_PIPE
 
 
 def _fail(args, message, code):

@@ -12,8 +12,9 @@ from dataclasses import fields
 from enum import IntEnum
 from pathlib import Path
 
+from .._atomic import OverwriteRefusedError
 from .._errors import ParameterError, python_words
-from ..config import ConfigError, TrainConfig
+from ..config import ARRAYS, ConfigError, TrainConfig
 
 
 class ExitCode(IntEnum):
@@ -24,6 +25,7 @@ class ExitCode(IntEnum):
     DIVERGED = 4  # the loss or gradient became NaN or infinite
     MISSING_PACKAGE = 5  # an optional package the command needs is not installed
     INTERRUPTED = 130  # Ctrl-C (SIGINT): a checkpoint was saved
+    BROKEN_PIPE = 141  # the reader of the output went away (| head): 128 + SIGPIPE
     TERMINATED = 143  # SIGTERM: a checkpoint was saved
 
 
@@ -76,6 +78,8 @@ def describe(exc):
     :class:`~handgrad._errors.ParameterError` names, as flags."""
     if isinstance(exc, ParameterError):
         return exc.format(parameter_flag)
+    if isinstance(exc, OverwriteRefusedError):  # overwrite=True is --force here
+        return exc.format("--force")
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, OSError) and exc.strerror:
@@ -184,20 +188,14 @@ def add_subparser(subparsers, name, **kwargs):
 
 
 def dataset_for(model, spec, model_path):
-    """The data set to evaluate ``model`` on: ``spec``, or the one it was trained on."""
-    from ..datasets import load_dataset
-
-    config = TrainConfig.from_training(model.training)
-    spec = spec or model.training.get("dataset")
-    if spec is None:
+    """The data set to evaluate ``model`` on: ``spec``, or the one it was trained on
+    (:func:`handgrad._recorded.recorded_dataset`: the recorded label column, classes
+    matched to the model's by name)."""
+    from .._recorded import recorded_dataset
+    if spec is None and model.training.get("dataset") in (None, ARRAYS):
         raise CLIError(f"{model_path}: the model does not record its data set; pass --dataset",
                        ExitCode.USAGE)
-    column = label_column(config.label_column) if config is not None else "auto"
-    ds = load_dataset(spec, label_column=column)
-    if ds.n_classes > model.n_classes:
-        raise CLIError(f"data set {spec!r} has {ds.n_classes} classes, the model "
-                       f"{model.n_classes}", ExitCode.DATA)
-    return ds
+    return recorded_dataset(model, spec, source=str(model_path))
 
 
 def write_plots(model, ds, directory):

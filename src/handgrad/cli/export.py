@@ -16,15 +16,18 @@ def add_parser(subparsers):
     x.add_argument("--input-dtype", choices=("float32", "float64", "uint8"), default=None,
                    help="element type of the graph's raw input (default: the model's float "
                         "type; uint8 takes image pixels as they come)")
+    x.add_argument("--force", action="store_true",
+                   help="replace OUT even if it is not an ONNX file handgrad wrote")
     return x
 
 
 def run(args):
-    from ..onnx import export_onnx
+    from ..onnx import check_onnx_path, export_onnx
 
     model = load(args.model)
     check_writable(args.out, "file")
-    export_onnx(model, args.out, input_dtype=args.input_dtype)
+    check_onnx_path(args.out, overwrite=args.force)
+    export_onnx(model, args.out, input_dtype=args.input_dtype, overwrite=args.force)
     shape = model.preprocessor.input_shape if model.preprocessor else (model.n_inputs,)
     dtype = args.input_dtype or model.dtype.name
     print(f"wrote {args.out}: input (N, {', '.join(map(str, shape))}) of raw {dtype} values, "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .._words import count
 from ..config import TrainConfig
-from ..serialization import load
+from ..serialization import CHECKPOINT_FORMAT, file_format, load, load_checkpoint
 from ..sysinfo import format_system_info, system_info
 from ._common import CLIError, ExitCode, add_subparser
 
@@ -37,8 +37,18 @@ def run(args):
                        ExitCode.USAGE)
     model = load(args.model)
     cfg = model.config
+    checkpoint = None
+    if file_format(args.model) == CHECKPOINT_FORMAT:  # where a run stands, and its length
+        state = load_checkpoint(args.model).trainer_state
+        history = state.get("history") or {}
+        checkpoint = {"epoch": int(state["epoch"]), "batch": int(state["batch"]),
+                      "epochs": int(state["epochs"]),
+                      "epochs_done": len(history.get("epochs", [])),
+                      "stopped_early": bool(history.get("stopped_early", False))}
     info = {
-        "file": str(args.model), "layer_sizes": list(cfg.layer_sizes),
+        "file": str(args.model),
+        "kind": "model" if checkpoint is None else "checkpoint", "checkpoint": checkpoint,
+        "layer_sizes": list(cfg.layer_sizes),
         "activation": cfg.activation, "dtype": cfg.dtype, "parameters": model.n_params,
         "tensors": {k: list(v.shape) for k, v in model.params.items()},
         "classes": model.classes,
@@ -51,8 +61,11 @@ def run(args):
         print(json.dumps(info, indent=2))
         return ExitCode.OK
     print(f"file         {info['file']}")
+    if checkpoint is not None:
+        print(f"checkpoint   of a training run: {_position(checkpoint)}; continue it with: "
+              f"handgrad train --resume {args.model}")
     print(f"layers       {' -> '.join(str(s) for s in cfg.layer_sizes)}")
-    print(f"activation   {cfg.activation}")
+    print(f"activation   {cfg.activation if cfg.hidden else 'none (no hidden layer)'}")
     print(f"dtype        {cfg.dtype}")
     print(f"parameters   {model.n_params:,}")
     for name, shape in info["tensors"].items():
@@ -67,8 +80,11 @@ def run(args):
     if tr.get("estimator"):
         n_iter = tr.get("n_iter")
         iterations = "iterations unknown" if n_iter is None else count(n_iter, "iteration")
-        print(f"trained by   {tr['estimator']}: {iterations}, "
-              f"final loss {tr.get('loss')}")
+        loss = tr.get("loss")
+        print(f"trained by   {tr['estimator']}: {iterations}, final loss "
+              f"{'unknown' if loss is None else format(loss, '.6f')}")
+        if tr.get("feature_names_in"):
+            print(f"features     {', '.join(map(str, tr['feature_names_in']))}")
     elif tr.get("dataset"):
         try:
             c = TrainConfig.from_training(tr)
@@ -81,3 +97,14 @@ def run(args):
         if tr.get("test_accuracy") is not None:
             print(f"test         accuracy {tr['test_accuracy']:.4f}, loss {tr['test_loss']:.6f}")
     return ExitCode.OK
+
+
+def _position(checkpoint):
+    """``3 of 10 epochs done (next: epoch 4, batch 1)``, or that the run is complete."""
+    done, total = checkpoint["epochs_done"], checkpoint["epochs"]
+    text = f"{done} of {count(total, 'epoch')} done"
+    if checkpoint["stopped_early"]:
+        return text + ", stopped early: complete"
+    if checkpoint["epoch"] >= total:
+        return text + ": complete"
+    return text + f" (next: epoch {checkpoint['epoch'] + 1}, batch {checkpoint['batch'] + 1})"

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from .._atomic import check_writable, remove_stale_temporaries
+from .._atomic import OverwriteRefusedError, check_writable, remove_stale_temporaries
 from .._progress import progress_bar
+from .._recorded import dataset_spec
 from .._requirements import require
 from .._words import count
 from ..callbacks import CHECKPOINT_NAME, BackupAndRestore, Callback, LearningRateBackoff
@@ -32,7 +33,14 @@ from ..config import ARRAYS, TrainConfig
 from ..datasets import NAMED, Preprocessor, prepare_data
 from ..model import ACTIVATIONS, DTYPES, MLP
 from ..optim import OPTIMIZERS
-from ..serialization import NotACheckpointError, load_checkpoint, save
+from ..serialization import (
+    CHECKPOINT_FORMAT,
+    MODEL_FORMAT,
+    NotACheckpointError,
+    check_model_path,
+    load_checkpoint,
+    save,
+)
 from ..train import DivergenceError, Trainer, TrainingInterrupted
 from ._common import (
     CLIError,
@@ -151,6 +159,9 @@ def add_parser(subparsers):
                           "and retry from the last epoch (up to 5 times)")
     out.add_argument("--out", type=Path, default=None, action=ExplicitStore,
                      help="save the trained model here")
+    out.add_argument("--force", action="store_true",
+                     help="replace the --out file even if it is not a handgrad model file "
+                          "(never the --dataset file)")
     out.add_argument("--checkpoint-dir", type=Path, default=None, action=ExplicitStore,
                      help=f"write {CHECKPOINT_NAME} here after every epoch")
     out.add_argument("--resume", type=Path, default=None,
@@ -161,7 +172,33 @@ def add_parser(subparsers):
     out.add_argument("--json", action="store_true",
                      help="print a machine-readable summary on stdout")
     out.add_argument("--quiet", action="store_true", help="no progress output")
+    settings = {f.name for f in fields(TrainConfig)}
+    for action in t._actions:  # which settings the user typed, whatever their value
+        if action.dest in settings:
+            _record_given(action)
     return t
+
+
+def _record_given(action):
+    """Make ``action`` add its setting's name to the namespace's ``given`` set."""
+    base = type(action)
+
+    class Given(base):
+        def __call__(self, parser, namespace, values, option_string=None):
+            given = getattr(namespace, "given", None)
+            if given is None:
+                given = set()
+                namespace.given = given
+            given.add(self.dest)
+            super().__call__(parser, namespace, values, option_string)
+
+    Given.__name__ = base.__name__
+    action.__class__ = Given
+
+
+def _given(args):
+    """The settings (TrainConfig field names) typed on the command line."""
+    return getattr(args, "given", None) or set()
 
 
 def run(args):
@@ -191,6 +228,8 @@ def _train(args, comm):
         checkpoint, config = _resumed_config(args)
     else:
         config = config_from_args(args)
+        if rank0:
+            _note_unused(args, config)
     shown = _shown_outputs(args, config)  # as the user typed them, where given this time
     if config.early_stopping and not config.val_fraction:
         raise CLIError("--early-stopping needs a validation split (--val-fraction > 0)",
@@ -200,9 +239,11 @@ def _train(args, comm):
             require("plots")
         if config.out is not None:
             check_writable(shown["out"], "file")
+            _check_out(config, shown["out"], args.force)
             remove_stale_temporaries(config.out)  # left by a run killed mid-write
         if config.checkpoint_dir is not None:
             check_writable(shown["checkpoint_dir"], "dir")
+            check_model_path(Path(config.checkpoint_dir) / CHECKPOINT_NAME, CHECKPOINT_FORMAT)
         if config.plot is not None:
             check_writable(shown["plot"], "dir")
 
@@ -227,6 +268,9 @@ def _train(args, comm):
     X = model.prepare(data.x_train)  # (N, D)
     val = None if data.x_val is None else (_prepare_rows(model, data.x_val), data.y_val)
 
+    typed = config.dataset  # as given, for the summary
+    # recorded (checkpoints, the model file) as an absolute path: found from any folder
+    config = config.replace(dataset=dataset_spec(config.dataset))
     progress = _Progress(config.epochs, stream, quiet=not show)
     callbacks = [progress]
     if config.on_divergence == "backoff":
@@ -249,19 +293,30 @@ def _train(args, comm):
     config = trainer.config  # with the effective learning rate
     if config.checkpoint_dir is not None:  # last: after schedules and early stopping
         trainer.callbacks.append(BackupAndRestore(config.checkpoint_dir))
+    done = None
     if checkpoint is not None:
         trainer.restore(checkpoint)
-        if show:
+        # a finished run trains nothing; its model and figures are still written (a run
+        # killed after its last checkpoint but before its --out gets them now)
+        done = _completed(checkpoint, config, args.resume)
+        if done is not None and rank0:
+            print(done, file=stream)
+        elif show:
+            lr = ("" if trainer.lr_changed is None else
+                  f" with learning rate {trainer.lr_changed[1]:g} (was "
+                  f"{trainer.lr_changed[0]:g})")
             print(f"resuming from {args.resume} at epoch {trainer.epoch + 1}, "
-                  f"batch {trainer.batch + 1}; {_destinations(shown)}", file=stream)
+                  f"batch {trainer.batch + 1}{lr}; {_destinations(shown)}", file=stream)
 
     n_val, n_test = (0 if val is None else len(val[0])), len(data.x_test)
     if comm is not None:  # every rank joins these collectives, printing or not
         n_val, n_test = comm.allreduce(n_val), comm.allreduce(n_test)
-    if show:
+    if show and done is None:
         sizes = "-".join(str(s) for s in model.config.layer_sizes)
         where = "" if comm is None else f" over {count(comm.size, 'MPI rank')}"
-        print(f"training {sizes} ({model.config.activation}, {model.config.dtype}) on "
+        kind = (model.config.activation if model.config.hidden
+                else "no hidden layer: multinomial logistic regression")
+        print(f"training {sizes} ({kind}, {model.config.dtype}) on "
               f"{data.name}{where}: {data.n_train} train, {n_val} validation, "
               f"{count(n_test, 'test example')}",
               file=stream)
@@ -277,12 +332,8 @@ def _train(args, comm):
         return _interrupted(exc, trainer, config, rank0)
     except DivergenceError as exc:
         progress.close()
-        hint = ("" if trainer.last_checkpoint is None
-                else f"; the last finite weights are in {trainer.last_checkpoint}")
-        if exc.backoffs:
-            hint += f" (after {count(exc.backoffs, 'learning-rate back-off')})"
-        raise CLIError(f"{exc}: try a smaller --lr, or --on-divergence backoff to halve it and "
-                       f"retry automatically{hint}", ExitCode.DIVERGED) from None
+        raise CLIError(divergence_advice(exc, trainer, config, args.resume),
+                       ExitCode.DIVERGED) from None
     finally:
         progress.close()
     train_time = time.perf_counter() - t0
@@ -297,20 +348,28 @@ def _train(args, comm):
         if not rank0:
             return ExitCode.OK
     history = trainer.history.to_dict()
+    kept = _kept_epoch(trainer)
+    if kept is not None and show:
+        print(kept[1], file=stream)
+    warning = _ruined(model, trainer, test_loss)
+    if warning is not None and rank0:
+        print(f"handgrad: warning: {warning}", file=sys.stderr)
     model.training = {
         "dataset": config.dataset, "config": config.to_dict(), "history": history,
         "test_accuracy": test_acc, "test_loss": test_loss, "train_time_s": train_time,
         "handgrad_version": __version__,
     }
     if config.out is not None:
-        save(model, config.out)
+        save(model, config.out, overwrite=args.force)
     figures = write_plots(model, data, config.plot) if config.plot is not None else []
     summary = {
-        "dataset": config.dataset, "layer_sizes": list(model.config.layer_sizes),
+        "dataset": typed, "layer_sizes": list(model.config.layer_sizes),
         "activation": model.config.activation, "dtype": model.config.dtype,
         "epochs": len(history["epochs"]), "history": history,
         "test_accuracy": test_acc, "test_loss": test_loss, "train_time_s": train_time,
         "model_path": shown["out"], "figures": [str(f) for f in figures],
+        "kept_epoch": None if kept is None else kept[0] + 1,
+        "warnings": [] if warning is None else [warning],
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -322,6 +381,96 @@ def _train(args, comm):
         for f in figures:
             print(f"figure written to {f}")
     return ExitCode.OK
+
+
+def _completed(checkpoint, config, path):
+    """The line saying that the run of ``checkpoint`` is complete and nothing is left to
+    train, or None if it has epochs left."""
+    state = checkpoint.trainer_state
+    epoch = int(state["epoch"])
+    if state.get("history", {}).get("stopped_early"):
+        return (f"{path}: the run is complete (stopped early by --early-stopping after epoch "
+                f"{epoch}); nothing to train")
+    if epoch >= config.epochs:
+        return (f"{path}: the run is complete ({epoch} of {config.epochs} epochs); nothing "
+                f"to train (give --epochs above {epoch} to train further)")
+    return None
+
+
+def divergence_advice(exc, trainer, config, resumed):
+    """The one-line error of a diverged run, with advice that can be followed and that
+    does not suggest what was done already: after automatic back-offs (which leave the
+    checkpoint at the end of the last complete epoch), continue from there at a smaller
+    rate (``--resume CHECKPOINT --lr``); a resumed run resumes again."""
+    smaller = f"{exc.lr / 10:.3g}"
+    ck = trainer.last_checkpoint
+    if exc.backoffs:
+        advice = (f"{count(exc.backoffs, 'automatic learning-rate back-off')} (down to "
+                  f"{exc.lr:g}) did not help")
+        source = ck if ck is not None else resumed
+        if source is None:
+            return f"{exc}; {advice}: start again with a smaller --lr (e.g. --lr {smaller})"
+        what = ("the weights of the last complete epoch are in" if ck is not None
+                else "the run can still continue from")
+        return (f"{exc}; {advice}; {what} {source}: continue at a smaller rate with: "
+                f"handgrad train --resume {source} --lr {smaller}")
+    hint = "" if ck is None else f"; the last finite weights are in {ck}"
+    if resumed is None:
+        return (f"{exc}: try a smaller --lr, or --on-divergence backoff to halve it and retry "
+                f"automatically{hint}")
+    return (f"{exc}: resume at a smaller rate (handgrad train --resume "
+            f"{ck if ck is not None else resumed} --lr {smaller}), or with --on-divergence "
+            f"backoff to halve it and retry automatically{hint}")
+
+
+def _kept_epoch(trainer):
+    """``(epoch, line)`` saying when early stopping stopped and whose weights it kept,
+    or None when it did not stop the run."""
+    from ..schedules import EarlyStopping
+
+    stopper = next((cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)), None)
+    history = trainer.history
+    if stopper is None or not history.stopped_early or stopper.best_epoch is None:
+        return None
+    best = stopper.best_epoch
+    value = history.val_loss[history.epochs.index(best)] if best in history.epochs else None
+    at = "" if value is None else f" (val_loss {value:.6f})"
+    kept = (f"kept the weights of epoch {best + 1}{at}" if stopper.restore_best
+            else "kept the last epoch's weights")
+    return best, (f"early stopping: no improvement in val_loss for more than "
+                  f"{count(stopper.rule.patience, 'epoch')}; stopped after epoch "
+                  f"{history.epochs[-1] + 1} of {trainer.epochs}, {kept}")
+
+
+def _ruined(model, trainer, test_loss):
+    """A warning when training left the network worse than a uniform guess (test loss
+    well above ln M, and the training loss above it too), else None."""
+    import math
+
+    chance = math.log(model.n_classes)
+    losses = [v for v in trainer.history.train_loss if v is not None]
+    if not losses or not (test_loss > 1.5 * chance and losses[-1] > chance):
+        return None
+    return (f"training ruined the network: its test loss {test_loss:.4g} is worse than a "
+            f"uniform guess's (ln {model.n_classes} = {chance:.3g}), its last training "
+            f"loss {losses[-1]:.4g}; the learning rate ({trainer.optimizer.lr:g}) is most "
+            f"likely too high: train again with a smaller --lr")
+
+
+def _check_out(config, shown, force):
+    """Refuse an ``--out`` that would destroy the training data (always) or a file that is
+    not a handgrad model (unless ``--force``), before training, not after it."""
+    out = Path(config.out)
+    data = Path(config.dataset)
+    if config.dataset not in NAMED and data.is_file() and out.exists() \
+            and os.path.samefile(out, data):
+        raise OverwriteRefusedError(shown, "the training data (--dataset)", option=None)
+    if config.checkpoint_dir is not None \
+            and out.resolve() == (Path(config.checkpoint_dir) / CHECKPOINT_NAME).resolve():
+        raise OverwriteRefusedError(shown, "the checkpoint file of --checkpoint-dir (the "
+                                           "model and its checkpoints need two files)",
+                                    option=None)
+    check_model_path(shown, MODEL_FORMAT, overwrite=force)
 
 
 def _blas_threads(text):
@@ -351,18 +500,61 @@ def _resumed_config(args):
     changes = {}
     if getattr(args, "epochs_given", False):
         changes["epochs"] = args.epochs
+    if args.lr is not None:  # continue at another rate (after a divergence, say)
+        changes["lr"] = args.lr
+    if "on_divergence" in _given(args):
+        changes["on_divergence"] = args.on_divergence
     for name in OUTPUTS:
         if getattr(args, f"{name}_given", False):
             changes[name] = _absolute(getattr(args, name))
     defaults = TrainConfig()
+    given = _given(args)
     ignored = [flag(f.name) for f in fields(TrainConfig)
-               if f.name not in ("epochs", *OUTPUTS) and hasattr(args, f.name)
-               and getattr(args, f.name) != getattr(defaults, f.name)]
+               if f.name not in RESUMABLE and hasattr(args, f.name)
+               and (f.name in given or getattr(args, f.name) != getattr(defaults, f.name))]
     if ignored:
         print(f"handgrad: note: {', '.join(ignored)} ignored: a resumed run keeps its "
-              f"checkpoint's settings (only --epochs, --out, --checkpoint-dir and --plot "
-              f"change them)", file=sys.stderr)
+              f"checkpoint's settings (only --epochs, --lr, --on-divergence, --out, "
+              f"--checkpoint-dir and --plot change them)", file=sys.stderr)
     return checkpoint, config.replace(**changes)
+
+
+#: The settings a resumed run takes from the command line rather than its checkpoint.
+RESUMABLE = ("epochs", "lr", "on_divergence", *OUTPUTS)
+
+
+#: Settings that only one choice of another uses: (settings, whether this run uses them,
+#: "apply to" what).
+DEPENDENT = (
+    (("momentum", "nesterov"), lambda c: c.optimizer == "sgd", "apply to --optimizer sgd"),
+    (("step_size",), lambda c: c.schedule == "step", "apply to --schedule step"),
+    (("gamma",), lambda c: c.schedule in ("step", "plateau"),
+     "apply to --schedule step or plateau"),
+    (("warmup_epochs", "min_lr"), lambda c: c.schedule == "cosine",
+     "apply to --schedule cosine"),
+    (("n_iter_no_change", "tol"), lambda c: c.early_stopping or c.schedule == "plateau",
+     "apply to --early-stopping and --schedule plateau"),
+    (("rotation", "zoom", "shear", "translate"), lambda c: c.augment != "none",
+     "apply to --augment affine or elastic"),
+    (("elastic_alpha", "elastic_sigma"), lambda c: c.augment == "elastic",
+     "apply to --augment elastic"),
+    (("label_column",), lambda c: c.dataset.lower().endswith(".csv"),
+     "apply to a CSV --dataset"),
+)
+
+
+def _note_unused(args, config):
+    """A ``note:`` for each group of settings typed that this run's choices do not use
+    (``--nesterov`` with adam), as for a resumed run's settings."""
+    given = _given(args)
+    for names, applies, why in DEPENDENT:
+        unused = [name for name in names if name in given]
+        if unused and not applies(config):
+            typed = ", ".join(flag(name) for name in unused)
+            _, where = why.split(" ", 1)  # "to ...", after the verb
+            verb = "applies" if len(unused) == 1 else "apply"
+            print(f"handgrad: note: {typed} ignored: {'it' if len(unused) == 1 else 'they'} "
+                  f"{verb} {where}", file=sys.stderr)
 
 
 def _absolute(path):

@@ -283,15 +283,64 @@ def load_npy(path, max_bytes=DEFAULT_MAX_NPY_BYTES, mmap=False):
     then): for inputs larger than memory, processed in chunks by the caller.
     """
     path = _open_checked(path, float("inf") if mmap else max_bytes, ".npy")
+    _check_npy_header(path)  # NumPy's own errors would call any other file "pickled"
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
-            raise DataError(f"{path}: holds pickled objects, which handgrad never loads; "
-                            f"save plain numeric arrays instead") from None
         raise DataError(f"{path}: not a valid .npy file ({exc})") from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read as .npy ({exc})") from None
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_npy_header(path):
+    """Refuse, naming what the file is instead, anything that is not a ``.npy`` file of
+    plain values: another format (text, a safetensors model, a pickle, an archive) or an
+    array of Python objects (which only unpickling could read)."""
+    from numpy.lib import format as npy_format
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if not head.startswith(NPY_MAGIC):
+                raise DataError(f"{path}: not a .npy file (NumPy's files begin with "
+                                f"\\x93NUMPY); {_looks_like(head)}")
+            f.seek(0)
+            version = npy_format.read_magic(f)
+            if version == (1, 0):
+                _, _, dtype = npy_format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                _, _, dtype = npy_format.read_array_header_2_0(f)
+            else:  # a newer version: NumPy itself says whether it reads it
+                return
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: a damaged .npy header ({exc})") from None
+    if dtype.hasobject:
+        raise DataError(f"{path}: holds pickled Python objects (dtype {dtype}), which "
+                        f"handgrad never loads; save plain numeric arrays instead")
+
+
+def _looks_like(head):
+    """What the first bytes of a file that is not a ``.npy`` suggest it is."""
+    if head.startswith(b"PK\x03\x04"):
+        return "it is a zip archive (an .npz file? load it as .npz)"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "it is a Python pickle, which handgrad never loads"
+    if len(head) > 9 and head[8:10] == b'{"':
+        return "it looks like a safetensors file (a model file?)"
+    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8\xff"):
+        return "it is an image"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "its content is of another format"
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return "it holds text (a CSV file? give it a .csv name)"
+    return "its content is of another format"
 
 
 def load_npz(path, max_bytes=DEFAULT_MAX_NPY_BYTES):
