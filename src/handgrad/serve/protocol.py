@@ -181,6 +181,9 @@ def _json_data(data, datatype, shape, where):
         raise bad from None
     if arr.dtype.kind not in "iuf":
         raise bad
+    if _holds_bool(data):  # NumPy reads true/false among numbers as 1/0: refuse them
+        raise ProtocolError(400, f"{where}: 'data' holds true or false; datatype {datatype} "
+                                 f"takes numbers")
     arr = arr.astype(np.float64, copy=False)
     if arr.size != count:
         raise ProtocolError(400, f"{where}: shape {list(shape)} needs {count} values, "
@@ -200,13 +203,33 @@ def _json_data(data, datatype, shape, where):
                          or not np.array_equal(arr, np.round(arr))):
             raise ProtocolError(400, f"{where}: datatype {datatype} holds whole numbers in "
                                      f"[{info.min}, {info.max}]; 'data' has other values")
-    elif datatype == "FP16":
+    elif datatype in ("FP16", "FP32"):
         with np.errstate(over="ignore"):
-            arr = arr.astype(np.float16)
-    elif datatype == "FP32":
-        with np.errstate(over="ignore"):
-            arr = arr.astype(np.float32)
+            narrow = arr.astype(dt)
+        overflow = np.isinf(narrow) & np.isfinite(arr)  # finite in JSON, beyond the datatype
+        if overflow.any():
+            i = int(np.argmax(overflow))
+            largest = float(np.finfo(dt).max)
+            raise ProtocolError(400, f"{where}: {arr.flat[i]:g} (value {i} of 'data') is out "
+                                     f"of the {datatype} range (±{largest:.8g}); send it as "
+                                     f"FP64, or scale it")
+        arr = narrow
     return arr
+
+
+def _holds_bool(data):
+    """Whether a JSON ``data`` value (a number or nested lists) holds a boolean anywhere."""
+    if type(data) is bool:
+        return True
+    stack = [data] if type(data) is list else []
+    while stack:
+        items = stack.pop()
+        kinds = set(map(type, items))  # one C-level pass per list
+        if bool in kinds:
+            return True
+        if list in kinds:
+            stack.extend(v for v in items if type(v) is list)
+    return False
 
 
 def _binary_data(binary, offset, size, datatype, shape, where):
