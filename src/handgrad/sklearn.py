@@ -1136,9 +1136,9 @@ def _restored_optimizer(est, state, path):
     if not est._partial_fit_available():
         raise ModelFileError(f"{path}: holds an optimizer's state, but the estimator's "
                              f"solver {est.solver!r} keeps none")
-    optimizer = est._make_optimizer()
     buffer = est.model_.param_buffer
     try:
+        optimizer = est._make_optimizer()
         if state.get("type") != type(optimizer).__name__:
             raise ValueError(f"the state is of {state.get('type')!r}, solver {est.solver!r} "
                              f"uses {type(optimizer).__name__}")
