@@ -156,6 +156,16 @@ def test_json_true_and_false_are_not_numbers(data, shape):
     status, message = error_of(parse_infer_request, request(data, shape))
     assert status == 400 and ("true or false" in message or "must be numbers" in message), \
         message
+    # the app's cheap search of the body's bytes finds them, so the values are looked at
+    assert protocol.may_hold_literals(json.dumps(request(data, shape)).encode())
+
+
+def test_a_body_without_true_or_false_skips_the_search_and_reads_the_same():
+    body = json.dumps(request([0.5, 1, 0], [3])).encode()
+    assert not protocol.may_hold_literals(body)
+    header, _ = split_body(body, None)
+    np.testing.assert_array_equal(parse_infer_request(header, literals=False).inputs[0].data,
+                                  parse_infer_request(header).inputs[0].data)
 
 
 @pytest.mark.parametrize("datatype, value, limit", [("FP32", 1e39, "3.4028235e+38"),

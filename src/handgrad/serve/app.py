@@ -36,7 +36,7 @@ from .config import MAX_LR, ServeConfig
 from .metrics import Metrics
 from .openapi import openapi_document
 from .protocol import (HEADER_LENGTH, ProtocolError, decompress, encode_infer_response,
-                       parse_infer_request, parse_json, split_body)
+                       may_hold_literals, parse_infer_request, parse_json, split_body)
 from .visitors import VisitorCopies
 
 access_logger = logging.getLogger("handgrad.serve.access")
@@ -390,7 +390,7 @@ class Server:
             raw = decompress(body, encoding, self.config.max_body_bytes)
             header, binary = split_body(raw, length)
             served.check_input_names(header)
-            req = parse_infer_request(header, binary)
+            req = parse_infer_request(header, binary, literals=may_hold_literals(raw))
             return req, served.rows(req)
 
         req, X = await run_in_threadpool(decode) if len(body) > OFFLOAD_BYTES else decode()

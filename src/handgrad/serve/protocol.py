@@ -170,7 +170,7 @@ def _shape(value, where):
     return tuple(value)
 
 
-def _json_data(data, datatype, shape, where):
+def _json_data(data, datatype, shape, where, literals=True):
     """The values of a JSON ``data`` field (flat or nested, row-major) as an array."""
     count = math.prod(shape)
     bad = ProtocolError(400, f"{where}: 'data' must be numbers for datatype {datatype} "
@@ -181,7 +181,7 @@ def _json_data(data, datatype, shape, where):
         raise bad from None
     if arr.dtype.kind not in "iuf":
         raise bad
-    if _holds_bool(data):  # NumPy reads true/false among numbers as 1/0: refuse them
+    if literals and _holds_bool(data):  # NumPy reads true/false among numbers as 1/0
         raise ProtocolError(400, f"{where}: 'data' holds true or false; datatype {datatype} "
                                  f"takes numbers")
     arr = arr.astype(np.float64, copy=False)
@@ -217,6 +217,12 @@ def _json_data(data, datatype, shape, where):
     return arr
 
 
+def may_hold_literals(body):
+    """Whether a request body's bytes could hold JSON ``true`` or ``false`` (a search of
+    the bytes: far cheaper than looking at each value of a decoded tensor)."""
+    return b"true" in body or b"false" in body
+
+
 def _holds_bool(data):
     """Whether a JSON ``data`` value (a number or nested lists) holds a boolean anywhere."""
     if type(data) is bool:
@@ -244,8 +250,12 @@ def _binary_data(binary, offset, size, datatype, shape, where):
     return np.frombuffer(binary, dtype=dt, count=math.prod(shape), offset=offset).reshape(shape)
 
 
-def parse_infer_request(header, binary=b""):
-    """Check an inference request's JSON (and binary tail) and decode its tensors."""
+def parse_infer_request(header, binary=b"", *, literals=True):
+    """Check an inference request's JSON (and binary tail) and decode its tensors.
+
+    ``literals=False`` says the request's text holds neither ``true`` nor ``false``
+    (:func:`may_hold_literals`), so the search of JSON ``data`` for them is skipped.
+    """
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ProtocolError(400, "'inputs' must be a non-empty list of tensors")
@@ -282,7 +292,7 @@ def parse_infer_request(header, binary=b""):
             data = _binary_data(binary, offset, size, datatype, shape, where)
             offset += size
         elif "data" in t:
-            data = _json_data(t["data"], datatype, shape, where)
+            data = _json_data(t["data"], datatype, shape, where, literals)
         else:
             raise ProtocolError(400, f"{where}: no 'data' and no binary_data_size")
         decoded.append(InferInput(name, datatype, shape, data))
