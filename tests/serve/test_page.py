@@ -156,7 +156,9 @@ def test_a_model_of_other_examples_shows_nothing_of_the_one_before(browser, live
     page.goto(server.url + "/")
     page.wait_for_function("document.querySelectorAll('#probabilities .prob').length === 10")
     draw_seven(page)
-    page.wait_for_function("document.querySelector('#probabilities .prob').dataset.p")
+    settled = ("document.querySelector('#status').textContent === 'ready' && "
+               "document.querySelector('#probabilities .prob').dataset.p")
+    page.wait_for_function(settled)  # the answer for the whole 7, not for its first stroke
     drawn = page.text_content("#prediction")
     page.click("#labels button[data-label='3']")
     page.wait_for_function("document.querySelectorAll('#trace tbody tr').length >= 15")
@@ -183,7 +185,7 @@ def test_a_model_of_other_examples_shows_nothing_of_the_one_before(browser, live
 
     page.select_option("#model", "digits")  # the drawing is still there, and looked at again
     page.wait_for_function("document.querySelectorAll('#probabilities .prob').length === 10")
-    page.wait_for_function("document.querySelector('#probabilities .prob').dataset.p")
+    page.wait_for_function(settled)
     assert page.text_content("#prediction") == drawn
     assert page.locator("#units canvas").count() == 8
     assert errors == []
