@@ -118,7 +118,7 @@ def test_a_trained_model_on_an_input_file(trained, tmp_path, capsys):
     (["explain", "--format", "pdf"], ExitCode.USAGE, "invalid choice: 'pdf'"),
     (["explain", "--decimals", "40"], ExitCode.USAGE, "at most 15"),
     (["explain", "{missing}"], ExitCode.DATA, "missing.safetensors"),
-    (["explain", "{model}", "{text}"], ExitCode.DATA, "give an image"),
+    (["explain", "{model}", "{text}"], ExitCode.DATA, "none of the formats explain reads"),
     (["explain", "{model}", "{gone}"], ExitCode.DATA, "no such"),
     (["explain", "--out", "{nodir}"], ExitCode.USAGE, "does not exist"),
 ])

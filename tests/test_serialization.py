@@ -11,11 +11,12 @@ import pytest
 import handgrad
 from handgrad.config import TrainConfig
 from handgrad.datasets import Preprocessor
-from handgrad.optim import Adam
+from handgrad.optim import SGD, Adam
 from handgrad.serialization import (
     ModelFileError,
     load,
     load_checkpoint,
+    load_with_optimizer,
     save,
     save_checkpoint,
 )
@@ -217,3 +218,53 @@ def test_checkpoint_round_trip(tmp_path, model, rng):
     save(model, tmp_path / "m.safetensors")
     with pytest.raises(ModelFileError, match="not a training checkpoint"):
         load_checkpoint(tmp_path / "m.safetensors")
+
+
+def test_a_model_file_can_keep_its_optimizer_state(tmp_path, model, rng):
+    opt = SGD(0.05, momentum=0.9, nesterov=True)
+    model.loss_and_grads(rng.normal(size=(3, 4)), [0, 1, 2])
+    opt.step(model.param_buffer, model.grad_buffer)
+    path = save(model, tmp_path / "m.safetensors", optimizer=opt)
+    meta, tensors = read_parts(path)
+    assert meta["format"] == "handgrad-model" and "optimizer/flat/momentum_buffer" in tensors
+    back, state = load_with_optimizer(path)
+    np.testing.assert_array_equal(back.param_buffer, model.param_buffer)
+    again = SGD(1.0)
+    again.load_state_dict(state)
+    assert again.hyperparameters() == opt.hyperparameters()
+    np.testing.assert_array_equal(again.state["flat"]["momentum_buffer"],
+                                  opt.state["flat"]["momentum_buffer"])
+    # readers of the model alone see the same model; a file without one has no state
+    np.testing.assert_array_equal(load(path).param_buffer, model.param_buffer)
+    assert load_with_optimizer(save(model, tmp_path / "plain.safetensors")).optimizer_state \
+        is None
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"optimizer": "{oops"}, "not JSON"),
+    ({"optimizer": json.dumps({"type": "Adam"})}, "optimizer's stored state is damaged"),
+    ({"optimizer": json.dumps({"type": "Adam", "hyperparameters": {},
+                               "scalars": {"flat": {"t": "many"}}})}, "counter flat/t"),
+])
+def test_a_damaged_optimizer_state_is_named(tmp_path, model, rng, changes, message):
+    opt = Adam(0.01)
+    model.loss_and_grads(rng.normal(size=(3, 4)), [0, 1, 2])
+    opt.step(model.param_buffer, model.grad_buffer)
+    path = save(model, tmp_path / "m.safetensors", optimizer=opt)
+    rewrite_metadata(path, **changes)
+    with pytest.raises(ModelFileError, match=message):
+        load_with_optimizer(path)
+    load(path)  # the model itself is intact
+
+
+def test_an_optimizer_state_of_the_wrong_shape_is_refused(tmp_path, model):
+    from safetensors.numpy import save_file
+
+    opt = Adam(0.01)
+    path = save(model, tmp_path / "m.safetensors", optimizer=opt)
+    meta, tensors = read_parts(path)
+    tensors["optimizer/flat/m"] = np.zeros(3, np.float32)
+    meta["optimizer"] = json.dumps({"type": "Adam", "hyperparameters": {}, "scalars": {}})
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(ModelFileError, match="optimizer/flat/m has shape"):
+        load_with_optimizer(path)

@@ -599,6 +599,49 @@ def test_save_and_load_a_fitted_estimator_without_pickle(iris, tmp_path, kind):
         assert back.n_iter_ == 1 and back.t_ == est.t_ + len(X)
 
 
+@quiet
+@pytest.mark.parametrize("kind, params", [
+    ("classifier", {"solver": "sgd", "momentum": 0.9}),
+    ("classifier", {"solver": "sgd", "learning_rate": "adaptive", "n_iter_no_change": 1,
+                    "tol": 10.0}),  # the rate is divided by 5 on the way: kept too
+    ("classifier", {"solver": "adam"}),
+    ("regressor", {"solver": "adam", "hidden_layer_sizes": (6, 4)}),
+    ("regressor", {"solver": "sgd", "learning_rate": "invscaling", "learning_rate_init": 0.01}),
+])
+def test_partial_fit_after_save_and_load_equals_partial_fit_in_memory(iris, tmp_path, kind,
+                                                                      params):
+    X, y = iris
+    if kind == "classifier":
+        est, target, first = MLPClassifier(**params), y, {"classes": [0, 1, 2]}
+    else:
+        est, target, first = MLPRegressor(**params), y * 1.0, {}
+    est.set_params(random_state=0)
+    est.partial_fit(X, target, **first)
+    for _ in range(3):
+        est.partial_fit(X, target)
+    back = handgrad.load(handgrad.save(est, tmp_path / "est.safetensors"))
+    assert back._optimizer.learning_rate == est._optimizer.learning_rate
+    if params.get("learning_rate") == "adaptive":
+        assert est._optimizer.learning_rate < est.learning_rate_init  # it was divided
+    for _ in range(2):
+        est.partial_fit(X, target)
+        back.partial_fit(X, target)
+    for a, b in zip(est.coefs_ + est.intercepts_, back.coefs_ + back.intercepts_):
+        np.testing.assert_array_equal(b, a)
+    assert back.loss_curve_ == est.loss_curve_ and back.t_ == est.t_
+
+
+def test_a_saved_optimizer_state_that_does_not_fit_the_solver_is_refused(iris, tmp_path):
+    X, y = iris
+    est = MLPClassifier(solver="sgd", hidden_layer_sizes=(5,), random_state=0)
+    est.partial_fit(X, y, classes=[0, 1, 2])
+    path = handgrad.save(est, tmp_path / "est.safetensors")
+    model, state = handgrad.serialization.load_with_optimizer(path)
+    model.training["params"]["solver"] = "adam"  # the file says adam, its state is SGD's
+    with pytest.raises(handgrad.ModelFileError, match="'SGD', solver 'adam' uses Adam"):
+        handgrad.sklearn.from_model(model, path, state)
+
+
 def readme_estimator_blocks():
     import re
     from pathlib import Path

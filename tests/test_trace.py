@@ -544,7 +544,7 @@ def test_explain_an_input_file(digits_model, tmp_path):
     with pytest.raises(handgrad.DataError, match="shape \\(2, 5\\)"):
         explain(digits_model, tmp_path / "wrong.npy", index=0)
     (tmp_path / "x.txt").write_text("1 2 3")
-    with pytest.raises(handgrad.DataError, match="give an image"):
+    with pytest.raises(handgrad.DataError, match="none of the formats explain reads"):
         explain(digits_model, tmp_path / "x.txt")
 
 

@@ -33,18 +33,20 @@ ESTIMATORS = ("handgrad.MLPClassifier", "handgrad.MLPRegressor")
 
 def save(model, path, *, overwrite=False):
     """Write a model file (safetensors and JSON, never pickle): of an :class:`MLP`, or of
-    a fitted ``MLPClassifier``/``MLPRegressor`` (its network, parameters, classes and
-    fitted attributes), which :func:`load` gives back as the estimator.
+    a fitted ``MLPClassifier``/``MLPRegressor`` (its network, parameters, classes, fitted
+    attributes and its solver's state), which :func:`load` gives back as the estimator.
 
     A previous handgrad model file at ``path`` is replaced; any other file there (a data
     set, an image, a checkpoint) is refused with a ``FileExistsError`` unless
     ``overwrite=True``.
     """
+    optimizer = None
     if not isinstance(model, MLP) and hasattr(model, "to_mlp"):
+        optimizer = model._saved_optimizer() if hasattr(model, "_saved_optimizer") else None
         model = model.to_mlp()
     if not isinstance(model, MLP):
         raise TypeError(_not_savable(model))
-    return serialization.save(model, path, overwrite=overwrite)
+    return serialization.save(model, path, optimizer=optimizer, overwrite=overwrite)
 
 
 def _not_savable(obj):
@@ -62,7 +64,7 @@ def _not_savable(obj):
 def load(path):
     """Read a model file: the :class:`MLP`, or the fitted estimator :func:`save` was given
     (which needs scikit-learn; :func:`handgrad.serialization.load` reads the network alone)."""
-    model = serialization.load(path)
+    model, optimizer_state = serialization.load_with_optimizer(path)
     kind = model.training.get("estimator")
     if kind not in ESTIMATORS:
         return model
@@ -73,7 +75,7 @@ def load(path):
                                   f"pip install 'handgrad[sklearn]' "
                                   f"(handgrad.serialization.load reads its network alone)",
                                   ["sklearn"]) from exc
-    return sklearn.from_model(model, path)
+    return sklearn.from_model(model, path, optimizer_state)
 
 
 def __getattr__(name):

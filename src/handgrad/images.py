@@ -32,7 +32,11 @@ def _pillow():
 
 
 def read_image(path, max_pixels=MAX_PIXELS):
-    """Decode an image file to a grayscale float array in [0, 255] (H, W)."""
+    """Decode an image file to a grayscale float array in [0, 255] (H, W).
+
+    A transparent background (PNG, GIF, WebP alpha) is filled in first: see
+    :func:`flatten_alpha`.
+    """
     Image = _pillow()
     path = Path(path)
     if not path.is_file():
@@ -47,16 +51,55 @@ def read_image(path, max_pixels=MAX_PIXELS):
                 if w * h > max_pixels:
                     raise DataError(f"{path}: {w}×{h} pixels, over the limit of "
                                     f"{max_pixels:,} (a decompression bomb?)")
-                im.draft("L", (w, h))
-                gray = im.convert("L")
-                gray.load()
+                if _has_alpha(im):
+                    la = im.convert("RGBA").convert("LA")  # (gray, alpha); RGBA reads a
+                    # palette's or a tRNS chunk's transparency
+                    la.load()
+                    gray = None
+                else:
+                    im.draft("L", (w, h))
+                    gray = im.convert("L")
+                    gray.load()
     except DataError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise DataError(f"{path}: refused as a decompression bomb (too many pixels)") from None
     except Exception as exc:  # Pillow raises many types for damaged files
         raise DataError(f"{path}: cannot decode as an image ({type(exc).__name__}: {exc})") from None
+    if gray is None:
+        la = np.asarray(la, dtype=np.float64)  # (H, W, 2)
+        try:
+            return flatten_alpha(la[..., 0], la[..., 1] / 255.0)  # (H, W)
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from None
     return np.asarray(gray, dtype=np.float64)
+
+
+def _has_alpha(im):
+    return im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
+
+
+def flatten_alpha(gray, alpha):
+    """A grayscale image (H, W) of ``gray`` (H, W) in [0, 255] over a plain background,
+    by its opacity ``alpha`` (H, W) in [0, 1].
+
+    Dropping the alpha would leave what the transparent pixels happen to store, often
+    black under a black digit: a blank image. Where the opaque pixels cover most of the
+    image they are the background, and the transparent ones take their usual gray; where
+    they are the few, they are the ink, and the background becomes its opposite (white
+    under dark ink, black under light), as on any page or screen the image is shown on.
+    """
+    opaque = alpha >= 0.5
+    if opaque.all():
+        return gray
+    if not opaque.any():
+        raise DataError("the image is fully transparent: no digit found")
+    typical = float(np.median(gray[opaque]))  # the opaque pixels' usual gray
+    if opaque.mean() > 0.5:
+        background = typical  # the opaque pixels are mostly background
+    else:
+        background = 255.0 if typical < 128 else 0.0  # they are the ink
+    return alpha * gray + (1.0 - alpha) * background  # (H, W)
 
 
 def mnist_style(gray, size=FIELD, box=BOX):
@@ -98,8 +141,13 @@ def load_digit_image(path, shape=(FIELD, FIELD), max_value=255.0):
     """Read ``path`` and prepare it like MNIST; resized to ``shape`` if it differs.
 
     The result is scaled to ``[0, max_value]`` (16 for the 8×8 digits) as float64.
+    Errors name the file.
     """
-    return digit_input(read_image(path), shape, max_value)
+    gray = read_image(path)
+    try:
+        return digit_input(gray, shape, max_value)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 def digit_input(gray, shape=(FIELD, FIELD), max_value=255.0):

@@ -9,6 +9,10 @@ and in the header's ``__metadata__`` (string values, as safetensors requires):
   activation, dtype), enough to rebuild the model
 - ``classes``, ``preprocessing``, ``training``: JSON (class names, the fitted
   preprocessing, a training summary)
+- optionally (``save(..., optimizer=)``, as ``handgrad.save`` does for an estimator, so
+  that its ``partial_fit`` continues as it would have): the optimizer's arrays as tensors
+  ``optimizer/<key>/<name>`` and an ``optimizer`` JSON entry (its type, hyper-parameters
+  and counters); readers that do not look for them see the same model
 
 A checkpoint is the same file with ``format`` ``handgrad-checkpoint``, the
 optimizer's arrays as extra tensors named ``optimizer/<key>/<name>`` (and
@@ -60,6 +64,14 @@ class NotACheckpointError(ModelFileError):
     def __init__(self, path):
         super().__init__(f"{path}: a model file, not a training checkpoint")
         self.path = path
+
+
+class ModelFile(NamedTuple):
+    """What :func:`load_with_optimizer` returns: the model, and the optimizer's state dict
+    the file keeps (None for a file saved without one)."""
+
+    model: MLP
+    optimizer_state: dict | None
 
 
 class Checkpoint(NamedTuple):
@@ -138,8 +150,25 @@ def check_model_path(path, fmt=MODEL_FORMAT, *, overwrite=False):
     check_overwrite(path, kind, lambda p: file_format(p) == fmt, overwrite=overwrite)
 
 
-def save(model, path, *, overwrite=False):
-    """Write ``model`` (weights, architecture, classes, preprocessing) to ``path``.
+def _optimizer_entries(optimizer):
+    """``(tensors, description)`` of an optimizer's state: its arrays as tensors
+    ``optimizer/<key>/<name>``, and its type, hyper-parameters and counters as JSON."""
+    opt = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for key, st in opt["state"].items():
+        for name, value in st.items():
+            if isinstance(value, np.ndarray):
+                tensors[f"optimizer/{key}/{name}"] = value
+            else:
+                scalars.setdefault(key, {})[name] = value
+    return tensors, {"type": opt["type"], "hyperparameters": opt["hyperparameters"],
+                     "scalars": scalars}
+
+
+def save(model, path, optimizer=None, *, overwrite=False):
+    """Write ``model`` (weights, architecture, classes, preprocessing) to ``path``; with
+    an ``optimizer`` (a :class:`handgrad.optim.Optimizer` training ``model``), its state
+    too, which :func:`load_with_optimizer` gives back.
 
     An existing handgrad model file at ``path`` is replaced; any other file (a data
     set, an image, a checkpoint) is not, unless ``overwrite=True``.
@@ -149,7 +178,16 @@ def save(model, path, *, overwrite=False):
     if not np.all(np.isfinite(model.param_buffer)):
         raise ValueError("refusing to save a model whose weights hold NaN or infinity")
     check_model_path(path, MODEL_FORMAT, overwrite=overwrite)
-    return _write(path, dict(model.params), _model_metadata(model, MODEL_FORMAT))
+    tensors, metadata = dict(model.params), _model_metadata(model, MODEL_FORMAT)
+    if optimizer is not None:
+        opt_tensors, description = _optimizer_entries(optimizer)
+        for name, value in opt_tensors.items():
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"refusing to save an optimizer whose state {name} holds "
+                                 f"NaN or infinity")
+        tensors.update(opt_tensors)
+        metadata["optimizer"] = json.dumps(description)
+    return _write(path, tensors, metadata)
 
 
 def save_checkpoint(path, model, optimizer, trainer_state, config=None, *, overwrite=False):
@@ -161,14 +199,8 @@ def save_checkpoint(path, model, optimizer, trainer_state, config=None, *, overw
                         f"{type(config).__name__}")
     check_model_path(path, CHECKPOINT_FORMAT, overwrite=overwrite)
     tensors = dict(model.params)
-    opt = optimizer.state_dict()
-    scalars = {}
-    for key, st in opt["state"].items():
-        for name, value in st.items():
-            if isinstance(value, np.ndarray):
-                tensors[f"optimizer/{key}/{name}"] = value
-            else:
-                scalars.setdefault(key, {})[name] = value
+    opt_tensors, opt_description = _optimizer_entries(optimizer)
+    tensors.update(opt_tensors)
     trainer_state = dict(trainer_state)
     callback_states = []
     for i, cb_state in enumerate(trainer_state.get("callbacks") or []):
@@ -184,8 +216,7 @@ def save_checkpoint(path, model, optimizer, trainer_state, config=None, *, overw
         trainer_state["callbacks"] = callback_states
     metadata = _model_metadata(model, CHECKPOINT_FORMAT)
     metadata["checkpoint"] = json.dumps({
-        "optimizer": {"type": opt["type"], "hyperparameters": opt["hyperparameters"],
-                      "scalars": scalars},
+        "optimizer": opt_description,
         "trainer": trainer_state,
         "config": None if config is None else config.to_dict(),
     })
@@ -304,6 +335,49 @@ def load(path):
     return _build_model(path, tensors, meta)
 
 
+def load_with_optimizer(path):
+    """Read a model file into a :class:`ModelFile` ``(model, optimizer_state)``: the state
+    dict of the optimizer saved with it (``save(..., optimizer=)``), else None, for
+    :meth:`handgrad.optim.Optimizer.load_state_dict`."""
+    tensors, meta = _read(path, MODEL_FORMAT)
+    model = _build_model(path, tensors, meta)
+    if meta.get("format") != MODEL_FORMAT or "optimizer" not in meta:
+        return ModelFile(model, None)
+    try:
+        state = _optimizer_state(path, tensors, _json(path, meta, "optimizer"), model)
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelFileError(f"{path}: the optimizer's stored state is damaged ({exc})") \
+            from None
+    return ModelFile(model, state)
+
+
+def _optimizer_state(path, tensors, description, model):
+    """The optimizer's state dict from its tensors and JSON ``description``, checked."""
+    state = {}
+    for name, arr in tensors.items():
+        if name.startswith("optimizer/"):
+            _, key, field = name.split("/", 2)
+            if arr.shape != model.param_buffer.shape and key == "flat":
+                raise ValueError(f"{name} has shape {arr.shape}")
+            state.setdefault(key, {})[field] = arr
+    for key, scalars in description["scalars"].items():
+        state.setdefault(key, {}).update(scalars)
+    for key, st in state.items():
+        for field, value in st.items():
+            if isinstance(value, np.ndarray) and not np.all(np.isfinite(value)):
+                raise ModelFileError(f"{path}: optimizer state {key}/{field} is not finite")
+            if not isinstance(value, np.ndarray) and not (
+                    isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ModelFileError(f"{path}: optimizer counter {key}/{field} is invalid")
+    if not isinstance(description["type"], str) or not isinstance(
+            description["hyperparameters"], dict):
+        raise ValueError("'type' must be a name and 'hyperparameters' an object")
+    return {"type": description["type"], "hyperparameters": description["hyperparameters"],
+            "state": state}
+
+
 def load_checkpoint(path):
     """Read a checkpoint into a :class:`Checkpoint` ``(model, optimizer_state,
     trainer_state, config)``; files of handgrad 0.1 (format version 1) included."""
@@ -311,18 +385,7 @@ def load_checkpoint(path):
     model = _build_model(path, tensors, meta)
     ck = _json(path, meta, "checkpoint")
     try:
-        opt = ck["optimizer"]
-        state = {}
-        for name, arr in tensors.items():
-            if name.startswith("optimizer/"):
-                _, key, field = name.split("/", 2)
-                if arr.shape != model.param_buffer.shape and key == "flat":
-                    raise ValueError(f"{name} has shape {arr.shape}")
-                state.setdefault(key, {})[field] = arr
-        for key, scalars in opt["scalars"].items():
-            state.setdefault(key, {}).update(scalars)
-        opt_state = {"type": opt["type"], "hyperparameters": opt["hyperparameters"],
-                     "state": state}
+        opt_state = _optimizer_state(path, tensors, ck["optimizer"], model)
         trainer_state = ck["trainer"]
         stored = ck.get("config", ck.get("settings"))  # version 1 called it "settings"
         config = TrainConfig.from_dict(stored) if stored else None
@@ -331,13 +394,8 @@ def load_checkpoint(path):
                 for key, value in cb_state.items():
                     if isinstance(value, dict) and set(value) == {"tensor"}:
                         cb_state[key] = tensors[value["tensor"]]
+    except ModelFileError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: damaged checkpoint metadata ({exc})") from None
-    for key, st in state.items():
-        for field, value in st.items():
-            if isinstance(value, np.ndarray) and not np.all(np.isfinite(value)):
-                raise ModelFileError(f"{path}: optimizer state {key}/{field} is not finite")
-            if not isinstance(value, np.ndarray) and not (
-                    isinstance(value, (int, float)) and math.isfinite(value)):
-                raise ModelFileError(f"{path}: optimizer counter {key}/{field} is invalid")
     return Checkpoint(model, opt_state, trainer_state, config)

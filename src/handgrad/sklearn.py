@@ -542,6 +542,23 @@ class _BaseMLP(BaseEstimator):
                              if len(self.classes_) == model.n_classes else None)
         return model
 
+    def _saved_optimizer(self):
+        """The stochastic solver's optimizer, whose state ``handgrad.save`` keeps beside the
+        network so that ``partial_fit`` after ``handgrad.load`` continues as it would have
+        in memory; None before any stochastic fit (or when its state no longer fits the
+        network: ``coefs_`` assigned another architecture)."""
+        solver = getattr(self, "_optimizer", None)
+        if solver is None or getattr(self, "model_", None) is None:
+            return None
+        optimizer = solver.optimizer
+        buffer = self._sync_model().param_buffer
+        for st in optimizer.state.values():
+            for value in st.values():
+                if isinstance(value, np.ndarray) and (value.shape != buffer.shape
+                                                      or value.dtype != buffer.dtype):
+                    return None
+        return optimizer
+
     def __getstate__(self):
         # coefs_/intercepts_ are views of model_'s weights: rebuilt, not pickled twice
         state = self.__dict__.copy()
@@ -1081,12 +1098,15 @@ def _describe(est):
     return training
 
 
-def from_model(model, path="the model file"):
+def from_model(model, path="the model file", optimizer_state=None):
     """The fitted estimator a model file written by ``handgrad.save(estimator, path)``
     describes, around its network ``model`` (what :func:`handgrad.load` returns).
 
-    Parameters, classes, feature names and the fitted attributes come back; callbacks
-    and the optimizer's state do not (``partial_fit`` continues with a fresh optimizer).
+    Parameters, classes, feature names, the fitted attributes and, given its
+    ``optimizer_state`` (:func:`handgrad.serialization.load_with_optimizer`), the
+    stochastic solver's state (momentum, Adam's moments and step count, the current
+    learning rate) come back: ``partial_fit`` continues exactly as it would have on the
+    estimator that was saved. Callbacks do not (JSON cannot hold them).
     """
     training = model.training
     kinds = {"handgrad.MLPClassifier": MLPClassifier, "handgrad.MLPRegressor": MLPRegressor}
@@ -1121,4 +1141,35 @@ def from_model(model, path="the model file"):
             value = [_from_number(v) for v in value]
         if value is not None or name in FILE_CURVES:
             setattr(est, name, _from_number(value))
+    if optimizer_state is not None:
+        est._optimizer = _Solver(_restored_optimizer(est, optimizer_state, path))
     return est
+
+
+def _restored_optimizer(est, state, path):
+    """The solver's optimizer of ``est`` with the saved ``state`` dict, checked."""
+    from .serialization import ModelFileError
+
+    if not est._partial_fit_available():
+        raise ModelFileError(f"{path}: holds an optimizer's state, but the estimator's "
+                             f"solver {est.solver!r} keeps none")
+    buffer = est.model_.param_buffer
+    try:
+        optimizer = est._make_optimizer()
+        if state.get("type") != type(optimizer).__name__:
+            raise ValueError(f"the state is of {state.get('type')!r}, solver {est.solver!r} "
+                             f"uses {type(optimizer).__name__}")
+        hyper = {k: tuple(v) if isinstance(v, list) else v
+                 for k, v in state["hyperparameters"].items()}
+        type(optimizer)(**hyper)  # the constructor checks every value
+        for key, st in state["state"].items():
+            for name, value in st.items():
+                if isinstance(value, np.ndarray) and (value.shape != buffer.shape
+                                                      or value.dtype != buffer.dtype):
+                    raise ValueError(f"{key}/{name} is {value.dtype} {value.shape}, the "
+                                     f"network's parameters {buffer.dtype} {buffer.shape}")
+        optimizer.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelFileError(f"{path}: the estimator's optimizer state does not fit it "
+                             f"({exc})") from None
+    return optimizer

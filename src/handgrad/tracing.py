@@ -41,6 +41,7 @@ from . import model as _model  # the layer functions, looked up at call time
 from ._errors import ParameterError
 from ._words import count
 from .datasets.errors import DataError
+from .inputs import read_examples
 
 TRACE_FORMAT = "handgrad-trace"
 TRACE_VERSION = 1
@@ -1003,9 +1004,11 @@ def explain(model=None, input=None, *, index=None, label=None, max_checks=MAX_CH
     """The trace ``handgrad explain`` shows.
 
     - ``model`` None: the demonstration network of :func:`demo` and its example.
-    - ``model`` (a model file's path or an :class:`~handgrad.MLP`) with ``input``: an image
-      (prepared as MNIST's digits are) or a ``.npy`` file of one example, or of several with
-      ``index`` picking one; the label is ``label`` or, without it, the model's prediction.
+    - ``model`` (a model file's path or an :class:`~handgrad.MLP`) with ``input``: any file
+      ``handgrad predict`` reads (:func:`handgrad.inputs.read_examples`): an image (prepared
+      as MNIST's digits are), or a ``.npy``, CSV or IDX file of one example, or of several
+      with ``index`` picking one; the label is ``label`` or, without it, the model's
+      prediction.
     - ``model`` alone: example ``index`` (default 0) of the test set the model records it
       was trained on, with its recorded label unless ``label`` is given.
 
@@ -1072,11 +1075,9 @@ def _pick_example(model, input, index, label, source):
     if index is not None and (isinstance(index, bool) or not isinstance(index, int)
                               or index < 0):
         raise TraceArgumentError(f"index must be 0 or more, got {index!r}", index=None)
-    prep = model.preprocessor
-    shape = tuple(prep.input_shape) if prep is not None else (model.n_inputs,)
     if input is not None:
         path = Path(input)
-        raw = _read_example_file(path, model, shape)
+        _, raw = read_examples(path, model, reader="explain")  # as handgrad predict reads it
         if len(raw) > 1 and index is None:
             raise TraceArgumentError(f"{path} holds {len(raw)} examples; pick one with "
                                      f"{{index}}", index="N")
@@ -1093,7 +1094,7 @@ def _pick_example(model, input, index, label, source):
 
     # the recorded data set, read with the run's own label column, labels as the model's
     ds = recorded_dataset(model, source=source,
-                          fix="give an INPUT (an image or a .npy file) to trace")
+                          fix="give an INPUT (an image, or a .npy, CSV or IDX file) to trace")
     i = 0 if index is None else index
     if i >= len(ds.x_test):
         raise TraceArgumentError(f"index {i} is out of range: the test set of {ds.name} "
@@ -1104,26 +1105,3 @@ def _pick_example(model, input, index, label, source):
     if y is not None and y != recorded:
         description += f", traced with label {_class_name(model, y)} instead"
     return ds.x_test[i:i + 1], (recorded if y is None else y), description
-
-
-def _read_example_file(path, model, shape):
-    """Examples (N, ...) from an image or a ``.npy`` file, shaped as the model takes them."""
-    from .datasets import load_npy
-    from .images import IMAGE_SUFFIXES, load_digit_image
-
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        prep = model.preprocessor
-        max_value = prep.scale if (prep is not None and prep.scaling == "divide"
-                                   and prep.scale) else 255.0
-        image_shape = shape if len(shape) == 2 else (28, 28)
-        return load_digit_image(path, image_shape, max_value)[None]
-    if suffix != ".npy":
-        raise DataError(f"{path}: give an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy file")
-    arr = load_npy(path)
-    if arr.shape == shape or (arr.ndim == 1 and arr.shape[0] == model.n_inputs):
-        return arr[None]
-    if arr.shape[1:] == shape or (arr.ndim == 2 and arr.shape[1] == model.n_inputs):
-        return arr
-    raise DataError(f"{path}: holds an array of shape {arr.shape}; the model takes examples "
-                    f"of shape {shape} (or rows of {model.n_inputs} values), one or several")

@@ -78,6 +78,23 @@ def mnist_model(models_dir):
     return path
 
 
+@pytest.fixture(scope="session")
+def iris_model(models_dir):
+    """A 4-8-3 model of tabular examples with named classes, as one trained on iris.csv:
+    the page has nothing to draw for it."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 150)
+    x = rng.normal(0, 0.4, (150, 4)) + np.array([[5.0, 3.4, 1.5, 0.2], [5.9, 2.8, 4.3, 1.3],
+                                                  [6.6, 3.0, 5.6, 2.0]])[y]
+    prep = Preprocessor("standardize").fit(x)
+    model = handgrad.MLP(4, (8,), 3, seed=0)
+    model.preprocessor, model.classes = prep, ["setosa", "versicolor", "virginica"]
+    handgrad.fit(model, prep.transform(x), y, epochs=20, batch_size=16, seed=0)
+    path = models_dir / "iris.safetensors"
+    handgrad.save(model, path)
+    return path
+
+
 class LiveServer:
     """An app served by uvicorn on 127.0.0.1 in a thread of this process."""
 

@@ -82,6 +82,13 @@ def test_nan_and_infinity(server):
     assert_error(r, 422, "example 1, position [5]")
     assert_error(httpx.post(url, json=body([1e300] * 64, [1, 64], "FP64")), 422,
                  "too large for float32")
+    # a finite number FP32 cannot hold is out of range, not NaN or infinity
+    message = assert_error(httpx.post(url, json=body([0] * 63 + [1e39], [1, 64])), 400,
+                           "out of the FP32 range", "1e+39")
+    assert "NaN" not in message
+    # JSON true/false are not numbers, even among numbers
+    assert_error(httpx.post(url, json=body([0] * 63 + [True], [1, 64])), 400, "true or false")
+    still_serves(server.url)
 
 
 def test_unknown_model_version_input_and_output(server):
@@ -93,6 +100,13 @@ def test_unknown_model_version_input_and_output(server):
     assert_error(httpx.post(f"{base}/v2/models/digits/infer",
                             json=body([0] * 64, [1, 64], name="pixels")), 400,
                  "no input 'pixels'", "'input'")
+    # the name is the first thing wrong, whatever its data: named before the data's count
+    assert_error(httpx.post(f"{base}/v2/models/digits/infer",
+                            json=body([0], [1, 784], name="image")), 400,
+                 "no input 'image'", "'input'")
+    assert_error(httpx.post(f"{base}/v2/models/digits/infer",
+                            json=body(["x"], [1, 64], "BYTES", name="image")), 400,
+                 "no input 'image'")
     r = httpx.post(f"{base}/v2/models/digits/infer",
                    json={**body([0] * 64, [1, 64]), "outputs": [{"name": "logits"}]})
     assert_error(r, 400, "no output 'logits'")
@@ -228,6 +242,10 @@ def test_bad_page_requests(server):
     assert_error(httpx.post(f"{url}/learn", json={**good, "label": 10}), 400, "0 to 9")
     assert_error(httpx.post(f"{url}/learn", json={**good, "label": 3, "lr": -1}), 400, "'lr'")
     assert_error(httpx.post(f"{url}/learn", json={**good, "label": 3, "lr": 1e9}), 400, "'lr'")
+    # an empty learning-rate box arrives as null: said so, not as the string 'None'
+    message = assert_error(httpx.post(f"{url}/learn", json={**good, "label": 3, "lr": None}),
+                           400, "'lr' must be a number", "got null")
+    assert "None" not in message
     assert_error(httpx.post(f"{url}/look", content=b"nope"), 400, "not valid JSON")
 
 

@@ -142,3 +142,76 @@ def test_a_pen_stroke_and_clear(browser, live, make_app, digits_model):
     assert page.text_content("#prediction") == "?"
     assert page.is_disabled("#learn")
     page.close()
+
+
+def test_a_model_of_other_examples_shows_nothing_of_the_one_before(browser, live, make_app,
+                                                                    digits_model, iris_model):
+    """Drawn with digits, then iris chosen: its classes whole, no answer of digits' left
+    (prediction, bars, activations, weights, derivation), no error; the drawing comes back
+    with digits."""
+    server = live(make_app(digits_model, iris_model))
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#probabilities .prob').length === 10")
+    draw_seven(page)
+    settled = ("document.querySelector('#status').textContent === 'ready' && "
+               "document.querySelector('#probabilities .prob').dataset.p")
+    page.wait_for_function(settled)  # the answer for the whole 7, not for its first stroke
+    drawn = page.text_content("#prediction")
+    page.click("#labels button[data-label='3']")
+    page.wait_for_function("document.querySelectorAll('#trace tbody tr').length >= 15")
+
+    page.select_option("#model", "iris")
+    page.wait_for_function("document.querySelectorAll('#probabilities .prob').length === 3")
+    assert page.is_visible("#notice") and "nothing to draw" in page.text_content("#notice")
+    assert page.text_content("#prediction") == "?"
+    assert page.text_content("#confidence") == "nothing to draw for this model"
+    cells = page.eval_on_selector_all(
+        "#probabilities .prob", "rows => rows.map(r => [r.querySelector('.cls').textContent, "
+        "r.querySelector('.cls').scrollWidth <= r.querySelector('.cls').clientWidth, "
+        "r.querySelector('.pct').textContent, r.dataset.p ?? null])")
+    assert cells == [[name, True, "–", None] for name in ("setosa", "versicolor", "virginica")]
+    for part in ("#pad", "#seen", "#hidden", "#units", "#labels", "#learn", "#trace"):
+        assert not page.is_visible(part), part
+    assert page.locator("#units canvas").count() == 0
+    assert page.locator("#trace tr").count() == 0
+    assert page.get_attribute("#status", "class") in (None, "")
+    page.wait_for_timeout(400)  # an answer for digits still on its way must not land
+    assert page.text_content("#prediction") == "?" and page.locator("#units canvas").count() == 0
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-page-tabular.png"), full_page=True)
+
+    page.select_option("#model", "digits")  # the drawing is still there, and looked at again
+    page.wait_for_function("document.querySelectorAll('#probabilities .prob').length === 10")
+    page.wait_for_function(settled)
+    assert page.text_content("#prediction") == drawn
+    assert page.locator("#units canvas").count() == 8
+    assert errors == []
+    page.close()
+
+
+def test_an_empty_learning_rate_box_is_named_and_nothing_is_sent(browser, live, make_app,
+                                                                 digits_model):
+    server = live(make_app(digits_model))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#probabilities .prob').length === 10")
+    draw_seven(page)
+    page.wait_for_function("document.querySelector('#probabilities .prob').dataset.p")
+    page.click("#labels button[data-label='1']")
+    page.wait_for_function("document.querySelectorAll('#trace tbody tr').length >= 15")
+    sent = []
+    page.on("request", lambda r: sent.append(r.url) if r.url.endswith("/learn") else None)
+    page.fill("#lr", "")
+    page.click("#learn")
+    page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+    status = page.text_content("#status")
+    assert "learning rate must be a number in (0, 10]" in status and "empty" in status
+    assert "None" not in status and sent == [] and page.text_content("#steps") == ""
+    page.fill("#lr", "0.01")  # a number again: it learns
+    page.click("#learn")
+    page.wait_for_function("document.querySelector('#steps').textContent.includes('1 SGD step')")
+    assert len(sent) == 1
+    page.close()

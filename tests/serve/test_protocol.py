@@ -144,3 +144,36 @@ def test_nan_in_json_is_read_for_the_tensor_checks_to_name():
                            b'"data": [1, NaN]}]}', None)
     x = parse_infer_request(header).inputs[0].data
     assert np.isnan(x[1])
+
+
+@pytest.mark.parametrize("data, shape", [
+    ([1.0, True, 0.5], [3]),
+    ([[1, 2], [False, 3]], [2, 2]),
+    ([[[0.5, 1.5]], [[True, 0.0]]], [2, 1, 2]),
+    (True, [1]),
+])
+def test_json_true_and_false_are_not_numbers(data, shape):
+    status, message = error_of(parse_infer_request, request(data, shape))
+    assert status == 400 and ("true or false" in message or "must be numbers" in message), \
+        message
+    # the app's cheap search of the body's bytes finds them, so the values are looked at
+    assert protocol.may_hold_literals(json.dumps(request(data, shape)).encode())
+
+
+def test_a_body_without_true_or_false_skips_the_search_and_reads_the_same():
+    body = json.dumps(request([0.5, 1, 0], [3])).encode()
+    assert not protocol.may_hold_literals(body)
+    header, _ = split_body(body, None)
+    np.testing.assert_array_equal(parse_infer_request(header, literals=False).inputs[0].data,
+                                  parse_infer_request(header).inputs[0].data)
+
+
+@pytest.mark.parametrize("datatype, value, limit", [("FP32", 1e39, "3.4028235e+38"),
+                                                   ("FP16", 70000.0, "65504")])
+def test_a_number_beyond_the_datatype_is_named_out_of_range(datatype, value, limit):
+    status, message = error_of(parse_infer_request, request([1.0, -value], [2], datatype))
+    assert status == 400, message
+    assert f"out of the {datatype} range" in message and limit in message
+    assert "(value 1 of 'data')" in message and "NaN" not in message
+    # FP64 holds it; NaN and infinity themselves are left for the model's checks to name
+    assert parse_infer_request(request([1.0, -value], [2], "FP64")).inputs[0].data[1] == -value

@@ -42,8 +42,9 @@ def add_parser(subparsers):
     e.add_argument("model", type=Path, nargs="?", default=None, metavar="MODEL",
                    help="a model file (default: the demonstration network)")
     e.add_argument("input", type=Path, nargs="?", default=None, metavar="INPUT",
-                   help="an image, or a .npy file of one example or several (with --index); "
-                        "default: the model's recorded test set")
+                   help="an image, or a .npy, CSV or IDX file of one example or several "
+                        "(with --index), as predict reads them; default: the model's recorded "
+                        "test set")
     e.add_argument("--index", type=non_negative_int, default=None, metavar="N",
                    help="the example: row N of INPUT, or of the model's test set (default 0)")
     e.add_argument("--label", default=None,

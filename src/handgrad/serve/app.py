@@ -32,11 +32,11 @@ from starlette.staticfiles import StaticFiles
 from .. import __version__
 from . import page
 from .batcher import DynamicBatcher, Overloaded, Stopped
-from .config import ServeConfig
+from .config import MAX_LR, ServeConfig
 from .metrics import Metrics
 from .openapi import openapi_document
 from .protocol import (HEADER_LENGTH, ProtocolError, decompress, encode_infer_response,
-                       parse_infer_request, parse_json, split_body)
+                       may_hold_literals, parse_infer_request, parse_json, split_body)
 from .visitors import VisitorCopies
 
 access_logger = logging.getLogger("handgrad.serve.access")
@@ -391,7 +391,9 @@ class Server:
     async def infer_response(self, served, body, encoding, length):
         def decode():
             raw = decompress(body, encoding, self.config.max_body_bytes)
-            req = parse_infer_request(*split_body(raw, length))
+            header, binary = split_body(raw, length)
+            served.check_input_names(header)
+            req = parse_infer_request(header, binary, literals=may_hold_literals(raw))
             return req, served.rows(req)
 
         req, X = await run_in_threadpool(decode) if len(body) > OFFLOAD_BYTES else decode()
@@ -447,7 +449,7 @@ class Server:
                           "classes": m.classes, "layer_sizes": list(m.model.config.layer_sizes),
                           "activation": m.model.config.activation,
                           "steps": copy.steps if copy else 0})
-        return JSONResponse({"models": items, "lr": self.config.page_lr,
+        return JSONResponse({"models": items, "lr": self.config.page_lr, "max_lr": MAX_LR,
                              "visitor_copies": self.config.max_visitors > 0})
 
     async def look(self, request):

@@ -120,7 +120,8 @@ def learning_rate(body, default):
     lr = body.get("lr", default)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (
             math.isfinite(lr) and 0 < lr <= MAX_LR):
-        raise ProtocolError(400, f"'lr' must be a number in (0, {MAX_LR:g}], got {str(lr)[:20]!r}")
+        got = "null (no number)" if lr is None else repr(str(lr)[:20])
+        raise ProtocolError(400, f"'lr' must be a number in (0, {MAX_LR:g}], got {got}")
     return float(lr)
 
 

@@ -170,7 +170,7 @@ def _shape(value, where):
     return tuple(value)
 
 
-def _json_data(data, datatype, shape, where):
+def _json_data(data, datatype, shape, where, literals=True):
     """The values of a JSON ``data`` field (flat or nested, row-major) as an array."""
     count = math.prod(shape)
     bad = ProtocolError(400, f"{where}: 'data' must be numbers for datatype {datatype} "
@@ -181,6 +181,9 @@ def _json_data(data, datatype, shape, where):
         raise bad from None
     if arr.dtype.kind not in "iuf":
         raise bad
+    if literals and _holds_bool(data):  # NumPy reads true/false among numbers as 1/0
+        raise ProtocolError(400, f"{where}: 'data' holds true or false; datatype {datatype} "
+                                 f"takes numbers")
     arr = arr.astype(np.float64, copy=False)
     if arr.size != count:
         raise ProtocolError(400, f"{where}: shape {list(shape)} needs {count} values, "
@@ -200,13 +203,39 @@ def _json_data(data, datatype, shape, where):
                          or not np.array_equal(arr, np.round(arr))):
             raise ProtocolError(400, f"{where}: datatype {datatype} holds whole numbers in "
                                      f"[{info.min}, {info.max}]; 'data' has other values")
-    elif datatype == "FP16":
+    elif datatype in ("FP16", "FP32"):
         with np.errstate(over="ignore"):
-            arr = arr.astype(np.float16)
-    elif datatype == "FP32":
-        with np.errstate(over="ignore"):
-            arr = arr.astype(np.float32)
+            narrow = arr.astype(dt)
+        overflow = np.isinf(narrow) & np.isfinite(arr)  # finite in JSON, beyond the datatype
+        if overflow.any():
+            i = int(np.argmax(overflow))
+            largest = float(np.finfo(dt).max)
+            raise ProtocolError(400, f"{where}: {arr.flat[i]:g} (value {i} of 'data') is out "
+                                     f"of the {datatype} range (±{largest:.8g}); send it as "
+                                     f"FP64, or scale it")
+        arr = narrow
     return arr
+
+
+def may_hold_literals(body):
+    """Whether a request body's bytes could hold JSON ``true`` or ``false`` (a search of
+    the bytes: far cheaper than looking at each value of a decoded tensor)."""
+    return b"true" in body or b"false" in body
+
+
+def _holds_bool(data):
+    """Whether a JSON ``data`` value (a number or nested lists) holds a boolean anywhere."""
+    if type(data) is bool:
+        return True
+    stack = [data] if type(data) is list else []
+    while stack:
+        items = stack.pop()
+        kinds = set(map(type, items))  # one C-level pass per list
+        if bool in kinds:
+            return True
+        if list in kinds:
+            stack.extend(v for v in items if type(v) is list)
+    return False
 
 
 def _binary_data(binary, offset, size, datatype, shape, where):
@@ -221,8 +250,12 @@ def _binary_data(binary, offset, size, datatype, shape, where):
     return np.frombuffer(binary, dtype=dt, count=math.prod(shape), offset=offset).reshape(shape)
 
 
-def parse_infer_request(header, binary=b""):
-    """Check an inference request's JSON (and binary tail) and decode its tensors."""
+def parse_infer_request(header, binary=b"", *, literals=True):
+    """Check an inference request's JSON (and binary tail) and decode its tensors.
+
+    ``literals=False`` says the request's text holds neither ``true`` nor ``false``
+    (:func:`may_hold_literals`), so the search of JSON ``data`` for them is skipped.
+    """
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ProtocolError(400, "'inputs' must be a non-empty list of tensors")
@@ -259,7 +292,7 @@ def parse_infer_request(header, binary=b""):
             data = _binary_data(binary, offset, size, datatype, shape, where)
             offset += size
         elif "data" in t:
-            data = _json_data(t["data"], datatype, shape, where)
+            data = _json_data(t["data"], datatype, shape, where, literals)
         else:
             raise ProtocolError(400, f"{where}: no 'data' and no binary_data_size")
         decoded.append(InferInput(name, datatype, shape, data))

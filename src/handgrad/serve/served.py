@@ -95,14 +95,26 @@ class ServedModel:
             else None,
         }
 
+    def check_input_names(self, header):
+        """Refuse a request's JSON ``header`` naming an input this model lacks, before its
+        tensors are decoded: a wrong name says more than what its data then gets wrong."""
+        inputs = header.get("inputs")
+        for t in inputs if isinstance(inputs, list) else ():
+            name = t.get("name") if isinstance(t, dict) else None
+            if isinstance(name, str) and name and name != INPUT:
+                raise self._no_input(name)
+
+    def _no_input(self, name):
+        return ProtocolError(400, f"model {self.name!r} has no input {name!r}; "
+                                  f"its one input is {INPUT!r}")
+
     def rows(self, request):
         """The request's one input as raw rows (N, D) in the model's dtype, checked."""
         inputs = request.inputs
         names = [t.name for t in inputs]
         unknown = [n for n in names if n != INPUT]
         if unknown:
-            raise ProtocolError(400, f"model {self.name!r} has no input {unknown[0]!r}; "
-                                     f"its one input is {INPUT!r}")
+            raise self._no_input(unknown[0])
         if len(inputs) != 1:
             raise ProtocolError(400, f"input {INPUT!r} is given {len(inputs)} times")
         t = inputs[0]

@@ -5,10 +5,14 @@
 
 const $ = (id) => document.getElementById(id);
 const SEND = 140; // the drawing travels as SEND×SEND gray bytes
-const state = { models: [], model: null, label: null, inked: false, busy: 0, seq: 0, last: null };
+const state = { models: [], model: null, label: null, inked: false, busy: 0, seq: 0, last: null,
+  maxLr: 10 };
 
 const pad = $("pad");
 const ctx = pad.getContext("2d");
+// the page's own words before any model is shown, put back when the view starts over
+const INITIAL = Object.fromEntries(["confidence", "hidden-caption", "learn-status", "trace-intro"]
+  .map((id) => [id, $(id).textContent]));
 
 function setStatus(text, isError) {
   const s = $("status");
@@ -108,7 +112,7 @@ function modelPath(what) {
 }
 
 async function look() {
-  if (!state.model || !state.inked) return;
+  if (!state.model || !state.model.image || !state.inked) return;
   const seq = ++state.seq;
   setStatus("thinking…");
   try {
@@ -122,13 +126,30 @@ async function look() {
   }
 }
 
+function learningRate() {
+  // an empty box (or one a browser could not read as a number) is named here, not sent
+  const box = $("lr");
+  const lr = Number(box.value.trim());
+  if (box.value.trim() === "" || !Number.isFinite(lr) || lr <= 0 || lr > state.maxLr) {
+    const got = box.value.trim() === "" ? "the box is empty" : `got ${box.value.trim()}`;
+    setStatus(`the learning rate must be a number in (0, ${state.maxLr}]: ${got}`, true);
+    box.focus();
+    return null;
+  }
+  return lr;
+}
+
 async function learn() {
-  if (!state.model || !state.inked || state.label === null) return;
-  const lr = parseFloat($("lr").value);
+  if (!state.model || !state.model.image || !state.inked || state.label === null) return;
+  const lr = learningRate();
+  if (lr === null) return;
   const before = state.last ? state.last.probabilities[state.label] : null;
+  const model = state.model;
   setStatus("learning…");
   try {
     const r = await api(modelPath("learn"), { ...drawingBody(), label: state.label, lr });
+    model.steps = r.steps; // what the model list says when this model is chosen again
+    if (state.model !== model) return; // another model was chosen meanwhile
     state.seq++;
     render(r);
     const name = state.model.classes[r.label];
@@ -140,14 +161,17 @@ async function learn() {
     setStatus("ready");
     await showTrace();
   } catch (e) {
-    setStatus(e.message, true);
+    if (state.model === model) setStatus(e.message, true);
   }
 }
 
 async function resetCopy() {
   if (!state.model) return;
+  const model = state.model;
   try {
     await api(modelPath("reset"), {});
+    model.steps = 0;
+    if (state.model !== model) return;
     $("learn-status").textContent = "Your copy is forgotten: back to the served model.";
     $("steps").textContent = "";
     await look();
@@ -157,11 +181,14 @@ async function resetCopy() {
 }
 
 async function showTrace() {
-  if (!state.model || !state.inked || state.label === null) return;
+  if (!state.model || !state.model.image || !state.inked || state.label === null) return;
+  const model = state.model, seq = state.seq;
   try {
     const t = await api(modelPath("trace"), { ...drawingBody(), label: state.label });
+    if (state.model !== model || state.seq !== seq) return; // for what is no longer shown
     renderTrace(t);
   } catch (e) {
+    if (state.model !== model || state.seq !== seq) return;
     $("trace").innerHTML = "";
     $("trace-intro").textContent = `The derivation is not available: ${e.message}`;
   }
@@ -190,6 +217,30 @@ function buildBars() {
     b.addEventListener("click", () => pickLabel(k));
     labels.appendChild(b);
   });
+}
+
+function clearResults() {
+  // the network's answer for a drawing: gone with the drawing, or with the model it came from
+  state.seq++; // an answer still on its way is for what was shown before
+  state.last = null;
+  $("prediction").textContent = "?";
+  $("confidence").textContent = INITIAL.confidence;
+  $("learn").disabled = true;
+  for (const r of $("probabilities").children) {
+    r.querySelector(".bar").style.width = "0";
+    r.querySelector(".pct").textContent = "–";
+    r.classList.remove("top");
+    delete r.dataset.p;
+  }
+  $("units").innerHTML = "";
+  const hidden = $("hidden");
+  hidden.getContext("2d").clearRect(0, 0, hidden.width, hidden.height);
+  $("hidden-caption").textContent = INITIAL["hidden-caption"];
+  const seen = $("seen");
+  seen.getContext("2d").clearRect(0, 0, seen.width, seen.height);
+  $("trace").innerHTML = "";
+  delete $("trace").dataset.steps;
+  $("trace-intro").textContent = INITIAL["trace-intro"];
 }
 
 function pickLabel(k) {
@@ -355,9 +406,12 @@ function renderTrace(t) {
 function chooseModel(name) {
   state.model = state.models.find((m) => m.name === name);
   state.label = null;
-  $("trace").innerHTML = "";
   const notice = $("notice");
-  if (!state.model.image) {
+  const drawable = state.model.image;
+  // a model of other examples than images: its classes only, nothing of another model's
+  // answer; the drawing stays on the (hidden) pad for the next image model
+  document.body.classList.toggle("no-drawing", !drawable);
+  if (!drawable) {
     notice.hidden = false;
     notice.textContent = `Model ${name} takes examples of shape [${state.model.example_shape}], ` +
       "not images, so there is nothing to draw for it. It still answers the /v2 protocol.";
@@ -366,7 +420,14 @@ function chooseModel(name) {
   }
   $("seen-shape").textContent = state.model.example_shape.join("×");
   buildBars();
-  if (state.model.steps) $("steps").textContent = `your copy: ${state.model.steps} SGD steps`;
+  clearResults();
+  $("learn-status").textContent = INITIAL["learn-status"];
+  $("steps").textContent = state.model.steps ? `your copy: ${state.model.steps} SGD steps` : "";
+  if (!drawable) {
+    $("confidence").textContent = "nothing to draw for this model";
+    setStatus("ready");
+    return;
+  }
   look();
 }
 
@@ -374,17 +435,7 @@ async function start() {
   clearPad();
   $("clear").addEventListener("click", () => {
     clearPad();
-    state.seq++;
-    $("prediction").textContent = "?";
-    $("confidence").textContent = "draw a digit on the pad";
-    $("learn").disabled = true;
-    for (const r of $("probabilities").children) {
-      r.querySelector(".bar").style.width = "0";
-      r.querySelector(".pct").textContent = "–";
-      r.classList.remove("top");
-    }
-    $("units").innerHTML = "";
-    $("trace").innerHTML = "";
+    clearResults();
   });
   $("learn").addEventListener("click", learn);
   $("reset").addEventListener("click", resetCopy);
@@ -393,6 +444,10 @@ async function start() {
     const info = await api("/api/models");
     state.models = info.models;
     $("lr").value = info.lr;
+    if (info.max_lr) {
+      state.maxLr = info.max_lr;
+      $("lr").max = String(info.max_lr);
+    }
     const select = $("model");
     for (const m of info.models) {
       const o = document.createElement("option");
