@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -46,6 +45,9 @@ import numpy as np
 
 import handgrad
 from handgrad.datasets import Preprocessor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import machine_info as speed_machine_info  # noqa: E402  one description for all results
 
 HERE = Path(__file__).resolve().parent
 TIMING_ENV_DROP = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # kept in tests, not in timing
@@ -257,17 +259,9 @@ def wrk_version():
 
 
 def machine_info():
-    info = {"python": sys.version.split()[0], "numpy": np.__version__,
-            "platform": platform.platform(), "processor": platform.processor(),
-            "cpu_count": os.cpu_count(), "handgrad": handgrad.__version__,
-            "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None}
-    try:
-        from threadpoolctl import threadpool_info
-
-        info["blas"] = [{k: d.get(k) for k in ("internal_api", "version", "architecture",
-                                               "num_threads")} for d in threadpool_info()]
-    except ImportError:
-        pass
+    """speed.py's description of the machine, with the load average as the run ends."""
+    info = speed_machine_info()
+    info["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     return info
 
 
