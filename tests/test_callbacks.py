@@ -210,6 +210,53 @@ def test_resume_refuses_another_network_or_data(tmp_path, rng):
         handgrad.fit(handgrad.MLP(3, 4, 2), X, y, resume=True)
 
 
+def test_resume_refuses_other_data_of_the_same_size(tmp_path, rng):
+    """Same row count, other rows (a cross-validation fold): refused, naming the
+    checkpoint, what differs and the fix; the same data still resumes."""
+    X, y = rng.normal(size=(80, 3)), rng.integers(0, 2, 80)
+    handgrad.fit(handgrad.MLP(3, 4, 2), X[:40], y[:40], epochs=1, batch_size=8,
+                 checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"checkpoint\.safetensors.*training X, y differ.*"
+                                         r"another checkpoint folder.*resume=False"):
+        handgrad.fit(handgrad.MLP(3, 4, 2), X[40:], y[40:], epochs=2, batch_size=8,
+                     checkpoint_dir=tmp_path, resume=True)
+    y2 = y[:40].copy()
+    y2[0] = 1 - y2[0]
+    with pytest.raises(ValueError, match=r"the training y differs"):
+        handgrad.fit(handgrad.MLP(3, 4, 2), X[:40], y2, epochs=2, batch_size=8,
+                     checkpoint_dir=tmp_path, resume=True)
+    history = handgrad.fit(handgrad.MLP(3, 4, 2), X[:40], y[:40], epochs=2, batch_size=8,
+                           checkpoint_dir=tmp_path, resume=True)
+    assert len(history.train_loss) == 2
+
+
+def test_resume_fingerprints_sparse_data(tmp_path, rng):
+    sparse = pytest.importorskip("scipy.sparse")
+    X = sparse.random(40, 6, density=0.3, format="csr", random_state=0)
+    y = rng.integers(0, 2, 40)
+    handgrad.fit(handgrad.MLP(6, 4, 2), X, y, epochs=1, batch_size=8, checkpoint_dir=tmp_path)
+    X2 = X.copy()
+    X2.data[0] += 1.0
+    with pytest.raises(ValueError, match="training X differs"):
+        handgrad.fit(handgrad.MLP(6, 4, 2), X2, y, epochs=2, batch_size=8,
+                     checkpoint_dir=tmp_path, resume=True)
+    handgrad.fit(handgrad.MLP(6, 4, 2), X, y, epochs=2, batch_size=8, checkpoint_dir=tmp_path,
+                 resume=True)
+
+
+def test_a_checkpoint_without_a_data_fingerprint_still_resumes(tmp_path, rng):
+    """Checkpoints written before the fingerprint: the row and batch checks only."""
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    handgrad.fit(handgrad.MLP(3, 4, 2), X, y, epochs=1, batch_size=8, checkpoint_dir=tmp_path)
+    ck = handgrad.load_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert "data" in ck.trainer_state
+    del ck.trainer_state["data"]
+    trainer = handgrad.Trainer(handgrad.MLP(3, 4, 2), X[::-1].copy(), y[::-1].copy(), epochs=2,
+                               batch_size=8, seed=0)
+    trainer.restore(ck)
+    assert trainer.run().train_loss[1] > 0
+
+
 def test_checkpoint_folder_is_probed_and_stale_temporaries_removed(tmp_path, rng):
     X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
     stale = tmp_path / f".{CHECKPOINT_NAME}.abc123.tmp"  # as a killed atomic write leaves it

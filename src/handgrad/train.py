@@ -18,6 +18,7 @@ and restored from its checkpoint (:meth:`Trainer.save_checkpoint`,
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import signal
 import threading
@@ -551,6 +552,7 @@ class Trainer:
                 states.append(None)
         return {"epoch": self.epoch, "batch": self.batch, "epochs": self.epochs,
                 "batch_size": self.batch_size, "n_rows": int(self.X.shape[0]),
+                "data": self.data_fingerprint(),
                 "shuffle": self.shuffle, "sums": list(self._sums),
                 "history": self.history.to_dict(), "callbacks": states}
 
@@ -559,9 +561,22 @@ class Trainer:
         for key, mine in (("n_rows", int(self.X.shape[0])), ("batch_size", self.batch_size),
                           ("shuffle", self.shuffle)):
             if state[key] != mine:
-                raise ValueError(f"cannot resume: the checkpoint has {key}={state[key]!r} but "
-                                 f"this run has {mine!r}; resume with the same data and "
-                                 f"settings")
+                raise ValueError(f"cannot resume{self._from()}: the checkpoint has "
+                                 f"{key}={state[key]!r} but this run has {mine!r}; resume "
+                                 f"with the same data and settings, or start afresh (another "
+                                 f"checkpoint folder, or resume=False)")
+        saved = state.get("data")  # absent in checkpoints of handgrad before 0.3
+        if saved is not None:
+            mine = self.data_fingerprint()
+            differ = [part for part in ("X", "y", "sample_weight")
+                      if saved.get(part) != mine.get(part)]
+            if differ:
+                raise ValueError(
+                    f"cannot resume{self._from()}: it was written training on other data "
+                    f"(the training {', '.join(differ)} differ{'s' if len(differ) == 1 else ''}"
+                    f" from this run's, though the row count is the same); resume with the "
+                    f"same data, or start afresh: another checkpoint folder (checkpoint_dir, "
+                    f"BackupAndRestore's backup_dir) or resume=False")
         # batch == n_batches: stopped after an epoch's last batch, before its end was
         # recorded; the resumed run records it first
         if not 0 <= state["batch"] <= self.n_batches:
@@ -570,6 +585,20 @@ class Trainer:
         self._sums = [None if v is None else float(v) for v in state["sums"]]
         self.history = History.from_dict(state["history"])
         _load_callback_states(self.callbacks, state.get("callbacks") or [])
+
+    def data_fingerprint(self):
+        """Hashes of the training data (X, targets, sample weights), saved in checkpoints
+        so that a resume on other data is refused. Computed once per Trainer
+        (BLAKE2b over the arrays' bytes, shape and dtype)."""
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = {"X": _hash_arrays(self.X), "y": _hash_arrays(self.target),
+                                 "sample_weight": (None if self.s is None
+                                                   else _hash_arrays(self.s))}
+        return self._fingerprint
+
+    def _from(self):
+        source = getattr(self, "_resume_source", None)
+        return "" if source is None else f" from {source}"
 
     def save_checkpoint(self, path):
         """Write a checkpoint (weights, optimizer state, this state, the config) atomically."""
@@ -592,6 +621,8 @@ class Trainer:
         from .serialization import Checkpoint, load_checkpoint
 
         ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+        self._resume_source = getattr(ck, "path", None) or (
+            None if isinstance(checkpoint, Checkpoint) else checkpoint)
         if ck.model.config != self.model.config:
             raise ValueError(f"cannot resume: the checkpoint holds {ck.model!r}, this run "
                              f"trains {self.model!r}")
@@ -638,6 +669,23 @@ class Trainer:
 
 class ResumeWarning(UserWarning):
     """A setting given for a resumed run that the checkpoint's overrides."""
+
+
+def _hash_arrays(a):
+    """BLAKE2b (16 bytes, hex) of an array's shape, dtype and bytes; of a SciPy sparse
+    matrix's format, shape and its data, indices and indptr arrays."""
+    h = hashlib.blake2b(digest_size=16)
+    if is_sparse(a):
+        a = a.tocsr()
+        h.update(f"sparse {a.shape} ".encode())
+        parts = (a.data, a.indices, a.indptr)
+    else:
+        parts = (a,)
+    for part in parts:
+        part = np.ascontiguousarray(part)
+        h.update(f"{part.shape} {part.dtype.str};".encode())
+        h.update(memoryview(part).cast("B"))
+    return h.hexdigest()
 
 
 def _plain(value):
