@@ -670,3 +670,75 @@ def test_readme_estimator_examples_run_as_written(tmp_path, index):
     assert run.returncode == 0, run.stderr
     if "print(" in code:
         assert run.stdout.strip()
+
+
+KILLED_FIT = r"""
+import os, sys
+import numpy as np
+import handgrad
+from handgrad.sklearn import {cls}
+
+class Die(handgrad.Callback):
+    def on_epoch_end(self, epoch, history):
+        if epoch + 1 == {kill_at}:
+            os._exit(3)  # killed: no clean-up, the checkpoint of epoch {kill_at} on disk
+        return False
+
+rng = np.random.default_rng(0)
+X, y = rng.normal(size=(150, 5)), rng.integers(0, 3, 150)
+{cls}(**{params}, callbacks=[handgrad.BackupAndRestore(sys.argv[1], resume=True),
+                              Die()]).fit(X, y)
+"""
+
+
+@quiet
+@pytest.mark.parametrize("cls, solver, extra", [
+    (MLPClassifier, "adam", {}), (MLPClassifier, "sgd", {}),
+    (MLPClassifier, "sgd", {"learning_rate": "adaptive", "tol": 1e9, "n_iter_no_change": 2}),
+    (MLPClassifier, "adam", {"early_stopping": True, "n_iter_no_change": 1000}),
+    (MLPRegressor, "sgd", {"learning_rate": "invscaling"})])
+def test_a_killed_fit_resumed_through_backup_and_restore_is_bit_identical(
+        tmp_path, cls, solver, extra):
+    """An estimator fit killed after epoch 6 (os._exit: no clean-up) and run again with
+    BackupAndRestore(resume=True) ends as the uninterrupted fit: the weights, n_iter_,
+    loss_curve_, the shuffle order's generator, the stopping rule's state."""
+    import subprocess
+    import sys
+
+    params = dict(hidden_layer_sizes=(8,), solver=solver, max_iter=12, tol=0.0,
+                  n_iter_no_change=1000, random_state=0, batch_size=32)
+    params.update(extra)
+    script = KILLED_FIT.format(cls=cls.__name__, kill_at=6, params=repr(params))
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(150, 5)), rng.integers(0, 3, 150)
+    whole = cls(**params).fit(X, y)
+    backup = handgrad.BackupAndRestore(tmp_path, resume=True)
+    resumed = cls(**params, callbacks=[backup]).fit(X, y)
+    assert backup.restored_from is not None
+    assert resumed.n_iter_ == whole.n_iter_
+    assert resumed.t_ == whole.t_
+    assert resumed.loss_curve_ == whole.loss_curve_
+    assert resumed._no_improvement_count == whole._no_improvement_count
+    assert resumed._optimizer.learning_rate == whole._optimizer.learning_rate
+    if whole.early_stopping:
+        assert resumed.validation_scores_ == whole.validation_scores_
+    for a, b in zip(resumed.coefs_ + resumed.intercepts_, whole.coefs_ + whole.intercepts_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_backup_and_restore_refuses_another_folds_checkpoint(tmp_path):
+    """cross_val_score with one BackupAndRestore folder: the second fold (same size,
+    other rows) is refused instead of getting the first fold's model."""
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(120, 4)), rng.integers(0, 2, 120)
+    params = dict(hidden_layer_sizes=(4,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPClassifier(**params, callbacks=[handgrad.BackupAndRestore(tmp_path, resume=True)]
+                      ).fit(X[:60], y[:60])
+        with pytest.raises(ValueError, match="training X, y differ.*resume=False"):
+            MLPClassifier(**params, callbacks=[handgrad.BackupAndRestore(tmp_path, resume=True)]
+                          ).fit(X[60:], y[60:])

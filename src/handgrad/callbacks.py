@@ -86,7 +86,12 @@ class BackupAndRestore(Callback):
     there is one (and starts afresh when there is none, so a script killed at any moment
     can simply be run again); a path (or a loaded :class:`~handgrad.serialization.Checkpoint`)
     continues from that checkpoint, which must exist. The model, optimizer and callbacks
-    must be built as for the original run; the restored run ends bit-identical to it.
+    must be built as for the original run, and trained on the same data (the checkpoint
+    holds a fingerprint of it; a resume on other data is refused); the restored run ends
+    bit-identical to it. Through ``MLPClassifier``/``MLPRegressor(callbacks=[...])`` the
+    estimator's per-epoch state (``n_iter_``, ``t_``, ``loss_curve_``, the stopping rule,
+    the validation scores, the adaptive rate) and scikit-learn's shuffle generator are
+    restored too, so a killed ``fit`` run again ends as the uninterrupted one.
 
     ``every_epoch=False`` writes only when training stops early. ``path`` is the file;
     ``last_written`` the path of the last checkpoint this callback wrote (or None).

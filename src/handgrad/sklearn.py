@@ -400,7 +400,8 @@ class _BaseMLP(BaseEstimator):
             B = int(np.clip(self.batch_size, 1, N))
         epochs = 1 if incremental else int(self.max_iter)
         start = self._epoch
-        monitor = _Monitor(self, N, val, incremental)
+        order = ScikitLearnOrder(rs, N)
+        monitor = _Monitor(self, N, val, incremental, order)
         callbacks = [monitor, *(self.callbacks or ())]
         if self.verbose and self.verbose >= 2:
             callbacks.append(_ProgressBar(start + epochs))
@@ -409,11 +410,11 @@ class _BaseMLP(BaseEstimator):
         validation = None if val is None else (val[0], self._target(val[1]), val[3])
         trainer = Trainer(model, X, self._target(Y), optimizer=opt, epochs=start + epochs,
                           initial_epoch=start, batch_size=B, shuffle=bool(self.shuffle),
-                          order=ScikitLearnOrder(rs, N), seed=self._seed,
+                          order=order, seed=self._seed,
                           sample_weight=None if uniform else sw, validation_data=validation,
                           callbacks=callbacks, l2=float(self.alpha), dropout=dropout,
                           max_loss=math.inf)  # scikit-learn never stops on a large loss
-        self.n_iter_ = 0
+        self.n_iter_ = 0  # (a BackupAndRestore resume sets it back, with the rest)
         try:
             trainer.run()
         except DivergenceError as err:
@@ -901,6 +902,28 @@ class ScikitLearnOrder:
         self.current = np.arange(n_rows)  # (N,)
         self.epoch = None
 
+    def state_dict(self):
+        """The shuffle's position: the current order, its epoch and the generator's state
+        (so a resumed run draws the orders an uninterrupted one would)."""
+        kind, keys, pos, has_gauss, gauss = self.random_state.get_state()
+        # integers as float64 tensors (checkpoints hold floats; exact below 2**53)
+        return {"order": np.asarray(self.current, dtype=np.float64), "order_epoch": self.epoch,
+                "rng_kind": kind, "rng_keys": np.asarray(keys, dtype=np.float64),
+                "rng_pos": int(pos),
+                "rng_has_gauss": int(has_gauss), "rng_gauss": float(gauss)}
+
+    def load_state_dict(self, state):
+        order = np.asarray(state["order"])
+        if order.shape != self.current.shape:
+            raise ValueError(f"cannot resume: the checkpoint's shuffle order has "
+                             f"{order.shape[0]} rows, this run {self.current.shape[0]}")
+        self.current = order.astype(np.int64)
+        self.epoch = state["order_epoch"]
+        self.random_state.set_state((state["rng_kind"], np.asarray(state["rng_keys"],
+                                                                   dtype=np.uint32),
+                                     int(state["rng_pos"]), int(state["rng_has_gauss"]),
+                                     float(state["rng_gauss"])))
+
     def __call__(self, epoch):
         if epoch != self.epoch:
             if self.epoch is not None and epoch != self.epoch + 1:
@@ -931,8 +954,9 @@ class _Monitor(Callback):
     ``loss_curve_``, ``t_``, ``n_iter_``, the validation score, the no-improvement
     count and its consequence (stop, or divide an adaptive rate by 5), invscaling."""
 
-    def __init__(self, est, n_rows, validation, incremental):
+    def __init__(self, est, n_rows, validation, incremental, order=None):
         self.est, self.n_rows, self.incremental = est, n_rows, incremental
+        self.order = order  # the ScikitLearnOrder, whose state checkpoints carry
         self.validation = validation  # (X_val, Y_val, y_val, sw_val) or None
         self.stopped = False
         # scikit-learn's no-improvement rule (handgrad.schedules), carried on from the
@@ -943,6 +967,39 @@ class _Monitor(Callback):
         self.rule.best = (self.rule.sign * best if best is not None and math.isfinite(best)
                           else None)
         self.rule.count = est._no_improvement_count
+
+    #: The estimator's per-epoch state, saved in checkpoints so that a resume through
+    #: BackupAndRestore continues as the uninterrupted fit would (JSON values).
+    RESUMED = ("n_iter_", "t_", "_epoch", "loss_", "loss_curve_", "validation_loss_",
+               "_no_improvement_count", "best_loss_", "validation_scores_",
+               "best_validation_score_")
+
+    def state_dict(self):
+        est = self.est
+        state = {"estimator": {name: _number_tree(getattr(est, name, None))
+                               for name in self.RESUMED},
+                 "rule_best": _number(self.rule.best), "rule_count": int(self.rule.count),
+                 "stopped": bool(self.stopped),
+                 "lr": float(est._optimizer.learning_rate)}
+        if est.early_stopping and est._best_params is not None:
+            state["best_params"] = est._best_params.copy()
+        if self.order is not None:
+            state.update(self.order.state_dict())
+        return state
+
+    def load_state_dict(self, state):
+        est = self.est
+        for name, value in state["estimator"].items():
+            value = _from_number_tree(value)
+            setattr(est, name, list(value) if isinstance(value, list) else value)
+        self.rule.best = _from_number(state["rule_best"])
+        self.rule.count = int(state["rule_count"])
+        self.stopped = bool(state["stopped"])
+        est._optimizer.learning_rate = float(state["lr"])
+        if "best_params" in state:
+            est._best_params = np.array(state["best_params"], dtype=est.model_.param_buffer.dtype)
+        if self.order is not None and "order" in state:
+            self.order.load_state_dict(state)
 
     def on_epoch_end(self, epoch, history):
         est = self.est
@@ -1030,6 +1087,19 @@ def _number(v):
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)
     return v
+
+
+def _number_tree(v):
+    """A JSON-safe copy of a number, None, or list of numbers."""
+    if isinstance(v, (list, tuple)):
+        return [_number(x) for x in v]
+    return _number(v)
+
+
+def _from_number_tree(v):
+    if isinstance(v, list):
+        return [_from_number(x) for x in v]
+    return _from_number(v)
 
 
 def _from_number(v):
