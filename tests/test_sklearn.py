@@ -742,3 +742,28 @@ def test_backup_and_restore_refuses_another_folds_checkpoint(tmp_path):
         with pytest.raises(ValueError, match="training X, y differ.*resume=False"):
             MLPClassifier(**params, callbacks=[handgrad.BackupAndRestore(tmp_path, resume=True)]
                           ).fit(X[60:], y[60:])
+
+
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+def test_terminate_on_nan_on_an_estimator_warns_and_records_the_diverged_epoch(cls):
+    """Without the callback a diverged fit raises scikit-learn's ValueError; with
+    TerminateOnNaN it ends with a ConvergenceWarning (never silently), the last finite
+    weights, n_iter_ counting the diverged epoch and loss_ NaN."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 4)), rng.integers(0, 3, 200)
+    params = dict(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=1e30,
+                  max_iter=20, random_state=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        cls(**params).fit(X, y)
+    stop = handgrad.TerminateOnNaN()
+    with pytest.warns(ConvergenceWarning, match="TerminateOnNaN ended training"):
+        est = cls(**params, callbacks=[stop]).fit(X, y)
+    assert stop.error is not None
+    assert 1 <= est.n_iter_ == len(est.loss_curve_) < 20
+    assert math.isnan(est.loss_) and math.isnan(est.loss_curve_[-1])
+    assert all(np.isfinite(c).all() for c in est.coefs_)
+    with warnings.catch_warnings():  # a sound fit with the same callback: no warning
+        warnings.simplefilter("error", ConvergenceWarning)
+        cls(**dict(params, learning_rate_init=1e-3, max_iter=200, tol=1e9,
+                   n_iter_no_change=1), callbacks=[stop]).fit(X, y)
+    assert stop.error is None

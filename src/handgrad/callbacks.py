@@ -199,10 +199,17 @@ class TerminateOnNaN(Callback):
     :class:`~handgrad.train.DivergenceError`. Either way no update with a non-finite
     gradient happens: the model keeps its last finite weights. ``error`` holds the
     divergence that ended training (None if none did).
+
+    On ``MLPClassifier``/``MLPRegressor`` the fit then ends with a ``ConvergenceWarning``
+    (instead of scikit-learn's ``ValueError``), ``n_iter_`` counting the diverged epoch
+    and ``loss_`` NaN, as scikit-learn records a diverged epoch.
     """
 
     def __init__(self):
         self.error = None
+
+    def on_train_begin(self, trainer):
+        self.error = None  # each run's own
 
     def on_divergence(self, error):
         self.error = error

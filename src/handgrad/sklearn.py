@@ -26,6 +26,12 @@ in ``fit`` (recorded per epoch in ``validation_loss_``), ``callbacks`` (handgrad
 :class:`~handgrad.Callback` objects), a per-batch progress bar with ``verbose >= 2``,
 ``dtype``, and ``handgrad.save``/``handgrad.load`` of a fitted estimator (no pickle).
 
+A diverged fit (a non-finite or exploding loss) raises scikit-learn's ``ValueError``;
+with :class:`~handgrad.TerminateOnNaN` among the callbacks it ends instead with the
+last finite weights and a ``ConvergenceWarning``, and the diverged epoch is recorded as
+scikit-learn records one under ``early_stopping`` (``n_iter_`` counts it, ``loss_`` and
+the last ``loss_curve_`` entry are NaN).
+
 Shape key: N rows, B batch, D features, H hidden units, M outputs.
 """
 
@@ -55,6 +61,7 @@ from ._progress import progress_bar
 from .model import MLP, Dropout, logistic_output
 from .optim import SGD, Adam
 from .schedules import NoImprovement
+from .callbacks import TerminateOnNaN
 from .train import Callback, DivergenceError, Trainer
 
 SOLVERS = ("lbfgs", "sgd", "adam")
@@ -415,19 +422,27 @@ class _BaseMLP(BaseEstimator):
                           callbacks=callbacks, l2=float(self.alpha), dropout=dropout,
                           max_loss=math.inf)  # scikit-learn never stops on a large loss
         self.n_iter_ = 0  # (a BackupAndRestore resume sets it back, with the rest)
+        terminators = [cb for cb in callbacks if isinstance(cb, TerminateOnNaN)]
         try:
             trainer.run()
+            err = next((cb.error for cb in terminators if cb.error is not None), None)
+            if err is not None:  # TerminateOnNaN ended training quietly: say so
+                raise err
         except DivergenceError as err:
             self._epoch = trainer.epoch + 1
-            if not self.early_stopping:
+            if not self.early_stopping and not terminators:
                 raise ValueError(f"{NON_FINITE_MESSAGE} ({err})") from err
             # as scikit-learn: the diverged epoch scores NaN, the best weights come back
             self.n_iter_ += 1
             self.loss_ = math.nan
             self.loss_curve_.append(math.nan)
-            self.validation_scores_.append(math.nan)
-            warnings.warn(f"{err}; the weights of the best validation score were restored",
-                          ConvergenceWarning, stacklevel=4)
+            if self.early_stopping:
+                self.validation_scores_.append(math.nan)
+                kept = "the weights of the best validation score were restored"
+            else:
+                kept = ("TerminateOnNaN ended training: the weights are those of the last "
+                        "finite update")
+            warnings.warn(f"{err}; {kept}", ConvergenceWarning, stacklevel=4)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=4)
         if (not incremental and not monitor.stopped and self.n_iter_ == self.max_iter
