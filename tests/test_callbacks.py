@@ -375,3 +375,60 @@ def test_model_checkpoint_keeps_the_best_epochs_model(tmp_path, rng):
     assert len(files) == 12 and files[0] == f"m-01-{history.val_loss[0]:.3f}.safetensors"
     with pytest.raises(ValueError, match="cannot monitor"):
         ModelCheckpoint(tmp_path / "x", monitor="loss")
+
+
+def test_resume_with_fewer_epochs_than_the_checkpoint_trained_is_refused(tmp_path, rng):
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    handgrad.fit(handgrad.MLP(3, 4, 2), X, y, epochs=4, batch_size=8, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"checkpoint\.safetensors: it has trained 4 epochs, "
+                                         r"more than this run's epochs=2; pass epochs=4"):
+        handgrad.fit(handgrad.MLP(3, 4, 2), X, y, epochs=2, batch_size=8,
+                     checkpoint_dir=tmp_path, resume=True)
+    # the same epochs: complete, nothing to train; more: continues
+    assert len(handgrad.fit(handgrad.MLP(3, 4, 2), X, y, epochs=4, batch_size=8,
+                            checkpoint_dir=tmp_path, resume=True).train_loss) == 4
+    assert len(handgrad.fit(handgrad.MLP(3, 4, 2), X, y, epochs=5, batch_size=8,
+                            checkpoint_dir=tmp_path, resume=True).train_loss) == 5
+
+
+def test_resume_from_a_folder_takes_its_checkpoint(tmp_path, rng):
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    handgrad.fit(handgrad.MLP(3, 4, 2), X, y, epochs=1, batch_size=8, seed=0,
+                 checkpoint_dir=tmp_path / "runs")
+    history = handgrad.fit(handgrad.MLP(3, 4, 2), X, y, epochs=2, batch_size=8, seed=0,
+                           resume=tmp_path / "runs")
+    assert len(history.train_loss) == 2  # the first epoch came from the checkpoint
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(handgrad.ModelFileError,
+                       match="empty: a folder without a checkpoint.safetensors"):
+        handgrad.fit(handgrad.MLP(3, 4, 2), X, y, resume=str(tmp_path / "empty"))
+
+
+def test_resume_with_another_optimizer_names_the_checkpoints(tmp_path, rng):
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    handgrad.fit(handgrad.MLP(3, 4, 2), X, y, epochs=1, batch_size=8,
+                 optimizer=handgrad.optim.SGD(0.1), checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"checkpoint was trained with the SGD optimizer, "
+                                         r"this run uses Adam; resume with optimizer=SGD"):
+        handgrad.fit(handgrad.MLP(3, 4, 2), X, y, epochs=2, batch_size=8,
+                     checkpoint_dir=tmp_path, resume=True)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_handle_signals_must_be_a_bool(rng, value):
+    X, y = rng.normal(size=(20, 3)), rng.integers(0, 2, 20)
+    with pytest.raises(ValueError, match=f"handle_signals must be True or False, got "
+                                         f"{re.escape(repr(value))}"):
+        handgrad.fit(handgrad.MLP(3, 4, 2), X, y, epochs=1, handle_signals=value)
+    with pytest.raises(ValueError, match="handle_signals must be True or False"):
+        handgrad.Trainer(handgrad.MLP(3, 4, 2), X, y, epochs=1).run(handle_signals=value)
+
+
+def test_a_backoff_that_gives_up_says_how_many_back_offs_it_tried(rng):
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    with pytest.raises(handgrad.DivergenceError,
+                       match=r"after 5 learning-rate back-offs \(down to [0-9.e+]+\) did not "
+                             r"help") as info:
+        handgrad.fit(handgrad.MLP(3, 4, 2), X, y, epochs=2, batch_size=8,
+                     optimizer=handgrad.optim.SGD(1e300), on_divergence="backoff")
+    assert info.value.backoffs == 5

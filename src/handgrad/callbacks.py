@@ -26,6 +26,20 @@ from ._atomic import check_writable, remove_stale_temporaries
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
+def checkpoint_file(path):
+    """``path``, or for a folder the checkpoint in it (``folder/checkpoint.safetensors``)."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / CHECKPOINT_NAME).is_file():
+            from .serialization import ModelFileError
+
+            raise ModelFileError(f"{path}: a folder without a {CHECKPOINT_NAME}; give the "
+                                 f"checkpoint file (the {CHECKPOINT_NAME} in the run's "
+                                 f"checkpoint folder)")
+        path = path / CHECKPOINT_NAME
+    return path
+
+
 class Callback:
     """Hooks into training; override the ones you need.
 
@@ -115,6 +129,8 @@ class BackupAndRestore(Callback):
             source = self.resume
             if source is True:
                 source = self.path if self.path.exists() else None
+            elif isinstance(source, (str, Path)):
+                source = checkpoint_file(source)
             if source not in (None, False):
                 trainer.restore(source)
                 self.restored_from = source

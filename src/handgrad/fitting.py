@@ -8,11 +8,10 @@ arguments, and hands data-parallel runs to :mod:`handgrad.distributed`.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from .callbacks import BackupAndRestore, Callback, LearningRateBackoff
+from .callbacks import BackupAndRestore, Callback, LearningRateBackoff, checkpoint_file
 from .config import DIVERGENCE_POLICIES
-from .train import Trainer
+from .train import Trainer, check_flag
 
 MAX_BACKOFFS = 5
 #: What ``**options`` may hold: :class:`~handgrad.train.Trainer`'s options, and with
@@ -44,7 +43,7 @@ def fit(model, X, y, *, optimizer=None, epochs=10, batch_size=128, shuffle=True,
       write are removed.
     - ``resume``: True continues from the checkpoint in ``checkpoint_dir`` if there is
       one (else starts afresh: a script killed at any moment can simply be run again);
-      a path continues from that checkpoint. Pass the same data, model architecture,
+      a path continues from that checkpoint (a folder: its ``checkpoint.safetensors``). Pass the same data, model architecture,
       optimizer and settings: the run ends with weights bit-identical to an
       uninterrupted one.
     - ``on_divergence``: ``"stop"`` raises :class:`~handgrad.train.DivergenceError` (the
@@ -85,6 +84,7 @@ def fit(model, X, y, *, optimizer=None, epochs=10, batch_size=128, shuffle=True,
     if on_divergence not in DIVERGENCE_POLICIES:
         raise ValueError(f"on_divergence must be one of {', '.join(DIVERGENCE_POLICIES)}, "
                          f"got {on_divergence!r}")
+    check_flag("handle_signals", handle_signals)
     if resume is True and checkpoint_dir is None:
         raise ValueError("resume=True continues from the checkpoint in checkpoint_dir: "
                          "pass checkpoint_dir (or a checkpoint path as resume)")
@@ -97,7 +97,7 @@ def fit(model, X, y, *, optimizer=None, epochs=10, batch_size=128, shuffle=True,
     if checkpoint_dir is not None:
         backup = BackupAndRestore(checkpoint_dir, resume=resume or False)
     elif resume not in (None, False):  # writes back to the checkpoint it resumed from
-        path = Path(resume)
+        path = checkpoint_file(resume)  # a run's folder: its checkpoint.safetensors
         backup = BackupAndRestore(path.parent, resume=path, every_epoch=False,
                                   filename=path.name)
     if backup is not None:

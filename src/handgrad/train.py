@@ -92,10 +92,20 @@ class DivergenceError(ArithmeticError):
             what = f"the loss exploded to {loss:.3g}"
         else:
             what = "the gradient became non-finite"
-        super().__init__(f"training diverged: {what} at epoch {epoch + 1}, batch {batch + 1}; "
-                         f"the learning rate ({lr:g}) is most likely too high")
+        #: the message without the back-offs (the command line words its own advice)
+        self.message = (f"training diverged: {what} at epoch {epoch + 1}, batch {batch + 1}; "
+                        f"the learning rate ({lr:g}) is most likely too high")
+        super().__init__(self.message)
         self.epoch, self.batch, self.loss, self.lr, self.what = epoch, batch, loss, lr, what
         self.backoffs = 0
+
+    def __str__(self):
+        if not self.backoffs:
+            return self.message
+        tries = "back-off" if self.backoffs == 1 else "back-offs"
+        return (f"training diverged: {self.what} at epoch {self.epoch + 1}, batch "
+                f"{self.batch + 1}, after {self.backoffs} learning-rate {tries} (down to "
+                f"{self.lr:g}) did not help: start again with a smaller learning rate")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -366,6 +376,7 @@ class Trainer:
         :class:`~handgrad.callbacks.BackupAndRestore` writes its checkpoint), then
         :class:`TrainingInterrupted` is raised.
         """
+        check_flag("handle_signals", handle_signals)
         handler = SignalHandler(self) if handle_signals else None
         self.stop_requested = False
         with contextlib.ExitStack() as stack:
@@ -581,6 +592,12 @@ class Trainer:
         # recorded; the resumed run records it first
         if not 0 <= state["batch"] <= self.n_batches:
             raise ValueError(f"cannot resume: batch {state['batch']} out of range")
+        if int(state["epoch"]) > self.epochs:
+            raise ValueError(f"cannot resume{self._from()}: it has trained "
+                             f"{state['epoch']} epochs, more than this run's epochs="
+                             f"{self.epochs}; pass epochs={state['epoch']} or more to "
+                             f"continue it, or start afresh (another checkpoint folder, or "
+                             f"resume=False) for a {self.epochs}-epoch run")
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
         self._sums = [None if v is None else float(v) for v in state["sums"]]
         self.history = History.from_dict(state["history"])
@@ -626,6 +643,13 @@ class Trainer:
         if ck.model.config != self.model.config:
             raise ValueError(f"cannot resume: the checkpoint holds {ck.model!r}, this run "
                              f"trains {self.model!r}")
+        saved_type = ck.optimizer_state.get("type")
+        if saved_type != type(self.optimizer).__name__:
+            raise ValueError(f"cannot resume{self._from()}: the checkpoint was trained with "
+                             f"the {saved_type} optimizer, this run uses "
+                             f"{type(self.optimizer).__name__}; resume with optimizer="
+                             f"{saved_type}(...), or start afresh (another checkpoint folder, "
+                             f"or resume=False)")
         given = self.optimizer.hyperparameters()  # what this run's optimizer was built with
         if ck.model is not self.model:
             self.model.param_buffer[...] = ck.model.param_buffer
@@ -686,6 +710,12 @@ def _hash_arrays(a):
         h.update(f"{part.shape} {part.dtype.str};".encode())
         h.update(memoryview(part).cast("B"))
     return h.hexdigest()
+
+
+def check_flag(name, value):
+    """A True/False option, refused when anything else (a "yes" is not a bool)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 def _plain(value):

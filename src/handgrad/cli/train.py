@@ -409,10 +409,10 @@ def divergence_advice(exc, trainer, config, resumed):
                   f"{exc.lr:g}) did not help")
         source = ck if ck is not None else resumed
         if source is None:
-            return f"{exc}; {advice}: start again with a smaller --lr (e.g. --lr {smaller})"
+            return f"{exc.message}; {advice}: start again with a smaller --lr (e.g. --lr {smaller})"
         what = ("the weights of the last complete epoch are in" if ck is not None
                 else "the run can still continue from")
-        return (f"{exc}; {advice}; {what} {source}: continue at a smaller rate with: "
+        return (f"{exc.message}; {advice}; {what} {source}: continue at a smaller rate with: "
                 f"handgrad train --resume {source} --lr {smaller}")
     hint = "" if ck is None else f"; the last finite weights are in {ck}"
     if resumed is None:
