@@ -192,6 +192,33 @@ class DistributedTrainer(Trainer):
         self.n_batches = self.layout.n_batches
         self._scalars = np.zeros(4)  # loss, hits, stop votes, (spare): one tiny Allreduce
         self._stop_votes = 0.0  # ranks that asked to stop, as of the last batch
+        # the whole training set's fingerprint (every rank's shard, in rank order), taken
+        # now, collectively: checkpoints are written by rank 0 alone
+        self._fingerprint = self._global_fingerprint()
+
+    def _global_fingerprint(self):
+        """Hashes per virtual shard (independent of the rank count), gathered from every
+        rank and combined in shard order."""
+        import hashlib
+
+        from .train import _hash_arrays
+
+        L = self.layout
+        mine = {}
+        for v in L.rank_shards[self.comm.rank]:
+            lo = int(L.shard_start[v]) - self.row_offset
+            rows = slice(lo, lo + int(L.shard_rows[v]))
+            mine[int(v)] = (_hash_arrays(self.X[rows]), _hash_arrays(self.target[rows]))
+        shards = {}
+        for part in self.comm.allgather(mine):
+            shards.update(part)
+        combined = {}
+        for i, name in enumerate(("X", "y")):
+            h = hashlib.blake2b(digest_size=16)
+            h.update(" ".join(shards[v][i] for v in sorted(shards)).encode())
+            combined[name] = h.hexdigest()
+        combined["sample_weight"] = None  # distributed training takes none
+        return combined
 
     @classmethod
     def from_config(cls, model, X, y, config, *, comm, n_rows, **kwargs):
