@@ -341,3 +341,19 @@ def test_every_column_number_shown_is_what_label_column_takes(tmp_path, capsys):
     final = [l for l in out.splitlines() if l.startswith("test accuracy")][0].split()[:5]
     assert [l for l in again.splitlines() if l.startswith("test accuracy")][0].split()[:5] \
         == final
+
+
+def test_resume_of_a_folder_without_a_checkpoint_says_what_to_pass(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "runs")]) != 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'runs'}: a folder without a checkpoint.safetensors" in err
+
+
+def test_resume_of_a_checkpoint_dir_takes_its_checkpoint(tmp_path, capsys):
+    args = ["--hidden", "8", "--batch-size", "64", "--seed", "2", "--quiet"]
+    assert main(["train", *args, "--epochs", "1", "--checkpoint-dir", str(tmp_path / "ck"),
+                 "--out", str(tmp_path / "m.safetensors")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "ck"), "--epochs", "2", "--quiet"]) == 0
+    ck = handgrad.load_checkpoint(tmp_path / "ck" / CHECKPOINT_NAME)
+    assert ck.trainer_state["epoch"] == 2

@@ -28,7 +28,8 @@ from .._progress import progress_bar
 from .._recorded import dataset_spec
 from .._requirements import require
 from .._words import count
-from ..callbacks import CHECKPOINT_NAME, BackupAndRestore, Callback, LearningRateBackoff
+from ..callbacks import (CHECKPOINT_NAME, BackupAndRestore, Callback, LearningRateBackoff,
+                         checkpoint_file)
 from ..config import ARRAYS, TrainConfig
 from ..datasets import NAMED, Preprocessor, prepare_data
 from ..model import ACTIVATIONS, DTYPES, MLP
@@ -225,6 +226,7 @@ def _train(args, comm):
     show = not args.quiet and rank0
     checkpoint = None
     if args.resume is not None:
+        args.resume = checkpoint_file(args.resume)  # a --checkpoint-dir: its checkpoint
         checkpoint, config = _resumed_config(args)
     else:
         config = config_from_args(args)
