@@ -338,9 +338,12 @@ def accuracy_table():
             env += (f" Every library was held to {t98['threads']} thread"
                     f"{'s' if t98['threads'] != 1 else ''}.")
             command += f" --threads {t98['threads']}"
+        dates = {n: lib.get("date", t98["date"]) for n, lib in t98["libraries"].items()}
+        when = (f"same run (`{command}`; {t98['date']})" if len(set(dates.values())) <= 1
+                else f"libraries from more than one run of `{command}` (" + ", ".join(
+                    f"{n} {d}" for n, d in dates.items()) + ")")
         lines += ["", f"Time to {100 * setup['goal']:.0f}% test accuracy, 784-{setup['hidden']}"
-                      f"-10, Adam (lr {setup['lr']}), batch {setup['batch']}, same run "
-                      f"(`{command}`; {t98['date']}).{env} "
+                      f"-10, Adam (lr {setup['lr']}), batch {setup['batch']}, {when}.{env} "
                       f"Compile time (JAX's jit; handgrad's accelerator loading its cached "
                       f"kernels) is not in the training seconds; it is shown apart:", "",
                   "| library | epochs | training seconds | test accuracy then |",

@@ -66,6 +66,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from benchargs import HelpFormatter, check_out, positive_int  # noqa: E402
+
 PEERS = ("torch", "torch-compile", "jax")  # the libraries the targets compare against
 DEFAULT_LIBRARIES = ("handgrad", "handgrad-numpy", *PEERS)
 ALL_LIBRARIES = (*DEFAULT_LIBRARIES, "sklearn")
@@ -395,7 +397,8 @@ def main(argv=None):
         return worker(args.worker, args.rows)
     args.libraries = list(dict.fromkeys(args.libraries))
     command = " ".join(["speed.py", *(sys.argv[1:] if argv is None else argv)])
-    problem = check_out(args.out) or check_libraries(
+    problem = check_out(args.out)
+    problem = (f"--out {problem}" if problem else None) or check_libraries(
         ["handgrad"] if args.predict_only or args.estimator_only else args.libraries)
     if problem:
         print(f"speed.py: {problem}", file=sys.stderr)
@@ -486,21 +489,6 @@ def main(argv=None):
 # --------------------------------------------------------------------------- #
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help keeps the description's layout and shows every option's default."""
-
-
-def positive_int(text):
-    """argparse type: an integer ≥ 1, else a usage error naming the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
 LIBRARY_ALIASES = {"pytorch": "torch", "scikit-learn": "sklearn", "torch.compile": "torch-compile"}
 
 
@@ -535,17 +523,6 @@ def check_libraries(libraries):
     return (f"{', '.join(modules)} not installed: {installs}, or leave "
             f"{'it' if len(missing) == 1 else 'them'} out with "
             + (f"--libraries {' '.join(rest)}" if rest else "--libraries handgrad"))
-
-
-def check_out(path):
-    """Why ``path`` cannot be written (a folder, /proc, a read-only place), or None."""
-    from handgrad._atomic import check_writable
-
-    try:
-        check_writable(path, "file", create_folder=True)
-    except Exception as exc:  # noqa: BLE001 - OutputPathError / NotWritableError: say it
-        return f"--out {exc}"
-    return None
 
 
 def _cell_key(row):

@@ -220,12 +220,18 @@ def test_serve_forward_smoke(tmp_path):
 def test_estimator_speed_smoke(mnist_dir, tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
     monkeypatch.setenv("HANDGRAD_DATA", str(mnist_dir.parent))
-    out = tmp_path / "estimator_speed.json"
+    # a reduced run without --out goes to a scratch file it names, not the committed result
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    committed = (BENCH / "results" / "estimator_speed.json").read_bytes()
     r = subprocess.run([sys.executable, BENCH / "estimator_speed.py", "--repeats", "1",
                         "--rows", "1024", "--regression-rows", "2000", "--sparse-rows", "1000",
-                        "--sparse-cols", "2000", "--out", out],
+                        "--sparse-cols", "2000"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
+    assert (BENCH / "results" / "estimator_speed.json").read_bytes() == committed
+    [out] = tmp_path.glob("estimator_speed-*.json")
+    assert (f"--rows 1024 --regression-rows 2000 --sparse-rows 1000 --sparse-cols 2000 differs "
+            f"from the full run's settings: writing {out}") in r.stdout
     rows = json.loads(out.read_text())["results"]
     assert len(rows) == 6 and all(row["seconds"]["handgrad"] > 0 for row in rows)
     sparse = rows[-1]
@@ -359,3 +365,64 @@ def test_speed_unreadable_out_is_refused_before_timing(tmp_path, mode):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and f"--out {out} holds no readable results" in r.stderr
     assert out.read_text() == "{not json"
+
+
+@pytest.mark.parametrize("script, flags, message", [
+    ("estimator_speed.py", ["--rows", "0"], "argument --rows: 0 must be at least 1"),
+    ("estimator_speed.py", ["--density", "2"], "argument --density: 2.0 must be in (0, 1]"),
+    ("estimator_speed.py", ["--out", "/proc/e.json"], "virtual proc file system"),
+    ("serve.py", ["--concurrency", "0"], "argument --concurrency: 0 must be at least 1"),
+    ("serve.py", ["--warmup", "-1"], "argument --warmup: -1 must be at least 0"),
+    ("mnist_accuracy.py", ["time98", "--threads", "0"], "argument --threads: 0 must be at "
+                                                        "least 1"),
+    ("mnist_accuracy.py", ["smoke", "--out-dir", "/proc/x"], "virtual proc file system"),
+])
+def test_other_benchmarks_check_flags_up_front(script, flags, message):
+    r = subprocess.run([sys.executable, BENCH / script, *flags], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_other_benchmarks_help_shows_defaults():
+    for script, default in [("estimator_speed.py", "(default: 60000)"),
+                            ("serve.py", "(default: [1, 8, 64])"),
+                            ("mnist_accuracy.py", "(default: ['handgrad', 'pytorch', 'jax', "
+                                                  "'scikit-learn'])")]:
+        r = subprocess.run([sys.executable, BENCH / script, "--help"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and default in " ".join(r.stdout.split()), script
+
+
+def test_time98_of_some_libraries_keeps_the_others(tmp_path, monkeypatch):
+    """time98 --libraries handgrad keeps the other libraries' curves in the file, each with
+    its own date, and the README's line says they come from more than one run."""
+    import os
+    import types
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import make_tables
+        import mnist_accuracy
+    finally:
+        sys.path.remove(str(BENCH))
+    point = {"epoch": 1, "train_seconds": 1.5, "test_accuracy": 0.99}
+    earlier = {"target": "time98", "setup": dict(mnist_accuracy.T98), "date": "2026-01-01",
+               "threads": os.cpu_count(), "machine": {"cpu_count": os.cpu_count()},
+               "libraries": {n: {"curve": [point], "reached": point, "machine": {}}
+                             for n in ("handgrad", "pytorch")}}
+    (tmp_path / "accuracy-time98.json").write_text(json.dumps(earlier))
+    assert mnist_accuracy.time98_mismatch(tmp_path, None) is None
+    assert "would not compare" in mnist_accuracy.time98_mismatch(tmp_path, os.cpu_count() + 1)
+    child = json.dumps({"curve": [dict(point, train_seconds=0.5)], "machine": {}})
+    monkeypatch.setattr(mnist_accuracy.subprocess, "run", lambda *a, **k: types.SimpleNamespace(
+        returncode=0, stdout=child + "\n", stderr=""))
+    mnist_accuracy.run_time98(tmp_path, ["handgrad"])
+    doc = json.loads((tmp_path / "accuracy-time98.json").read_text())
+    assert list(doc["libraries"]) == ["handgrad", "pytorch"]
+    assert doc["libraries"]["handgrad"]["reached"]["train_seconds"] == 0.5
+    assert doc["libraries"]["pytorch"] == dict(earlier["libraries"]["pytorch"], date="2026-01-01")
+    monkeypatch.setattr(make_tables, "RESULTS", tmp_path)
+    text = make_tables.accuracy_table()
+    assert (f"libraries from more than one run of `python benchmarks/mnist_accuracy.py time98` "
+            f"(handgrad {doc['date']}, pytorch 2026-01-01)") in text
