@@ -504,7 +504,7 @@ def library_name(text):
 # the module each library needs, and how to install it
 REQUIREMENTS = {"torch": ("torch", "pip install torch==2.13.0"),
                 "torch-compile": ("torch", "pip install torch==2.13.0"),
-                "jax": ("jax", "pip install 'jax[cpu]'"),
+                "jax": ("jax", "pip install 'jax>=0.4.30' 'jaxlib>=0.4.30'"),  # the bench extra's
                 "sklearn": ("sklearn", "pip install scikit-learn")}
 
 

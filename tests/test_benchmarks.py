@@ -341,7 +341,8 @@ def test_speed_out_folder_and_missing_library_say_so_up_front(tmp_path):
 
     if importlib.util.find_spec("jax") is None:
         assert with_torch == 2
-        expected = "jax not installed: pip install 'jax[cpu]', or leave it out with --libraries "
+        expected = ("jax not installed: pip install 'jax>=0.4.30' 'jaxlib>=0.4.30', or leave it "
+                    "out with --libraries ")
         assert problem.startswith(expected)
         assert problem.endswith("handgrad torch" if importlib.util.find_spec("torch")
                                 else "handgrad")
