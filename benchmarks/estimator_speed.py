@@ -37,6 +37,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+DEFAULT_OUT = HERE / "results" / "estimator_speed.json"
+
+from benchargs import (HelpFormatter, changed, check_out, fraction,  # noqa: E402
+                       output_path, positive_int)
 from speed import machine_info  # noqa: E402  one description of the machine for all results
 
 LIBRARIES = ("handgrad", "sklearn")
@@ -133,16 +137,27 @@ def median_row(name, samples, **extra):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--rows", type=int, default=60000, help="MNIST rows per epoch")
-    ap.add_argument("--regression-rows", type=int, default=100_000)
-    ap.add_argument("--sparse-rows", type=int, default=50_000)
-    ap.add_argument("--sparse-cols", type=int, default=20_000)
-    ap.add_argument("--density", type=float, default=0.005)
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "estimator_speed.json")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--repeats", type=positive_int, default=3, help="timed epochs per row")
+    ap.add_argument("--rows", type=positive_int, default=60000, help="MNIST rows per epoch")
+    ap.add_argument("--regression-rows", type=positive_int, default=100_000,
+                    help="rows of the regression")
+    ap.add_argument("--sparse-rows", type=positive_int, default=50_000,
+                    help="rows of the sparse input")
+    ap.add_argument("--sparse-cols", type=positive_int, default=20_000,
+                    help="columns of the sparse input")
+    ap.add_argument("--density", type=fraction, default=0.005,
+                    help="the sparse input's density")
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"the result file (default: {DEFAULT_OUT.relative_to(HERE.parent)}, "
+                         f"or for a run of fewer rows a scratch file it names)")
     args = ap.parse_args(argv)
+    args.out = output_path(ap, args, DEFAULT_OUT, changed(
+        ap, args, ["rows", "regression_rows", "sparse_rows", "sparse_cols", "density"]))
+    problem = check_out(args.out)
+    if problem:
+        print(f"estimator_speed.py: --out {problem}", file=sys.stderr)
+        return 2
 
     from sklearn.datasets import make_regression
 

@@ -85,8 +85,18 @@ def speed_table(name="speed.json"):
         return "_No speed results yet: run `python benchmarks/speed.py`._"
     libs = [lib for lib in LABELS if lib in doc.get("libraries", {})]
     m = doc["machine"]
+    runs = _runs(doc)
+    if len(runs) > 1:  # cells merged from several runs: say so, and which is which
+        number = {(r.get("date"), r.get("command")): i for i, r in enumerate(runs, 1)}
+        measured = (f"Cells merged from {len(runs)} runs (the *run* column says which "
+                    f"measured each; each cell's GEMM bound uses its own run's sgemm): "
+                    + "; ".join(f"({i}) `python benchmarks/{r.get('command')}` on "
+                                f"{r.get('date')}" for i, r in enumerate(runs, 1))
+                    + f". The latest ran")
+    else:
+        measured = f"Measured by `python benchmarks/{doc['command']}`"
     lines = [
-        f"Measured by `python benchmarks/{doc['command']}` on {m['cpu_count']} cores "
+        f"{measured} on {m['cpu_count']} cores "
         f"({m['cpu'].get('model')}, {m['cpu'].get('vector_level')}), Python {m['python']}, "
         f"{doc['date']}: {_peer_versions(doc)}. {_env_note(doc)[0].upper() + _env_note(doc)[1:]}. "
         f"{_threads_note(doc)}Seconds per "
@@ -103,8 +113,9 @@ def speed_table(name="speed.json"):
         "",
         "| optimizer | H | batch | " + " | ".join(f"{LABELS[lib]} s" for lib in libs)
         + " | fastest peer | handgrad vs fastest | NumPy path vs fastest | GEMM bound s "
-          "| % bound | ceiling |",
-        "|---|---|---|" + "---|" * len(libs) + "---|---|---|---|---|---|",
+          "| % bound | ceiling |" + (" run |" if len(runs) > 1 else ""),
+        "|---|---|---|" + "---|" * len(libs) + "---|---|---|---|---|---|"
+        + ("---|" if len(runs) > 1 else ""),
     ]
     for r in doc["results"]:
         s = r["seconds"]
@@ -119,10 +130,14 @@ def speed_table(name="speed.json"):
             f"| {r['optimizer']} | {r['hidden']} | {r['batch']} | " + " | ".join(cells)
             + f" | {LABELS.get(r.get('fastest_peer'), '–')} | {ratio('handgrad')} | "
               f"{ratio('handgrad-numpy')} | {r['gemm_bound_s']:.3f} | "
-              f"{'–' if share is None else f'{100 * share:.0f}%'} | {_ceiling(r)} |")
+              f"{'–' if share is None else f'{100 * share:.0f}%'} | {_ceiling(r)} |"
+            + (f" ({number[_run_key(doc, r)]}) |" if len(runs) > 1 else ""))
     if doc.get("stopped_early"):
-        lines += ["", f"The run was stopped after {len(doc['results'])} of its "
-                      f"{doc['cells_planned']} planned cells; the table holds those it finished."]
+        latest = sum(_run_key(doc, r) == (doc.get("date"), doc.get("command"))
+                     for r in doc["results"])
+        lines += ["", f"The run `python benchmarks/{doc['command']}` was stopped after {latest} "
+                      f"of its {doc['cells_planned']} planned cells; the table holds those it "
+                      f"finished."]
     measured = sorted({r["measured_rows"] for r in doc["results"] if r.get("extrapolation")})
     if measured:
         lines += ["", f"**Extrapolated:** each cell timed epochs of "
@@ -136,6 +151,19 @@ def speed_table(name="speed.json"):
     lines += _estimator_rows(doc.get("estimator"))
     lines += _predict_line(doc.get("predict") or {})
     return "\n".join(lines)
+
+
+def _run_key(doc, row):
+    """(date, command) of the run that measured ``row`` (the file's own when not recorded)."""
+    run = row.get("run") or {}
+    return (run.get("date", doc.get("date")), run.get("command", doc.get("command")))
+
+
+def _runs(doc):
+    """The runs whose cells the speed result holds, in order of first appearance."""
+    keys = list(dict.fromkeys(_run_key(doc, r) for r in doc.get("results", [])))
+    return [{"date": d, "command": c} for d, c in keys] or [
+        {"date": doc.get("date"), "command": doc.get("command")}]
 
 
 def _estimator_rows(est):
@@ -310,9 +338,12 @@ def accuracy_table():
             env += (f" Every library was held to {t98['threads']} thread"
                     f"{'s' if t98['threads'] != 1 else ''}.")
             command += f" --threads {t98['threads']}"
+        dates = {n: lib.get("date", t98["date"]) for n, lib in t98["libraries"].items()}
+        when = (f"same run (`{command}`; {t98['date']})" if len(set(dates.values())) <= 1
+                else f"libraries from more than one run of `{command}` (" + ", ".join(
+                    f"{n} {d}" for n, d in dates.items()) + ")")
         lines += ["", f"Time to {100 * setup['goal']:.0f}% test accuracy, 784-{setup['hidden']}"
-                      f"-10, Adam (lr {setup['lr']}), batch {setup['batch']}, same run "
-                      f"(`{command}`; {t98['date']}).{env} "
+                      f"-10, Adam (lr {setup['lr']}), batch {setup['batch']}, {when}.{env} "
                       f"Compile time (JAX's jit; handgrad's accelerator loading its cached "
                       f"kernels) is not in the training seconds; it is shown apart:", "",
                   "| library | epochs | training seconds | test accuracy then |",

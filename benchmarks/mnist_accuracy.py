@@ -34,6 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from speed import machine_info  # noqa: E402
+from benchargs import HelpFormatter, check_out, positive_int  # noqa: E402
 
 COMMON = ["--dataset", "mnist", "--hidden", "800", "--seed", "0", "--val-fraction", "0"]
 RECIPES = {
@@ -177,6 +178,34 @@ CURVES = {"handgrad": "curve_handgrad", "pytorch": "curve_torch", "jax": "curve_
           "scikit-learn": "curve_sklearn"}
 
 
+def curve_name(text):
+    """argparse type: a library of CURVES, or speed.py's name for one."""
+    name = {"torch": "pytorch", "sklearn": "scikit-learn"}.get(text, text)
+    if name not in CURVES:
+        raise argparse.ArgumentTypeError(f"unknown library {text!r}; choose from "
+                                         f"{', '.join(CURVES)}")
+    return name
+
+
+def time98_mismatch(out_dir, threads):
+    """Why this time98 run's curves could not join those in ``out_dir`` (another thread
+    count or machine), or None."""
+    path = out_dir / "accuracy-time98.json"
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"{path} holds no readable results ({exc}); move it away or give another --out-dir"
+    ours, theirs = threads or os.cpu_count(), doc.get("threads")
+    cores = (doc.get("machine") or {}).get("cpu_count")
+    if theirs != ours or cores != os.cpu_count():
+        return (f"{path} holds curves measured with {theirs} threads on {cores} cores, this "
+                f"run {ours} on {os.cpu_count()}: they would not compare. Give another "
+                f"--out-dir, or move that file away")
+    return None
+
+
 def run_time98(out_dir, libraries=tuple(CURVES), threads=None):
     """Each library's curve in its own process, with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE
     removed (NumPy's OpenBLAS on its native kernel), one after the other; ``threads``
@@ -202,13 +231,20 @@ def run_time98(out_dir, libraries=tuple(CURVES), threads=None):
         points = child["curve"]
         reached = next((p for p in points if p["test_accuracy"] >= T98["goal"]), None)
         result["libraries"][name] = {"curve": points, "reached": reached,
-                                     "machine": child["machine"]}
+                                     "machine": child["machine"], "date": result["date"]}
         msg = (f"{reached['epoch']} epochs, {reached['train_seconds']:.1f} s" if reached
                else f"not within {T98['max_epochs']} epochs")
         print(f"time to 98%: {name}: {msg}", flush=True)
     path = out_dir / "accuracy-time98.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {}  # checked up front
+    kept = {name: dict(lib, date=lib.get("date", earlier.get("date")))
+            for name, lib in earlier.get("libraries", {}).items()
+            if name not in result["libraries"]}
+    if kept:  # a run of some libraries keeps the others' curves, each with its date
+        result["libraries"] = {name: result["libraries"].get(name) or kept[name]
+                               for name in CURVES if name in result["libraries"] or name in kept}
     path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
+    print(f"wrote {path}" + (f"; kept {', '.join(kept)} from the earlier run" if kept else ""))
     return result
 
 
@@ -243,13 +279,17 @@ def run_augment_cost(out_dir):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("targets", nargs="+", choices=[*RECIPES, "time98", "augment-cost"])
-    ap.add_argument("--out-dir", type=Path, default=HERE / "results")
-    ap.add_argument("--libraries", nargs="+", choices=list(CURVES), default=list(CURVES),
-                    help="time98: the libraries to train")
-    ap.add_argument("--threads", type=int, default=None,
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("targets", nargs="+", choices=[*RECIPES, "time98", "augment-cost"],
+                    help="what to run")
+    ap.add_argument("--out-dir", type=Path, default=HERE / "results",
+                    help="the folder of the result files")
+    ap.add_argument("--libraries", nargs="+", type=curve_name, default=list(CURVES),
+                    metavar="LIBRARY",
+                    help=f"time98: the libraries to train, of {', '.join(CURVES)} (torch and "
+                         f"sklearn, speed.py's names, are accepted); the others already in "
+                         f"accuracy-time98.json are kept")
+    ap.add_argument("--threads", type=positive_int, default=None,
                     help="time98: threads per library (default: every core)")
     ap.add_argument("--curve", choices=list(CURVES), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -257,7 +297,12 @@ def main(argv=None):
         points = globals()[CURVES[args.curve]](*_mnist())
         print(json.dumps({"curve": points, "machine": machine_info()}))
         return 0
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    problem = check_out(args.out_dir, "dir")
+    if not problem and "time98" in args.targets:
+        problem = time98_mismatch(args.out_dir, args.threads)
+    if problem:
+        print(f"mnist_accuracy.py: {problem}", file=sys.stderr)
+        return 2
     for target in args.targets:
         if target == "time98":
             run_time98(args.out_dir, args.libraries, args.threads)

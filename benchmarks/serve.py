@@ -47,6 +47,8 @@ import handgrad
 from handgrad.datasets import Preprocessor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchargs import (HelpFormatter, changed, check_out,  # noqa: E402
+                       non_negative_int, output_path, positive_int)
 from speed import machine_info as speed_machine_info  # noqa: E402  one description for all results
 
 HERE = Path(__file__).resolve().parent
@@ -266,18 +268,29 @@ def machine_info():
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hidden", type=int, default=800, help="hidden units H of 784-H-10")
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
-    ap.add_argument("--duration", type=int, default=4, help="seconds per measurement")
-    ap.add_argument("--warmup", type=int, default=1, help="seconds of load before each")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--hidden", type=positive_int, default=800,
+                    help="hidden units H of 784-H-10")
+    ap.add_argument("--concurrency", type=positive_int, nargs="+", default=[1, 8, 64],
+                    help="concurrent connections, one measurement each")
+    ap.add_argument("--duration", type=positive_int, default=4, help="seconds per measurement")
+    ap.add_argument("--warmup", type=non_negative_int, default=1,
+                    help="seconds of load before each")
+    ap.add_argument("--repeats", type=positive_int, default=3, help="measurements per setting")
     ap.add_argument("--peer", choices=["auto", "mlserver", "onnx", "none"], default="auto")
     ap.add_argument("--peer-python", default=sys.executable,
                     help="a Python with mlserver and mlserver-sklearn installed")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "serve.json")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the result file (default: benchmarks/results/serve.json, or for a "
+                         "run of another --hidden, --concurrency or --duration a scratch "
+                         "file it names)")
     args = ap.parse_args(argv)
+    args.out = output_path(ap, args, HERE / "results" / "serve.json",
+                           changed(ap, args, ["hidden", "concurrency", "duration"]))
+    problem = check_out(args.out)
+    if problem:
+        print(f"serve.py: --out {problem}", file=sys.stderr)
+        return 2
     if shutil.which("wrk") is None:
         sys.exit("benchmarks/serve.py needs wrk: apt-get install wrk")
     peer = args.peer

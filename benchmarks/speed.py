@@ -25,10 +25,18 @@ of it, and NumPy's own-shape GEMMs back to back (what handgrad's products alone 
 
     python benchmarks/speed.py                       # the full grid, writes results/speed.json
     python benchmarks/speed.py --hidden 256 800 --batch 128 --optimizer adam --repeats 5
+                                                     # reruns 2 cells; keeps the file's others
     python benchmarks/speed.py --libraries handgrad torch jax     # a subset of libraries
     python benchmarks/speed.py --predict-only --repeats 21   # reruns predict_proba alone
     python benchmarks/speed.py --estimator-only --repeats 5  # handgrad.MLPClassifier vs fit
     python benchmarks/speed.py --rows 20000 --extrapolate    # a third of each epoch, scaled
+
+A run merges into ``--out``: the cells it times replace the same cells there (optimizer,
+H, batch), the others and the estimator and predict parts it did not run are kept, and
+each cell records the run (date, command) that measured it; the README's table lists the
+runs when it holds more than one. ``--replace`` writes this run alone. Cells of another
+``--rows``, thread count or machine are not merged: the run stops before timing anything
+and asks for another ``--out``.
 
 After the grid, ``handgrad.MLPClassifier(solver='sgd'/'adam')`` is timed against
 ``handgrad.fit`` with the same settings (issue #15: within 5% per epoch), interleaved in
@@ -57,6 +65,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from benchargs import HelpFormatter, check_out, positive_int  # noqa: E402
 
 PEERS = ("torch", "torch-compile", "jax")  # the libraries the targets compare against
 DEFAULT_LIBRARIES = ("handgrad", "handgrad-numpy", *PEERS)
@@ -338,43 +348,69 @@ def _describe(row):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hidden", type=int, nargs="+", default=[128, 256, 800, 2048])
-    ap.add_argument("--batch", type=int, nargs="+", default=[32, 128, 256, 512])
-    ap.add_argument("--optimizer", nargs="+", default=["sgd", "adam"], choices=["sgd", "adam"])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--hidden", type=positive_int, nargs="+", default=[128, 256, 800, 2048],
+                    help="hidden widths H")
+    ap.add_argument("--batch", type=positive_int, nargs="+", default=[32, 128, 256, 512],
+                    help="batch sizes B")
+    ap.add_argument("--optimizer", nargs="+", default=["sgd", "adam"], choices=["sgd", "adam"],
+                    help="optimizers")
     ap.add_argument("--libraries", nargs="+", default=list(DEFAULT_LIBRARIES),
-                    choices=ALL_LIBRARIES, help="the libraries to time")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--rows", type=int, default=60000,
+                    type=library_name, metavar="LIBRARY",
+                    help=f"the libraries to time, of {', '.join(ALL_LIBRARIES)} "
+                         f"(pytorch and scikit-learn are accepted for torch and sklearn)")
+    ap.add_argument("--repeats", type=positive_int, default=3, help="timed epochs per cell")
+    ap.add_argument("--rows", type=positive_int, default=60000,
                     help="training rows per epoch (60000: all of MNIST)")
-    ap.add_argument("--threads", type=int, default=None,
+    ap.add_argument("--threads", type=positive_int, default=None,
                     help="threads per library (default: every core); --threads 1 compares "
                          "single-core speed, which a busy shared machine does not distort")
     ap.add_argument("--keep-env", action="store_true",
                     help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the timed workers")
     ap.add_argument("--no-predict", action="store_true",
                     help="skip predict_proba against onnxruntime")
-    ap.add_argument("--predict-only", action="store_true",
-                    help="time predict_proba vs onnxruntime alone and update that part of --out")
+    only = ap.add_mutually_exclusive_group()
+    only.add_argument("--predict-only", action="store_true",
+                      help="time predict_proba vs onnxruntime alone and update that part of "
+                           "--out")
     ap.add_argument("--extrapolate", action="store_true",
                     help=f"time epochs of --rows rows and scale every time to a whole MNIST "
                          f"epoch ({MNIST_ROWS:,} rows); the table says so")
     est = ap.add_argument_group("handgrad.MLPClassifier against handgrad.fit (issue #15), "
                                 "for each --optimizer, after the grid")
-    est.add_argument("--estimator-hidden", type=int, default=256, help="its hidden width")
-    est.add_argument("--estimator-batch", type=int, default=128, help="its batch size")
-    est.add_argument("--estimator-epochs", type=int, default=3,
+    est.add_argument("--estimator-hidden", type=positive_int, default=256,
+                     help="its hidden width")
+    est.add_argument("--estimator-batch", type=positive_int, default=128, help="its batch size")
+    est.add_argument("--estimator-epochs", type=positive_int, default=3,
                      help="epochs per timed fit (the time reported is per epoch)")
     est.add_argument("--no-estimator", action="store_true", help="skip it")
-    est.add_argument("--estimator-only", action="store_true",
-                     help="run it alone and update that part of --out")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "speed.json")
+    only.add_argument("--estimator-only", action="store_true",
+                      help="run the estimator rows alone and update that part of --out")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "speed.json",
+                    help="the result file; cells already in it that this run does not time "
+                         "are kept (see --replace)")
+    ap.add_argument("--replace", action="store_true",
+                    help="write only this run's results to --out, discarding what it holds")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args.worker, args.rows)
+    args.libraries = list(dict.fromkeys(args.libraries))
     command = " ".join(["speed.py", *(sys.argv[1:] if argv is None else argv)])
+    problem = check_out(args.out)
+    problem = (f"--out {problem}" if problem else None) or check_libraries(
+        ["handgrad"] if args.predict_only or args.estimator_only else args.libraries)
+    if problem:
+        print(f"speed.py: {problem}", file=sys.stderr)
+        return 2
+    earlier = None
+    if args.predict_only or args.estimator_only:  # they update a part of --out: readable?
+        problem = None if args.replace else readable_results(args.out)
+    elif not args.replace:
+        earlier, problem = earlier_results(args)
+    if problem:
+        print(f"speed.py: {problem}", file=sys.stderr)
+        return 2
 
     from handgrad.sysinfo import system_info
 
@@ -418,13 +454,15 @@ def main(argv=None):
             for opt, H, B in cells:
                 row = run_cell(workers, opt, H, B, args.rows, args.repeats, peak,
                                args.extrapolate)
+                row["run"] = {"date": doc["date"], "command": command}
                 doc["results"].append(row)
                 print(_describe(row), flush=True)
-                _write(args.out, doc)  # after every cell: a stopped run keeps what it has
+                # after every cell: a stopped run keeps what it has
+                _write(args.out, merge_results(doc, earlier))
             if not args.no_estimator:
                 doc["estimator"] = estimator_section(args, env, command, args.rows,
                                                      workers.get("handgrad"))
-                _write(args.out, doc)
+                _write(args.out, merge_results(doc, earlier))
             if not args.no_predict and "handgrad" in workers:
                 doc["predict"] = ask_predict(workers["handgrad"], max(args.repeats, 5),
                                              command)
@@ -434,9 +472,129 @@ def main(argv=None):
     finally:
         for w in workers.values():
             w.close()
-    _write(args.out, doc)
-    print(f"wrote {args.out}")
+    merged = merge_results(doc, earlier)
+    _write(args.out, merged)
+    kept = len(merged["results"]) - len(doc["results"])
+    print(f"wrote {len(doc['results'])} cell{'s' if len(doc['results']) != 1 else ''} into "
+          f"{args.out}" + (f"; {kept} kept from {'an earlier run' if len(merged['runs']) == 2 else 'earlier runs'}"
+                           f" (--replace discards them)" if kept else "")
+          + ("; its estimator and predict parts kept from before"
+             if earlier and (("estimator" not in doc and "estimator" in merged)
+                             or ("predict" not in doc and "predict" in merged)) else ""))
     return 0
+
+
+# --------------------------------------------------------------------------- #
+# Checks made before any timing, and merging a run into an earlier result file
+# --------------------------------------------------------------------------- #
+
+
+LIBRARY_ALIASES = {"pytorch": "torch", "scikit-learn": "sklearn", "torch.compile": "torch-compile"}
+
+
+def library_name(text):
+    """argparse type: one of ALL_LIBRARIES, or mnist_accuracy.py's spelling of one."""
+    name = LIBRARY_ALIASES.get(text, text)
+    if name not in ALL_LIBRARIES:
+        raise argparse.ArgumentTypeError(f"unknown library {text!r}; choose from "
+                                         f"{', '.join(ALL_LIBRARIES)}")
+    return name
+
+
+# the module each library needs, and how to install it
+REQUIREMENTS = {"torch": ("torch", "pip install torch==2.13.0"),
+                "torch-compile": ("torch", "pip install torch==2.13.0"),
+                "jax": ("jax", "pip install 'jax>=0.4.30' 'jaxlib>=0.4.30'"),  # the bench extra's
+                "sklearn": ("sklearn", "pip install scikit-learn")}
+
+
+def check_libraries(libraries):
+    """One line naming each library that is not installed, the command that installs it
+    and the --libraries that leaves it out; None when all are there."""
+    import importlib.util
+
+    missing = {lib: REQUIREMENTS[lib] for lib in libraries
+               if lib in REQUIREMENTS and importlib.util.find_spec(REQUIREMENTS[lib][0]) is None}
+    if not missing:
+        return None
+    modules = dict.fromkeys(m for m, _ in missing.values())
+    installs = " && ".join(dict.fromkeys(i for _, i in missing.values()))
+    rest = [lib for lib in libraries if lib not in missing]
+    return (f"{', '.join(modules)} not installed: {installs}, or leave "
+            f"{'it' if len(missing) == 1 else 'them'} out with "
+            + (f"--libraries {' '.join(rest)}" if rest else "--libraries handgrad"))
+
+
+def _cell_key(row):
+    return (row["optimizer"], row["hidden"], row["batch"])
+
+
+def readable_results(path):
+    """Why the result file ``path`` cannot be read and updated, or None."""
+    if not path.exists():
+        return None
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return (f"--out {path} holds no readable results ({exc}); give another --out, or "
+                f"--replace to overwrite it")
+    return None
+
+
+def earlier_results(args):
+    """``(doc, None)`` with the results already in ``--out`` that this run merges into,
+    ``(None, None)`` when there are none, or ``(None, why)`` when its cells could not sit
+    beside this run's in one table (other rows per epoch, thread count or machine)."""
+    if not args.out.exists():
+        return None, None
+    problem = readable_results(args.out)
+    if problem:
+        return None, problem
+    doc = json.loads(args.out.read_text())
+    if doc.get("benchmark") != "speed" or not doc.get("results"):
+        return (doc if doc.get("benchmark") == "speed" else None), None
+    rows = MNIST_ROWS if args.extrapolate else args.rows
+    threads = args.threads or os.cpu_count() or 1
+    theirs = {"rows per epoch (--rows/--extrapolate)": {r["rows"] for r in doc["results"]},
+              "--threads": {doc.get("threads")},
+              "cores": {(doc.get("machine") or {}).get("cpu_count")}}
+    ours = {"rows per epoch (--rows/--extrapolate)": rows, "--threads": threads,
+            "cores": os.cpu_count()}
+    for what, value in ours.items():
+        if theirs[what] != {value}:
+            return None, (f"--out {args.out} holds cells measured with {what} "
+                          f"{', '.join(map(str, sorted(theirs[what], key=str)))}, this run "
+                          f"{value}: its cells would not compare. Give another --out (e.g. "
+                          f"--out /tmp/speed.json), or --replace to overwrite it")
+    return doc, None
+
+
+def merge_results(doc, earlier):
+    """This run's ``doc`` merged into ``earlier`` (a result file's contents): its cells
+    replace those of the same optimizer, H and batch, the rest are kept; its libraries'
+    descriptions are added; the estimator and predict parts it did not run are kept.
+    Every cell says which run measured it (``run``); ``runs`` lists them."""
+    if not earlier:
+        return dict(doc, runs=[{"date": doc["date"], "command": doc["command"]}])
+    before = {"date": earlier.get("date"), "command": earlier.get("command")}
+    ours = {_cell_key(r) for r in doc["results"]}
+    kept = [dict(r, run=r.get("run") or before) for r in earlier.get("results", [])
+            if _cell_key(r) not in ours]
+    results = kept + doc["results"]
+    order = {}  # the grid's order: optimizers within a shape, shapes by H then batch
+    results.sort(key=lambda r: (r["hidden"], r["batch"], order.setdefault(r["optimizer"],
+                                                                          len(order))))
+    merged = dict(doc, results=results,
+                  libraries={**earlier.get("libraries", {}), **doc["libraries"]})
+    for part in ("estimator", "predict"):
+        if part not in doc and part in earlier:
+            merged[part] = earlier[part]
+    runs = []
+    for r in results:
+        if r["run"] not in runs:
+            runs.append(r["run"])
+    merged["runs"] = runs or [{"date": doc["date"], "command": doc["command"]}]
+    return merged
 
 
 def run_estimator(workers, optimizers, H, B, repeats, epochs):
@@ -482,7 +640,8 @@ def estimator_section(args, env, command, rows, fit_worker=None):
 def estimator_only(args, env, command):
     """Rerun the estimator-vs-fit rows alone; keep the rest of ``--out`` as it was."""
     section = estimator_section(args, env, command, args.rows)
-    doc = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "speed"}
+    doc = (json.loads(args.out.read_text()) if args.out.exists() and not args.replace
+           else {"benchmark": "speed"})
     doc["estimator"] = section
     _write(args.out, doc)
     print(f"wrote the estimator part of {args.out}")
@@ -516,7 +675,8 @@ def predict_only(args, env, command):
         w.close()
     if "error" in predict:
         return 1
-    doc = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "speed"}
+    doc = (json.loads(args.out.read_text()) if args.out.exists() and not args.replace
+           else {"benchmark": "speed"})
     doc["predict"] = dict(predict, machine={"python": platform.python_version(),
                                             "platform": platform.platform(),
                                             "cpu_count": os.cpu_count()})

@@ -9,6 +9,7 @@ trajectories against torch.optim run in tests/test_optim.py under both paths
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -409,3 +410,28 @@ def test_a_numba_that_fails_to_import_leaves_the_numpy_path(monkeypatch):
     handgrad.fit(model, np.eye(5), np.arange(5) % 3, epochs=1, batch_size=5, seed=0)
     assert np.all(np.isfinite(model.param_buffer))
     monkeypatch.delitem(_accel._state, "error", raising=False)
+
+
+@pytest.mark.parametrize("value, off", [
+    ("1", True), ("true", True), ("YES", True), (" on ", True),
+    ("", False), ("0", False), ("false", False), ("No", False), ("off", False)])
+def test_environment_variable_takes_the_usual_boolean_spellings(monkeypatch, value, off):
+    monkeypatch.setenv("HANDGRAD_NO_ACCEL", value)
+    assert _accel.disabled_by_environment() == (off, None)
+    monkeypatch.setitem(_accel._state, "on", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a known spelling warns about nothing
+        assert _accel.enabled() == (not off and _accel.installed() and _accel._loads())
+    monkeypatch.setitem(_accel._state, "on", None)
+
+
+def test_an_unknown_environment_value_is_named_in_a_warning(monkeypatch):
+    monkeypatch.setenv("HANDGRAD_NO_ACCEL", "maybe")
+    monkeypatch.setitem(_accel._state, "on", None)
+    monkeypatch.delitem(_accel._state, "error", raising=False)  # no earlier import failure
+    with pytest.warns(RuntimeWarning, match=r"HANDGRAD_NO_ACCEL='maybe' is not a yes/no value "
+                                            r"\(1, true, yes, on switch the accelerator off"):
+        assert _accel.enabled() is False
+    if _accel.installed():
+        assert "HANDGRAD_NO_ACCEL='maybe' is not a yes/no value" in _accel.describe()["status"]
+    monkeypatch.setitem(_accel._state, "on", None)

@@ -220,13 +220,210 @@ def test_serve_forward_smoke(tmp_path):
 def test_estimator_speed_smoke(mnist_dir, tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
     monkeypatch.setenv("HANDGRAD_DATA", str(mnist_dir.parent))
-    out = tmp_path / "estimator_speed.json"
+    # a reduced run without --out goes to a scratch file it names, not the committed result
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    committed = (BENCH / "results" / "estimator_speed.json").read_bytes()
     r = subprocess.run([sys.executable, BENCH / "estimator_speed.py", "--repeats", "1",
                         "--rows", "1024", "--regression-rows", "2000", "--sparse-rows", "1000",
-                        "--sparse-cols", "2000", "--out", out],
+                        "--sparse-cols", "2000"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
+    assert (BENCH / "results" / "estimator_speed.json").read_bytes() == committed
+    [out] = tmp_path.glob("estimator_speed-*.json")
+    assert (f"--rows 1024 --regression-rows 2000 --sparse-rows 1000 --sparse-cols 2000 differs "
+            f"from the full run's settings: writing {out}") in r.stdout
     rows = json.loads(out.read_text())["results"]
     assert len(rows) == 6 and all(row["seconds"]["handgrad"] > 0 for row in rows)
     sparse = rows[-1]
     assert sparse["sparse"] and sparse["peak_growth_bytes"]["handgrad"] < 200 * 2**20
+
+
+def _speed_doc_for_this_machine():
+    """The committed full speed result, as if measured on this machine's cores and threads
+    (so a run here may merge into it)."""
+    import os
+
+    doc = json.loads((BENCH / "results" / "speed.json").read_text())
+    doc["machine"]["cpu_count"] = doc["threads"] = os.cpu_count()
+    return doc
+
+
+def test_speed_subset_run_merges_into_the_earlier_results(mnist_dir, tmp_path, monkeypatch):
+    """A run of one cell replaces that cell of --out and keeps the other 31, and the
+    estimator and predict parts it did not run; the table says the cells come from two
+    runs and which run measured which."""
+    monkeypatch.setenv("HANDGRAD_DATA", str(mnist_dir.parent))
+    earlier = _speed_doc_for_this_machine()
+    out = tmp_path / "speed.json"
+    out.write_text(json.dumps(earlier))
+    r = subprocess.run([sys.executable, BENCH / "speed.py", "--hidden", "128", "--batch", "512",
+                        "--optimizer", "sgd", "--repeats", "1", "--rows", "1024",
+                        "--extrapolate", "--no-predict", "--no-estimator", "--libraries",
+                        "handgrad", "--out", out], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert f"wrote 1 cell into {out}; 31 kept from an earlier run" in r.stdout
+    assert "estimator and predict parts kept" in r.stdout
+    doc = json.loads(out.read_text())
+    assert len(doc["results"]) == 32
+    assert doc["estimator"] == earlier["estimator"] and doc["predict"] == earlier["predict"]
+    ours = [c for c in doc["results"] if c["run"]["command"].startswith("speed.py --hidden 128")]
+    assert [(c["optimizer"], c["hidden"], c["batch"]) for c in ours] == [("sgd", 128, 512)]
+    assert ours[0]["measured_rows"] == 1024
+    before = {(c["optimizer"], c["hidden"], c["batch"]): c for c in earlier["results"]}
+    for c in doc["results"]:
+        if c is not ours[0]:
+            assert c["run"] == {"date": earlier["date"], "command": earlier["command"]}
+            assert c["seconds"] == before[(c["optimizer"], c["hidden"], c["batch"])]["seconds"]
+    assert len(doc["runs"]) == 2
+    sys.path.insert(0, str(BENCH))
+    try:
+        import make_tables
+
+        monkeypatch.setattr(make_tables, "RESULTS", tmp_path)
+        table = make_tables.speed_table()
+    finally:
+        sys.path.remove(str(BENCH))
+    assert table.startswith("Cells merged from 2 runs")
+    assert f"(1) `python benchmarks/{earlier['command']}` on {earlier['date']}" in table
+    assert "(2) `python benchmarks/speed.py --hidden 128 --batch 512" in table
+    row = next(line for line in table.splitlines() if line.startswith("| sgd | 128 | 512 |"))
+    assert row.endswith("| (2) |")
+    assert next(line for line in table.splitlines()
+                if line.startswith("| adam | 128 | 512 |")).endswith("| (1) |")
+
+
+def test_speed_refuses_to_merge_cells_that_would_not_compare(tmp_path):
+    """Cells of another --rows (or thread count) are not mixed into one table: the run
+    stops before any timing and says how to keep both."""
+    out = tmp_path / "speed.json"
+    out.write_text(json.dumps(_speed_doc_for_this_machine()))
+    r = subprocess.run([sys.executable, BENCH / "speed.py", "--rows", "1024", "--libraries",
+                        "handgrad", "--out", out], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "rows per epoch (--rows/--extrapolate) 60000, this run 1024" in r.stderr
+    assert "--replace" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--hidden", "0"], "argument --hidden: 0 must be at least 1"),
+    (["--hidden", "-5"], "argument --hidden: -5 must be at least 1"),
+    (["--batch", "0"], "argument --batch: 0 must be at least 1"),
+    (["--rows", "-5"], "argument --rows: -5 must be at least 1"),
+    (["--repeats", "0"], "argument --repeats: 0 must be at least 1"),
+    (["--threads", "-2"], "argument --threads: -2 must be at least 1"),
+    (["--estimator-epochs", "x"], "argument --estimator-epochs: 'x' is not an integer"),
+    (["--predict-only", "--estimator-only"], "not allowed with argument"),
+    (["--libraries", "numpy"], "unknown library 'numpy'"),
+    (["--out", "/proc/x.json"], "virtual proc file system"),
+])
+def test_speed_bad_flags_stop_before_any_work(flags, message):
+    r = subprocess.run([sys.executable, BENCH / "speed.py", *flags], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_speed_out_folder_and_missing_library_say_so_up_front(tmp_path):
+    r = subprocess.run([sys.executable, BENCH / "speed.py", "--out", tmp_path],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and f"--out {tmp_path}: is a folder" in r.stderr
+    sys.path.insert(0, str(BENCH))
+    try:
+        import speed
+
+        # pytorch: mnist_accuracy.py's spelling, accepted for torch
+        problem = speed.check_libraries(["handgrad", "torch", "jax"])
+        with_torch = speed.main(["--libraries", "handgrad", "pytorch", "jax", "--out",
+                                 str(tmp_path / "s.json")])
+    finally:
+        sys.path.remove(str(BENCH))
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is None:
+        assert with_torch == 2
+        expected = ("jax not installed: pip install 'jax>=0.4.30' 'jaxlib>=0.4.30', or leave it "
+                    "out with --libraries ")
+        assert problem.startswith(expected)
+        assert problem.endswith("handgrad torch" if importlib.util.find_spec("torch")
+                                else "handgrad")
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_speed_help_shows_defaults():
+    r = subprocess.run([sys.executable, BENCH / "speed.py", "--help"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0
+    assert "(default: 3)" in r.stdout and "(default: [128, 256, 800, 2048])" in r.stdout
+    assert "    python benchmarks/speed.py --hidden 256 800" in r.stdout  # layout kept
+
+
+@pytest.mark.parametrize("mode", [[], ["--predict-only"], ["--estimator-only"]])
+def test_speed_unreadable_out_is_refused_before_timing(tmp_path, mode):
+    out = tmp_path / "speed.json"
+    out.write_text("{not json")
+    r = subprocess.run([sys.executable, BENCH / "speed.py", *mode, "--libraries", "handgrad",
+                        "--out", out],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and f"--out {out} holds no readable results" in r.stderr
+    assert out.read_text() == "{not json"
+
+
+@pytest.mark.parametrize("script, flags, message", [
+    ("estimator_speed.py", ["--rows", "0"], "argument --rows: 0 must be at least 1"),
+    ("estimator_speed.py", ["--density", "2"], "argument --density: 2.0 must be in (0, 1]"),
+    ("estimator_speed.py", ["--out", "/proc/e.json"], "virtual proc file system"),
+    ("serve.py", ["--concurrency", "0"], "argument --concurrency: 0 must be at least 1"),
+    ("serve.py", ["--warmup", "-1"], "argument --warmup: -1 must be at least 0"),
+    ("mnist_accuracy.py", ["time98", "--threads", "0"], "argument --threads: 0 must be at "
+                                                        "least 1"),
+    ("mnist_accuracy.py", ["smoke", "--out-dir", "/proc/x"], "virtual proc file system"),
+])
+def test_other_benchmarks_check_flags_up_front(script, flags, message):
+    r = subprocess.run([sys.executable, BENCH / script, *flags], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_other_benchmarks_help_shows_defaults():
+    for script, default in [("estimator_speed.py", "(default: 60000)"),
+                            ("serve.py", "(default: [1, 8, 64])"),
+                            ("mnist_accuracy.py", "(default: ['handgrad', 'pytorch', 'jax', "
+                                                  "'scikit-learn'])")]:
+        r = subprocess.run([sys.executable, BENCH / script, "--help"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and default in " ".join(r.stdout.split()), script
+
+
+def test_time98_of_some_libraries_keeps_the_others(tmp_path, monkeypatch):
+    """time98 --libraries handgrad keeps the other libraries' curves in the file, each with
+    its own date, and the README's line says they come from more than one run."""
+    import os
+    import types
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import make_tables
+        import mnist_accuracy
+    finally:
+        sys.path.remove(str(BENCH))
+    point = {"epoch": 1, "train_seconds": 1.5, "test_accuracy": 0.99}
+    earlier = {"target": "time98", "setup": dict(mnist_accuracy.T98), "date": "2026-01-01",
+               "threads": os.cpu_count(), "machine": {"cpu_count": os.cpu_count()},
+               "libraries": {n: {"curve": [point], "reached": point, "machine": {}}
+                             for n in ("handgrad", "pytorch")}}
+    (tmp_path / "accuracy-time98.json").write_text(json.dumps(earlier))
+    assert mnist_accuracy.time98_mismatch(tmp_path, None) is None
+    assert "would not compare" in mnist_accuracy.time98_mismatch(tmp_path, os.cpu_count() + 1)
+    child = json.dumps({"curve": [dict(point, train_seconds=0.5)], "machine": {}})
+    monkeypatch.setattr(mnist_accuracy.subprocess, "run", lambda *a, **k: types.SimpleNamespace(
+        returncode=0, stdout=child + "\n", stderr=""))
+    mnist_accuracy.run_time98(tmp_path, ["handgrad"])
+    doc = json.loads((tmp_path / "accuracy-time98.json").read_text())
+    assert list(doc["libraries"]) == ["handgrad", "pytorch"]
+    assert doc["libraries"]["handgrad"]["reached"]["train_seconds"] == 0.5
+    assert doc["libraries"]["pytorch"] == dict(earlier["libraries"]["pytorch"], date="2026-01-01")
+    monkeypatch.setattr(make_tables, "RESULTS", tmp_path)
+    text = make_tables.accuracy_table()
+    assert (f"libraries from more than one run of `python benchmarks/mnist_accuracy.py time98` "
+            f"(handgrad {doc['date']}, pytorch 2026-01-01)") in text

@@ -146,3 +146,12 @@ def test_lbfgs_refuses_the_options_it_would_ignore(option):
     with pytest.raises(ValueError, match=f"solver='lbfgs' would ignore {option}"):
         clf.fit(X, y, **fit_args)
     MLPClassifier(solver="adam", max_iter=5, random_state=0, **params).fit(X, y, **fit_args)
+
+
+def test_fit_documents_every_option_it_takes():
+    """Each of fit's ``**options`` is named in its docstring."""
+    import handgrad
+    from handgrad.fitting import TRAINER_OPTIONS
+
+    doc = " ".join(handgrad.fit.__doc__.split())
+    assert [o for o in TRAINER_OPTIONS if f"``{o}``" not in doc] == []

@@ -3,6 +3,7 @@ vector extensions, and the warning when the environment forces a slower kernel."
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -97,3 +98,23 @@ def test_system_info_is_exported():
     import handgrad
 
     assert handgrad.system_info is sysinfo.system_info
+
+
+def test_unknown_core_type_is_flagged_with_the_ones_openblas_accepts():
+    line = sysinfo.coretype_warning({"OPENBLAS_CORETYPE": "bogus"}, "x86_64")
+    assert line.startswith("warning: OPENBLAS_CORETYPE='bogus' is not a core type OpenBLAS "
+                           "knows on x86_64")
+    assert "Haswell" in line and "SkylakeX" in line and "unset it" in line
+    assert "neoversen1" in sysinfo.coretype_warning({"OPENBLAS_CORETYPE": "Haswell"}, "aarch64")
+    for env in ({}, {"OPENBLAS_CORETYPE": "haswell"}, {"OPENBLAS_CORETYPE": "SkylakeX"}):
+        assert sysinfo.coretype_warning(env, "x86_64") is None
+    assert sysinfo.coretype_warning({"OPENBLAS_CORETYPE": "bogus"}, "riscv64") is None
+
+
+def test_info_system_flags_an_unknown_core_type():
+    env = dict(os.environ, OPENBLAS_CORETYPE="bogus")
+    r = subprocess.run([sys.executable, "-m", "handgrad", "info", "--system"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert "OPENBLAS_CORETYPE='bogus' is not a core type OpenBLAS knows" in r.stdout

@@ -30,8 +30,11 @@ The values equal the NumPy path's up to rounding (the tests compare both, and bo
 against ``torch.optim``). Arithmetic stays in the arrays' dtype: every constant is
 passed as a scalar of that dtype, so float32 data is not promoted to float64.
 
-The kernels are used when numba imports and ``HANDGRAD_NO_ACCEL`` is not set to
-``1``; :func:`use` switches them off and on in a running process. Compiled code is
+The kernels are used when numba imports and ``HANDGRAD_NO_ACCEL`` does not switch them
+off: ``1``, ``true``, ``yes`` or ``on`` (any case) do; ``0``, ``false``, ``no``, ``off`` or
+an empty value leave them on; any other value warns, naming it, and switches them off (the
+variable was set to turn them off). :func:`use` switches them off and on in a running
+process. Compiled code is
 cached on disk (numba's ``cache=True``), so only the first process pays the compile.
 """
 
@@ -44,6 +47,8 @@ import threading
 import numpy as np
 
 _DISABLE_ENV = "HANDGRAD_NO_ACCEL"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
 
 _kernels = None  # {name: compiled function}, imported on first use
 _state = {"on": None, "installed": None}  # "on" None: the environment decides on first use
@@ -66,6 +71,20 @@ def use(flag):
     return old
 
 
+def disabled_by_environment():
+    """``(off, problem)``: whether ``HANDGRAD_NO_ACCEL`` switches the kernels off, and a
+    line naming its value when that value is not one of the usual boolean spellings."""
+    raw = os.environ.get(_DISABLE_ENV, "")
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True, None
+    if value in _FALSE:
+        return False, None
+    return True, (f"{_DISABLE_ENV}={raw!r} is not a yes/no value ({', '.join(_TRUE)} switch "
+                  f"the accelerator off; {', '.join(v for v in _FALSE if v)} or empty leave it "
+                  f"on); taking it as off")
+
+
 def enabled():
     """True when the compiled kernels are in use.
 
@@ -74,7 +93,12 @@ def enabled():
     """
     on = _state["on"]
     if on is None:
-        on = os.environ.get(_DISABLE_ENV, "") in ("", "0") and installed() and _loads()
+        off, problem = disabled_by_environment()
+        if problem:
+            import warnings
+
+            warnings.warn(problem, RuntimeWarning, stacklevel=2)
+        on = not off and installed() and _loads()
         _state["on"] = on
     return on
 
@@ -104,8 +128,9 @@ def describe():
         status = "active"
     elif _state.get("error"):
         status = f"off: numba failed to import ({_state['error']})"
-    elif os.environ.get(_DISABLE_ENV, "") not in ("", "0"):
-        status = f"off: {_DISABLE_ENV}={os.environ[_DISABLE_ENV]}"
+    elif disabled_by_environment()[0]:
+        problem = disabled_by_environment()[1]
+        status = f"off: {problem or _DISABLE_ENV + '=' + os.environ[_DISABLE_ENV]}"
     else:
         status = "off: switched off in this process"
     return {"backend": "numba", "version": numba_version, "status": status}

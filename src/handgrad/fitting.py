@@ -33,7 +33,9 @@ def fit(model, X, y, *, optimizer=None, epochs=10, batch_size=128, shuffle=True,
     (but Nesterov's) each update absorbs the products of the large weight matrices,
     so their part of ``model.grads`` is not filled during training.
     ``options`` are :class:`~handgrad.train.Trainer`'s: ``dropout``,
-    ``label_smoothing``, ``max_norm``, ``augment``, ``l2``, ``max_loss``.
+    ``label_smoothing``, ``max_norm``, ``augment``, ``l2``, ``max_loss``,
+    ``initial_epoch`` and ``order`` (a callable ``epoch -> permutation of the N rows``
+    replacing the seeded shuffle, e.g. :class:`handgrad.sklearn.ScikitLearnOrder`).
 
     Run-level features (each also a callback, :mod:`handgrad.callbacks`):
 

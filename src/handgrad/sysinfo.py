@@ -47,6 +47,35 @@ _KERNEL_LEVEL = {
 _LEVEL_NAME = {4: "AVX-512", 3: "AVX2", 2: "AVX", 1: "SSE"}
 
 
+# The core types OPENBLAS_CORETYPE may name, by machine (OpenBLAS's dynamic-arch
+# ``corename`` lists; compared without case). Another value is not one it knows: it
+# says "Core not found" and picks the kernel for the CPU it detects.
+OPENBLAS_CORETYPES = {
+    "x86_64": ("Katmai", "Coppermine", "Northwood", "Prescott", "Banias", "Atom", "Core2",
+               "Penryn", "Dunnington", "Nehalem", "Athlon", "Opteron", "Opteron_SSE3",
+               "Barcelona", "Nano", "Sandybridge", "Bobcat", "Bulldozer", "Piledriver",
+               "Haswell", "Steamroller", "Excavator", "Zen", "SkylakeX", "Cooperlake",
+               "SapphireRapids"),
+    "aarch64": ("armv8", "cortexa53", "cortexa55", "cortexa57", "cortexa72", "cortexa73",
+                "falkor", "thunderx", "thunderx2t99", "tsv110", "emag8180", "neoversen1",
+                "neoversen2", "neoversev1", "neoversev2", "thunderx3t110", "a64fx", "armv9sme"),
+}
+
+
+def coretype_warning(env, machine=None):
+    """One line when ``OPENBLAS_CORETYPE`` names no core type OpenBLAS knows on this
+    machine (with the ones it accepts); else None."""
+    value = env.get("OPENBLAS_CORETYPE")
+    machine = (machine or platform.machine()).lower()
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    known = OPENBLAS_CORETYPES.get(machine)
+    if value is None or known is None or value.strip().lower() in {k.lower() for k in known}:
+        return None
+    return (f"warning: OPENBLAS_CORETYPE={value!r} is not a core type OpenBLAS knows on "
+            f"{machine}, so it ignores it and picks the CPU's own kernel; "
+            f"unset it, or name one of {', '.join(known)}")
+
+
 def cpu_vector_level(flags):
     """4 for AVX-512 (F, BW, VL, DQ), 3 for AVX2 with FMA, 2 for AVX, 1 otherwise."""
     flags = set(flags)
@@ -219,7 +248,8 @@ def system_info(probe_native=True):
         "environment": env,
         "native_kernel": native,
         "accelerator": _accel.describe(),
-        "warning": kernel_warning(env, blas.get("kernel"), native, flags),
+        "warning": "\n".join(w for w in (coretype_warning(env), kernel_warning(
+            env, blas.get("kernel"), native, flags)) if w) or None,
     }
 
 
