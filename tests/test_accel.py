@@ -261,9 +261,9 @@ def test_trace_runs_with_the_kernels_on():
 @needs_numba
 @pytest.mark.parametrize("fmt", ["csr", "csc"])
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_sparse_inputs_take_the_numpy_first_layer_and_match(fmt, optimizer):
-    """A SciPy sparse X (the first layer's input) never reaches a kernel: F1 stays a
-    sparse product; deeper layers and the optimizer may still use the kernels."""
+def test_sparse_inputs_give_the_same_training_with_and_without_kernels(fmt, optimizer):
+    """A SciPy sparse X (the first layer's input): CSR takes the by-column kernels for
+    F1 and B7, CSC SciPy's products; both match the NumPy path, and so does dense X."""
     sparse = pytest.importorskip("scipy.sparse")
     rng = np.random.default_rng(9)
     X = rng.normal(size=(200, 30)) * (rng.random((200, 30)) < 0.1)
@@ -285,6 +285,68 @@ def test_sparse_inputs_take_the_numpy_first_layer_and_match(fmt, optimizer):
             np.testing.assert_allclose(fast[1][k], slow[1][k], rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(fast[2], slow[2], rtol=1e-9, atol=1e-11)
         np.testing.assert_allclose(fast[3], slow[3], rtol=1e-9)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("B, D, H, density", [(1, 1, 1, 1.0), (7, 50, 5, 0.1),
+                                              (64, 300, 33, 0.02), (5, 40, 3, 0.0)])
+def test_sparse_kernels_equal_scipys_products(dtype, index_dtype, B, D, H, density):
+    """F1 (X Wᵀ) and B7 (Gᵀ X) by column against SciPy, with empty rows and columns,
+    duplicate entries (summed, as SciPy sums them) and unsorted column indices."""
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(B * D + H)
+    X = sparse.random(B, D, density=density, format="csr", dtype=dtype, random_state=rng)
+    if X.nnz:  # each row's entries reversed, and the first entry stored twice
+        data, indices, indptr = [], [], [0]
+        for n in range(B):
+            a, b = X.indptr[n], X.indptr[n + 1]
+            extra = 1 if n == 0 and b > a else 0
+            data += [*X.data[a:b][::-1], *X.data[b - extra:b]]
+            indices += [*X.indices[a:b][::-1], *X.indices[b - extra:b]]
+            indptr.append(indptr[-1] + b - a + extra)
+        X = sparse.csr_matrix((np.array(data, dtype), np.array(indices), np.array(indptr)),
+                              shape=(B, D))
+    X.indices, X.indptr = X.indices.astype(index_dtype), X.indptr.astype(index_dtype)
+    W = rng.normal(size=(H, D)).astype(dtype)
+    G = rng.normal(size=(B, H)).astype(dtype)
+    old = _accel.use(True)
+    try:
+        cols = _accel.sparse_columns(X, W)
+        assert cols is not None
+        out = np.full((B, H), np.nan, dtype)
+        dW = np.full((H, D), np.nan, dtype)
+        _accel.sparse_times_wt(cols, W, out)
+        _accel.sparse_weight_grad(cols, G, dW)
+    finally:
+        _accel.use(old)
+    # against float64 products, within the rounding a sum of these terms can carry
+    Xd, Wd, Gd = X.toarray().astype(np.float64), W.astype(np.float64), G.astype(np.float64)
+    eps = 8 * (D + 2) * np.finfo(dtype).eps
+    assert np.all(np.abs(out - Xd @ Wd.T) <= eps * (np.abs(Xd) @ np.abs(Wd.T)) + 1e-300)
+    assert np.all(np.abs(dW - Gd.T @ Xd) <= eps * (np.abs(Gd.T) @ np.abs(Xd)) + 1e-300)
+
+
+@needs_numba
+def test_sparse_kernels_refuse_what_they_do_not_take_and_bad_indices():
+    sparse = pytest.importorskip("scipy.sparse")
+    W = np.ones((3, 4))
+    X = sparse.csr_matrix(np.eye(2, 4))
+    old = _accel.use(True)
+    try:
+        assert _accel.sparse_columns(X.tocsc(), W) is None  # CSC: SciPy's products
+        assert _accel.sparse_columns(X.astype(np.float32), W) is None  # dtype differs
+        assert _accel.sparse_columns(X, np.ones((3, 5))) is None  # width differs
+        assert _accel.sparse_columns(X, np.asfortranarray(W)) is None
+        bad = sparse.csr_matrix((np.ones(2), np.array([1, 7]), np.array([0, 1, 2])),
+                                shape=(2, 4))  # SciPy does not check index bounds here
+        with pytest.raises(ValueError, match="column index 7, outside"):
+            _accel.sparse_columns(bad, W)
+        _accel.use(False)
+        assert _accel.sparse_columns(X, W) is None  # switched off
+    finally:
+        _accel.use(old)
 
 
 @needs_numba

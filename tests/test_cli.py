@@ -140,8 +140,8 @@ def test_gradcheck_command_fails_a_wrong_gradient(capsys, monkeypatch):
 
     original = hm.linear_backward
 
-    def broken(G, X, W, dW, db, dX=None, ones=None):
-        out = original(G, X, W, dW, db, dX, ones)
+    def broken(G, X, W, dW, db, dX=None, ones=None, columns=None):
+        out = original(G, X, W, dW, db, dX, ones, columns)
         if db is not None:
             db *= 1.1  # a 10% error in every bias gradient
         return out

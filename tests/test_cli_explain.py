@@ -139,8 +139,8 @@ def test_errors_name_the_problem_with_the_usual_exit_codes(trained, tmp_path, ca
 def test_a_broken_backward_line_fails_the_command(monkeypatch, capsys):
     real = hm.linear_backward
 
-    def broken(G, X, W, dW, db, dX=None, ones=None):
-        out = real(G, X, W, dW, db, dX, ones)
+    def broken(G, X, W, dW, db, dX=None, ones=None, columns=None):
+        out = real(G, X, W, dW, db, dX, ones, columns)
         if db is not None:
             db *= 2.0  # B3 / B7 doubled
         return out

@@ -153,8 +153,8 @@ def test_gradcheck_detects_a_wrong_gradient(rng, monkeypatch):
     X, y = rng.normal(size=(5, 3)), rng.integers(0, 2, size=5)
     original = hm.linear_backward
 
-    def broken(G, X, W, dW, db, dX=None, ones=None):
-        out = original(G, X, W, dW, db, dX, ones)
+    def broken(G, X, W, dW, db, dX=None, ones=None, columns=None):
+        out = original(G, X, W, dW, db, dX, ones, columns)
         if db is not None:
             db *= 1.1  # a 10% error in every bias gradient
         return out
@@ -218,8 +218,8 @@ def test_gradcheck_fails_a_planted_wrong_gradient_on_trained_models(trained_mode
     if bug == "bias gradient 10% off":
         original = hm.linear_backward
 
-        def broken(G, X, W, dW, db, dX=None, ones=None):
-            out = original(G, X, W, dW, db, dX, ones)
+        def broken(G, X, W, dW, db, dX=None, ones=None, columns=None):
+            out = original(G, X, W, dW, db, dX, ones, columns)
             if db is not None:
                 db *= 1.1
             return out

@@ -204,3 +204,34 @@ def test_adam_takes_the_gradient_itself():
     assert not Adam().can_fuse and not AdamW().can_fuse
     with pytest.raises(NotImplementedError, match="Adam needs the gradient"):
         Adam().fused_step(np.zeros(3), lambda out, alpha, beta: None)
+
+
+@pytest.mark.parametrize("name, kwargs", CASES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_penalty_folded_into_the_step_equals_adding_it_to_the_gradient(
+        accel_mode, name, kwargs, dtype):
+    """``step(p, g, penalty=(c, ranges))`` is the step on ``g + c p`` over the ranges
+    (R1, the weights), whether a compiled kernel folds it in or it is added first."""
+    rng = np.random.default_rng(3)
+    p0 = rng.normal(size=40).astype(dtype)
+    ranges, c = ((0, 12), (15, 30)), 0.37
+    mask = np.zeros(40, bool)
+    mask[0:12] = mask[15:30] = True
+    a, b = OURS[name](**kwargs), OURS[name](**kwargs)
+    pa, pb = p0.copy(), p0.copy()
+    for _ in range(6):
+        g = rng.normal(size=40).astype(dtype)
+        a.step(pa, g.copy(), penalty=(c, ranges))
+        b.step(pb, g + np.where(mask, c * pb, 0).astype(dtype))
+    tol = {"float32": {"rtol": 2e-5, "atol": 1e-6}, "float64": {"rtol": 1e-12, "atol": 1e-14}}
+    np.testing.assert_allclose(pa, pb, **tol[dtype])
+
+
+def test_a_penalty_needs_flat_arrays_and_sorted_ranges():
+    p, g = np.zeros(10), np.zeros(10)
+    with pytest.raises(ValueError, match="flat arrays"):
+        SGD(0.1).step({"w": p}, {"w": g}, penalty=(0.1, ((0, 5),)))
+    with pytest.raises(ValueError, match=r"penalty range \(6, 4\)"):
+        Adam().step(p, g, penalty=(0.1, ((0, 5), (6, 4))))
+    with pytest.raises(ValueError, match=r"penalty range \(3, 12\)"):
+        Adam().step(p, g, penalty=(0.1, ((3, 12),)))

@@ -16,10 +16,16 @@ register:
 - :func:`bias_relu_forward`: F1's ``+ b`` and F2's ``max(0, ·)`` in one pass;
 - :func:`relu_backward`: B6, ``∂L/∂Q = ∂L/∂h ⊙ 1[Q > 0]`` without a mask array;
 - :func:`softmax_xent_forward` / :func:`softmax_xent_backward`: F4–F5 and B2 each in
-  one call instead of about ten (the (B, M) arrays are small: the saving is calls).
+  one call instead of about ten (the (B, M) arrays are small: the saving is calls);
+- :func:`sparse_columns`, :func:`sparse_times_wt`, :func:`sparse_weight_grad`: F1 and
+  B7 of a SciPy CSR first-layer input, by column. SciPy's products need ``Wᵀ`` as a
+  C-ordered (D, H) copy for F1 and return B7 as (D, H), transposed back into ``dW``:
+  two transposing copies of W's size per step. Grouping the batch's entries by input
+  column instead lets both products walk W (H, D) as it is stored.
 
-The model takes a kernel only where it applies (:func:`takes`, :func:`output_layer`):
-dense float32/float64 arrays (a sparse first-layer input keeps F1 and F2 on NumPy),
+The model takes a kernel only where it applies (:func:`takes`, :func:`output_layer`,
+:func:`sparse_columns`): dense float32/float64 arrays, or a CSR matrix of the weights'
+dtype for the first layer's products,
 ReLU hidden layers, the softmax cross-entropy output with integer labels (soft
 targets, label smoothing and the other outputs of ``handgrad.model.OUTPUT_LAYERS``
 stay on NumPy). The layer functions themselves (``activation_backward``,
@@ -175,26 +181,28 @@ def kernels():
     return _kernels
 
 
-def adam_update(p, g, m, v, *, beta1, beta2, scale, eps_hat, weight_decay, shrink):
+def adam_update(p, g, m, v, *, beta1, beta2, scale, eps_hat, weight_decay, shrink,
+                penalty=0.0):
     """One Adam/AdamW step of the flat contiguous ``p`` in place, with ``m``, ``v``.
 
     ``scale = lr √(1 − β2^t) / (1 − β1^t)`` and ``eps_hat = ε √(1 − β2^t)`` as in
     :meth:`handgrad.optim.Adam.update`; ``weight_decay`` is Adam's L2 term added to
-    the gradient (0 for AdamW), ``shrink`` AdamW's ``1 − lr λ`` (1 for Adam).
+    the gradient (0 for AdamW), ``shrink`` AdamW's ``1 − lr λ`` (1 for Adam);
+    ``penalty`` the L2 penalty's ``c`` whose ``c p`` is added to ``g`` first (R1).
     """
     t = p.dtype.type
     kernels()["adam"](p, g, m, v, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2),
-                          t(scale), t(eps_hat), t(weight_decay), t(shrink))
+                      t(scale), t(eps_hat), t(weight_decay), t(shrink), t(penalty))
 
 
 def sgd_momentum_update(p, g, buf, *, lr, momentum, dampening, weight_decay, nesterov,
-                        first):
+                        first, penalty=0.0):
     """One SGD-with-momentum step of the flat contiguous ``p`` in place, with the momentum
     buffer ``buf`` (``first``: the buffer is empty and becomes ``g + λ p``), as
-    :meth:`handgrad.optim.SGD.update`."""
+    :meth:`handgrad.optim.SGD.update`; ``penalty`` as in :func:`adam_update`."""
     t = p.dtype.type
     kernels()["sgd_momentum"](p, g, buf, t(lr), t(momentum), t(1.0 - dampening),
-                              t(weight_decay), bool(nesterov), bool(first))
+                              t(weight_decay), bool(nesterov), bool(first), t(penalty))
 
 
 def bias_relu_forward(Q, b, h):
@@ -253,3 +261,50 @@ def output_layer(output, O, target, w):
     if isinstance(w, np.ndarray) and w.ndim > 0 and (w.dtype != O.dtype or w.ndim != 1):
         return None
     return pair
+
+
+class SparseColumns:
+    """A CSR batch (B, D) regrouped by column for :func:`sparse_times_wt` and
+    :func:`sparse_weight_grad`: column j's entries are ``rows[start[j]:start[j + 1]]``
+    with values ``vals[...]``. Built once per batch by :func:`sparse_columns`."""
+
+    __slots__ = ("start", "rows", "vals", "shape")
+
+    def __init__(self, start, rows, vals, shape):
+        self.start, self.rows, self.vals, self.shape = start, rows, vals, shape
+
+
+def sparse_columns(X, W):
+    """:class:`SparseColumns` of ``X`` when the kernels take this product: ``X`` a SciPy
+    CSR matrix (B, D) of ``W``'s dtype (float32/float64) and ``W`` (H, D) C-ordered;
+    None otherwise (the caller uses SciPy's products). An index outside ``[0, D)``
+    raises ValueError (SciPy checks index bounds only on request)."""
+    if (not enabled() or getattr(X, "format", None) != "csr" or X.dtype != W.dtype
+            or W.dtype not in DTYPES or not W.flags.c_contiguous or X.ndim != 2
+            or X.shape[1] != W.shape[1]):
+        return None
+    B, D = X.shape
+    nnz = int(X.indptr[-1] - X.indptr[0])
+    start = np.empty(D + 1, np.int64)  # (D + 1,)
+    rows = np.empty(nnz, np.int64)  # (nnz,)
+    vals = np.empty(nnz, W.dtype)  # (nnz,)
+    bad = kernels()["csr_to_columns"](X.indptr, X.indices, X.data, D, start, rows, vals)
+    if bad >= 0:
+        raise ValueError(f"sparse input has column index {bad}, outside [0, {D}): the "
+                         f"matrix's indices do not match its shape (scipy's "
+                         f"X.check_format(full_check=True) finds such entries)")
+    return SparseColumns(start, rows, vals, (B, D))
+
+
+def sparse_times_wt(cols, W, out):
+    """F1's product ``out = X Wᵀ`` (B, H) for ``cols = sparse_columns(X, W)``."""
+    kernels()["columns_times_wt"](cols.start, cols.rows, cols.vals, W, out,
+                                  np.empty(W.shape[0], W.dtype))
+    return out
+
+
+def sparse_weight_grad(cols, G, dW):
+    """B7 ``dW = Gᵀ X`` (H, D) for ``cols = sparse_columns(X, W)`` and ``G`` (B, H)."""
+    kernels()["columns_grad"](cols.start, cols.rows, cols.vals, G, dW,
+                              np.empty(dW.shape[0], dW.dtype))
+    return dW

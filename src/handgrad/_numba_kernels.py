@@ -14,7 +14,8 @@ thread pool beside OpenBLAS's, each call waiting for cores that OpenBLAS's threa
 import numba
 import numpy as np
 
-__all__ = ["adam", "sgd_momentum", "bias_relu", "relu_backward", "xent_forward", "xent_backward"]
+__all__ = ["adam", "sgd_momentum", "bias_relu", "relu_backward", "xent_forward", "xent_backward",
+           "csr_to_columns", "columns_times_wt", "columns_grad"]
 
 _OPTS = {"cache": True, "nogil": True, "error_model": "numpy"}
 jit = numba.njit(**_OPTS)
@@ -24,11 +25,13 @@ jit = numba.njit(**_OPTS)
 
 
 @jit
-def adam(p, g, m, v, b1, c1, b2, c2, scale, eps_hat, wd, shrink):
-    """Adam/AdamW of 1-D arrays; every constant is a scalar of the arrays' dtype."""
+def adam(p, g, m, v, b1, c1, b2, c2, scale, eps_hat, wd, shrink, pen):
+    """Adam/AdamW of 1-D arrays; every constant is a scalar of the arrays' dtype.
+    ``pen`` adds the L2 penalty's gradient ``c p`` (R1) to g (0 for none)."""
     for i in range(p.shape[0]):
-        p_i = p[i] * shrink  # AdamW: p (1 − lr λ); Adam: shrink = 1
-        g_i = g[i] + wd * p_i  # Adam: g + λ p; AdamW: wd = 0
+        p_0 = p[i]
+        p_i = p_0 * shrink  # AdamW: p (1 − lr λ); Adam: shrink = 1
+        g_i = (g[i] + pen * p_0) + wd * p_i  # + c p (R1); Adam: + λ p; AdamW: wd = 0
         m_i = b1 * m[i] + c1 * g_i  # m = β1 m + (1 − β1) g
         v_i = b2 * v[i] + c2 * (g_i * g_i)  # v = β2 v + (1 − β2) g²
         m[i] = m_i
@@ -37,11 +40,12 @@ def adam(p, g, m, v, b1, c1, b2, c2, scale, eps_hat, wd, shrink):
 
 
 @jit
-def sgd_momentum(p, g, buf, lr, mu, damp, wd, nesterov, first):
+def sgd_momentum(p, g, buf, lr, mu, damp, wd, nesterov, first, pen):
     """SGD with momentum (heavy-ball or Nesterov) of 1-D arrays in one pass; every
-    float constant is a scalar of the arrays' dtype, ``damp`` is ``1 − τ``."""
+    float constant is a scalar of the arrays' dtype, ``damp`` is ``1 − τ``; ``pen``
+    adds the L2 penalty's gradient ``c p`` (R1) to g (0 for none)."""
     for i in range(p.shape[0]):
-        d = g[i] + wd * p[i]  # d = g + λ p
+        d = (g[i] + pen * p[i]) + wd * p[i]  # d = (g + c p) + λ p
         b = d if first else mu * buf[i] + damp * d  # b = μ b + (1 − τ) d; first: b = d
         buf[i] = b
         step = d + mu * b if nesterov else b  # Nesterov: d + μ b; heavy ball: b
@@ -110,3 +114,83 @@ def xent_backward(P, target, wv, ws, out):
         for i in range(M):
             out[n, i] = P[n, i] * w_n
         out[n, target[n]] = (P[n, target[n]] - 1) * w_n
+
+
+# -- F1 and B7 of a sparse first-layer input, by column: no dense copy, no transpose --
+
+
+@jit
+def csr_to_columns(indptr, indices, data, n_cols, start, rows, vals):
+    """A CSR batch's entries regrouped by column (a counting sort): column j's entries
+    are ``rows[start[j]:start[j + 1]]`` with values ``vals[...]``. Returns the first
+    column index outside ``[0, n_cols)``, or -1 when every index is in range."""
+    for j in range(n_cols + 1):
+        start[j] = 0
+    for k in range(indptr[0], indptr[indptr.shape[0] - 1]):
+        j = indices[k]
+        if j < 0 or j >= n_cols:
+            return j
+        start[j + 1] += 1
+    for j in range(n_cols):
+        start[j + 1] += start[j]  # start[j + 1]: entries in columns 0..j
+    for n in range(indptr.shape[0] - 1):
+        for k in range(indptr[n], indptr[n + 1]):
+            j = indices[k]
+            p = start[j]
+            rows[p] = n
+            vals[p] = data[k]
+            start[j] = p + 1  # the next free place in column j
+    for j in range(n_cols, 0, -1):  # each start[j] moved to the end of its column: undo
+        start[j] = start[j - 1]
+    start[0] = 0
+    return -1
+
+
+@jit
+def columns_times_wt(start, rows, vals, W, out, col):
+    """F1's product ``out = X Wᵀ`` (B, H) for a sparse X given by columns (W is (H, D)).
+
+    Column j of X meets column j of W: W[:, j] is read once into ``col`` (H,) and added,
+    scaled, into the row of every entry of the column. Successive columns read
+    neighbouring W entries, so the H cache lines in use stay in L1."""
+    H, D = W.shape
+    zero = out.dtype.type(0)
+    for n in range(out.shape[0]):
+        for i in range(H):
+            out[n, i] = zero
+    for j in range(D):
+        k0 = start[j]
+        k1 = start[j + 1]
+        if k0 == k1:
+            continue  # no row of the batch uses input j
+        for i in range(H):
+            col[i] = W[i, j]
+        for k in range(k0, k1):
+            v = vals[k]
+            n = rows[k]
+            for i in range(H):
+                out[n, i] += v * col[i]  # out[n] += X[n, j] W[:, j]
+
+
+@jit
+def columns_grad(start, rows, vals, G, dW, col):
+    """B7 for a sparse X given by columns: ``dW = Gᵀ X`` (H, D), column by column
+    (``dW[:, j] = Σ_n X[n, j] G[n]``). dW is zeroed in one contiguous pass first, so
+    the strided writes are only those of the columns the batch uses."""
+    H, D = dW.shape
+    zero = dW.dtype.type(0)
+    for i in range(H):
+        for j in range(D):
+            dW[i, j] = zero
+    for j in range(D):
+        if start[j] == start[j + 1]:
+            continue  # no row of the batch uses input j: its gradient column stays 0
+        for i in range(H):
+            col[i] = zero
+        for k in range(start[j], start[j + 1]):
+            v = vals[k]
+            n = rows[k]
+            for i in range(H):
+                col[i] += v * G[n, i]
+        for i in range(H):
+            dW[i, j] = col[i]

@@ -59,13 +59,17 @@ TARGET_SUM_TOL = 1e-4
 # --------------------------------------------------------------------------- #
 
 
-def linear_forward(X, W, b, out):
+def linear_forward(X, W, b, out, columns=None):
     """F1 / F3: ``out = X Wᵀ + b`` for a batch of rows.
 
     ``X`` may be a SciPy sparse matrix (the first layer's input, CSR): F1 is then a
-    sparse-times-dense product, O(nnz · H), and X is never made dense.
+    sparse-times-dense product, O(nnz · H), and X is never made dense. ``columns``,
+    the accelerator's regrouping of that X (:func:`handgrad._accel.sparse_columns`),
+    computes the same product without SciPy's transposed copy of W.
     """
-    if is_sparse(X):
+    if columns is not None:
+        _accel.sparse_times_wt(columns, W, out)  # (B, H) = (B, D) sparse @ (D, H)   F1
+    elif is_sparse(X):
         np.copyto(out, X @ W.T)  # (B, H) = (B, D) sparse @ (D, H)   F1
     else:
         np.matmul(X, W.T, out=out)  # (B, H) = (B, D) @ (D, H); W.T is a view, not a copy
@@ -78,7 +82,7 @@ def is_sparse(X):
     return hasattr(X, "tocsr") and hasattr(X, "nnz")
 
 
-def linear_backward(G, X, W, dW, db, dX=None, ones=None):
+def linear_backward(G, X, W, dW, db, dX=None, ones=None, columns=None):
     """Gradients of a linear layer given ``G = ∂L/∂out`` (B, H).
 
     B4 (and B7 one layer down): ``∂L/∂W = Gᵀ X``; B3 (and B7): ``∂L/∂b = Σ_n G[n]``;
@@ -89,10 +93,12 @@ def linear_backward(G, X, W, dW, db, dX=None, ones=None):
     into an update (:func:`linear_backward_accumulate`) and form only ``db``. B3's
     sum over the batch is a BLAS matrix-vector product with a vector of ones, faster
     than NumPy's reduction over the batch axis; a training loop passes ``ones`` (B,)
-    to reuse one.
+    to reuse one. ``columns``: as in :func:`linear_forward`, for a sparse X.
     """
     if dW is not None:
-        if is_sparse(X):  # the first layer's sparse input: B7 as a sparse product, O(nnz · H)
+        if columns is not None:
+            _accel.sparse_weight_grad(columns, G, dW)  # (H, D) = (H, B) @ (B, D) sparse   B7
+        elif is_sparse(X):  # the first layer's sparse input: B7 as a sparse product, O(nnz · H)
             np.copyto(dW, (X.T @ G).T)  # (H, D) = ((D, B) sparse @ (B, H))ᵀ   B7
         else:
             np.matmul(G.T, X, out=dW)  # (H, D) = (H, B) @ (B, D)   B4 / B7
@@ -136,16 +142,20 @@ def activation_forward(name, Q, out):
     return out
 
 
-def hidden_forward(name, X, W, b, Q, h):
+def hidden_forward(name, X, W, b, Q, h, columns=None):
     """F1 and F2 of a hidden layer: ``Q = X Wᵀ + b`` (B, H) and ``h = act(Q)``; returns h.
 
     With the accelerator (:mod:`handgrad._accel`), ReLU's layer adds ``b`` and takes
-    ``max(0, ·)`` in one compiled pass over Q instead of two NumPy passes.
+    ``max(0, ·)`` in one compiled pass over Q instead of two NumPy passes; ``columns``
+    as in :func:`linear_forward`.
     """
-    if name == "relu" and _accel.takes(X, Q, b, h):  # dense float arrays only
-        np.matmul(X, W.T, out=Q)  # (B, H) = (B, D) @ (D, H)  F1's product
+    if name == "relu" and (columns is not None or _accel.takes(X, Q, b, h)):
+        if columns is not None:
+            _accel.sparse_times_wt(columns, W, Q)  # (B, H) = (B, D) sparse @ (D, H)  F1
+        else:
+            np.matmul(X, W.T, out=Q)  # (B, H) = (B, D) @ (D, H)  F1's product
         return _accel.bias_relu_forward(Q, b, h)  # (B, H)  F1's + b, F2
-    linear_forward(X, W, b, Q)  # (B, H)  F1 (a sparse X: sparse product)
+    linear_forward(X, W, b, Q, columns)  # (B, H)  F1 (a sparse X: sparse product)
     return activation_forward(name, Q, h)  # (B, H)  F2
 
 
@@ -519,6 +529,7 @@ class Workspace:
     mask: list = field(default_factory=list)  # dropout masks: [0] inputs, [l] hidden layer l
     dropped: list = field(default_factory=list)  # dropout outputs, same indexing
     weight_norm2: list = None  # ‖W_l‖² per layer, measured by MLP.l2_penalty
+    columns: object = None  # a sparse input regrouped by column (handgrad._accel), or None
 
     def dropout_buffers(self, config):
         if not self.mask:
@@ -721,12 +732,16 @@ class MLP:
         if drop and dropout.input_rate:
             inp = dropout_forward(X, 1.0 - dropout.input_rate, dropout.rng, masks[0], dropped[0])
         ws.inputs = [inp]
+        # a sparse input regrouped by column once, for F1 here and B7 in the backward
+        ws.columns = _accel.sparse_columns(inp, self.params["W1"]) if is_sparse(inp) else None
         for l in range(1, K + 1):
             W, b = self.params[f"W{l}"], self.params[f"b{l}"]
+            columns = ws.columns if l == 1 else None
             if l == K:
-                linear_forward(inp, W, b, ws.Q[l - 1])  # (B, M)  F3
+                linear_forward(inp, W, b, ws.Q[l - 1], columns)  # (B, M)  F3
                 break
-            inp = hidden_forward(act, inp, W, b, ws.Q[l - 1], ws.h[l - 1])  # (B, H)  F1, F2
+            inp = hidden_forward(act, inp, W, b, ws.Q[l - 1], ws.h[l - 1],
+                                 columns)  # (B, H)  F1, F2
             if drop and dropout.hidden_rate:
                 inp = dropout_forward(inp, 1.0 - dropout.hidden_rate, dropout.rng,
                                       masks[l], dropped[l])  # (B, H)
@@ -791,7 +806,8 @@ class MLP:
         """
         for l in range(1, self.n_layers + 1):
             linear_backward(ws.G[l - 1], ws.inputs[l - 1], self.params[f"W{l}"],
-                            self.grads[f"W{l}"], self.grads[f"b{l}"], None, ws.ones)
+                            self.grads[f"W{l}"], self.grads[f"b{l}"], None, ws.ones,
+                            columns=ws.columns if l == 1 else None)
             if l2:
                 _add_scaled(l2, self.params[f"W{l}"], self.grads[f"W{l}"])  # + c W
         return self.grads
@@ -815,7 +831,8 @@ class MLP:
             if place and is_sparse(A):  # B7 of a sparse input: formed, then added
                 start, stop, shape = place
                 g = self.grads[name]
-                linear_backward(G, A, None, g, self.grads[f"b{l}"], None, ws.ones)  # B3, B7
+                linear_backward(G, A, None, g, self.grads[f"b{l}"], None, ws.ones,
+                                columns=ws.columns if l == 1 else None)  # B3, B7
                 if l2:
                     _add_scaled(l2, self.params[name], g)  # + c W  (R1)
                 _blas.axpby(alpha, g.reshape(-1), beta, out[start:stop],
@@ -840,6 +857,20 @@ class MLP:
         for start, stop in runs:
             g = self.grad_buffer[start:stop]  # (n,) formed above; free to be overwritten
             _blas.axpby(alpha, g, beta, out[start:stop], scratch=g)
+
+    def weight_ranges(self):
+        """``((start, stop), ...)``: where each weight matrix lies in ``param_buffer``
+        (flat offsets, in order; the biases lie between them)."""
+        ranges = self.__dict__.get("_weight_ranges")
+        if ranges is None:
+            found, offset = [], 0
+            for name, shape in self.shapes.items():
+                size = math.prod(shape)
+                if name.startswith("W"):
+                    found.append((offset, offset + size))
+                offset += size
+            ranges = self._weight_ranges = tuple(found)
+        return ranges
 
     def _fusion_plan(self):
         """``({weight name: (start, stop, shape)} fused, ((start, stop), ...) the rest)``.

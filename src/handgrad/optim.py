@@ -40,12 +40,29 @@ class Optimizer:
         self.state = {}  # key -> {name: ndarray or number}
         self._scratch = {}  # (key, slot) -> temporary buffer, not part of the state
 
-    def step(self, params, grads):
-        """Apply one update to ``params`` in place."""
+    def step(self, params, grads, penalty=None):
+        """Apply one update to ``params`` in place.
+
+        ``penalty = (c, ranges)`` (flat arrays only) adds the L2 penalty's gradient
+        ``c p`` (R1) to ``g`` on the flat ``(start, stop)`` ranges (the weights, not the
+        biases) as part of the step: inside the compiled update where the accelerator
+        takes it (no pass of its own), else added to ``grads`` in place first.
+        """
         if isinstance(params, np.ndarray):
             self._check_pair(FLAT, params, grads)
-            self.update(FLAT, params, grads)
+            segments = None
+            if penalty is not None and penalty[0]:
+                segments = penalty_segments(params.size, *penalty)
+                if not self.takes_penalty(FLAT, params, grads):
+                    for start, stop, c in segments:
+                        if c:  # g + c p (R1)
+                            _blas.axpy(c, params[start:stop], grads[start:stop],
+                                       scratch=self._tmp(FLAT, params[start:stop], 2))
+                    segments = None
+            self.update(FLAT, params, grads, segments)
             return
+        if penalty is not None:
+            raise ValueError("penalty= needs params and grads as two flat arrays")
         if set(params) != set(grads):
             raise ValueError(f"params and grads have different keys: "
                              f"{sorted(params)} vs {sorted(grads)}")
@@ -53,8 +70,15 @@ class Optimizer:
             self._check_pair(key, params[key], grads[key])
             self.update(key, params[key], grads[key])
 
-    def update(self, key, p, g):
+    def update(self, key, p, g, segments=None):
+        """One step of ``p`` with gradient ``g``; ``segments`` ``((start, stop, c), ...)``
+        covering ``p`` (flat) add ``c p`` to ``g`` on each (only where
+        :meth:`takes_penalty` said yes)."""
         raise NotImplementedError
+
+    def takes_penalty(self, key, p, g):
+        """True when :meth:`update` folds a penalty into its compiled pass."""
+        return False
 
     #: Whether :meth:`fused_step` can take the gradient as an operation instead.
     can_fuse = False
@@ -132,6 +156,23 @@ class Optimizer:
                       for k, st in state_dict["state"].items()}
 
 
+def penalty_segments(size, coef, ranges):
+    """``((start, stop, c), ...)`` covering ``range(size)`` in order: ``c = coef`` on the
+    ``ranges`` (sorted, disjoint ``(start, stop)`` pairs), 0 between them."""
+    segments, at = [], 0
+    for start, stop in ranges:
+        if not at <= start <= stop <= size:
+            raise ValueError(f"penalty range ({start}, {stop}) is not sorted, disjoint and "
+                             f"inside the {size} parameters")
+        if start > at:
+            segments.append((at, start, 0.0))
+        segments.append((start, stop, float(coef)))
+        at = stop
+    if at < size:
+        segments.append((at, size, 0.0))
+    return tuple(segments)
+
+
 def _check_nonneg(name, value):
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a non-negative number, got {value!r}")
@@ -154,7 +195,10 @@ class SGD(Optimizer):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
                 "weight_decay": self.weight_decay, "dampening": self.dampening}
 
-    def update(self, key, p, g):
+    def takes_penalty(self, key, p, g):
+        return bool(self.momentum) and _accel.takes(p, g, contiguous=True)
+
+    def update(self, key, p, g, segments=None):
         operands = [p, g]
         first = False
         if self.momentum:
@@ -165,11 +209,14 @@ class SGD(Optimizer):
             operands.append(st["momentum_buffer"])
             if _accel.takes(p, g, st["momentum_buffer"], contiguous=True):
                 # the same update as the loop below, as one compiled pass (handgrad._accel)
-                _accel.sgd_momentum_update(
-                    p.reshape(-1), g.reshape(-1), st["momentum_buffer"].reshape(-1),
-                    lr=self.lr, momentum=self.momentum, dampening=self.dampening,
-                    weight_decay=self.weight_decay, nesterov=self.nesterov, first=first)
+                flat = p.reshape(-1), g.reshape(-1), st["momentum_buffer"].reshape(-1)
+                for start, stop, c in segments or ((0, p.size, 0.0),):
+                    _accel.sgd_momentum_update(
+                        *(a[start:stop] for a in flat), lr=self.lr, momentum=self.momentum,
+                        dampening=self.dampening, weight_decay=self.weight_decay,
+                        nesterov=self.nesterov, first=first, penalty=c)
                 return
+        assert segments is None, "a penalty is folded in only where takes_penalty said so"
         for pb, gb, *bb in self.blocks(*operands):
             d = gb
             if self.weight_decay:
@@ -250,7 +297,10 @@ class Adam(Optimizer):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
                 "weight_decay": self.weight_decay}
 
-    def update(self, key, p, g):
+    def takes_penalty(self, key, p, g):
+        return _accel.takes(p, g, contiguous=True)
+
+    def update(self, key, p, g, segments=None):
         b1, b2 = self.betas
         st = self.state.setdefault(key, {})
         st["t"] = t = st.get("t", 0) + 1
@@ -265,11 +315,15 @@ class Adam(Optimizer):
         if _accel.takes(p, g, m, v, contiguous=True):  # one float dtype, C order
             # the same update as the loop below, as one compiled pass (handgrad._accel)
             wd, decoupled = self.weight_decay, self.decoupled
-            _accel.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
-                               beta1=b1, beta2=b2, scale=scale, eps_hat=eps_hat,
-                               weight_decay=0.0 if decoupled else wd,
-                               shrink=1.0 - self.lr * wd if decoupled else 1.0)
+            flat = p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1)
+            for start, stop, c in segments or ((0, p.size, 0.0),):
+                _accel.adam_update(*(a[start:stop] for a in flat),
+                                   beta1=b1, beta2=b2, scale=scale, eps_hat=eps_hat,
+                                   weight_decay=0.0 if decoupled else wd,
+                                   shrink=1.0 - self.lr * wd if decoupled else 1.0,
+                                   penalty=c)
             return
+        assert segments is None, "a penalty is folded in only where takes_penalty said so"
         for pb, gb, mb, vb in self.blocks(p, g, m, v):
             if self.weight_decay and self.decoupled:
                 pb *= 1.0 - self.lr * self.weight_decay  # AdamW: p = p (1 − lr λ)

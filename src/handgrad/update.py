@@ -30,6 +30,7 @@ from functools import partial
 
 from . import _blas
 from .model import all_finite
+from .optim import FLAT
 
 
 class Update:
@@ -52,6 +53,12 @@ class Update:
             if self.fused:  # the weight-gradient GEMMs go straight into the update
                 optimizer.fused_step(model.param_buffer,
                                      partial(model.accumulate_grads, ws, l2=l2))
+                return True
+            if l2 and optimizer.takes_penalty(FLAT, model.param_buffer, model.grad_buffer):
+                # the penalty's c W (R1) is added inside the optimizer's compiled pass
+                model.weight_grads(ws)
+                optimizer.step(model.param_buffer, model.grad_buffer,
+                               penalty=(l2, model.weight_ranges()))
                 return True
             model.weight_grads(ws, l2)
         else:
