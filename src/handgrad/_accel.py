@@ -182,27 +182,48 @@ def kernels():
 
 
 def adam_update(p, g, m, v, *, beta1, beta2, scale, eps_hat, weight_decay, shrink,
-                penalty=0.0):
+                segments=None):
     """One Adam/AdamW step of the flat contiguous ``p`` in place, with ``m``, ``v``.
 
     ``scale = lr √(1 − β2^t) / (1 − β1^t)`` and ``eps_hat = ε √(1 − β2^t)`` as in
     :meth:`handgrad.optim.Adam.update`; ``weight_decay`` is Adam's L2 term added to
     the gradient (0 for AdamW), ``shrink`` AdamW's ``1 − lr λ`` (1 for Adam);
-    ``penalty`` the L2 penalty's ``c`` whose ``c p`` is added to ``g`` first (R1).
+    ``segments`` ``((start, stop, c), ...)`` covering ``p`` add the L2 penalty's
+    ``c p`` to ``g`` on each (R1); None: no penalty.
     """
     t = p.dtype.type
     kernels()["adam"](p, g, m, v, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2),
-                      t(scale), t(eps_hat), t(weight_decay), t(shrink), t(penalty))
+                      t(scale), t(eps_hat), t(weight_decay), t(shrink),
+                      *_segments(segments, p))
 
 
 def sgd_momentum_update(p, g, buf, *, lr, momentum, dampening, weight_decay, nesterov,
-                        first, penalty=0.0):
+                        first, segments=None):
     """One SGD-with-momentum step of the flat contiguous ``p`` in place, with the momentum
     buffer ``buf`` (``first``: the buffer is empty and becomes ``g + λ p``), as
-    :meth:`handgrad.optim.SGD.update`; ``penalty`` as in :func:`adam_update`."""
+    :meth:`handgrad.optim.SGD.update`; ``segments`` as in :func:`adam_update`."""
     t = p.dtype.type
     kernels()["sgd_momentum"](p, g, buf, t(lr), t(momentum), t(1.0 - dampening),
-                              t(weight_decay), bool(nesterov), bool(first), t(penalty))
+                              t(weight_decay), bool(nesterov), bool(first),
+                              *_segments(segments, p))
+
+
+_SEGMENTS = {}  # (segments, n, dtype) -> the kernels' arrays: a step allocates nothing
+
+
+def _segments(segments, p):
+    """``(bounds (S + 1,) int64, pens (S,) of p's dtype)`` for the kernels."""
+    key = (segments, p.shape[0], p.dtype)
+    found = _SEGMENTS.get(key)
+    if found is None:
+        if segments is None:
+            segments = ((0, p.shape[0], 0.0),)
+        bounds = np.array([start for start, _, _ in segments] + [segments[-1][1]], np.int64)
+        assert bounds[0] == 0 and bounds[-1] == p.shape[0], "segments must cover p"
+        if len(_SEGMENTS) >= 16:  # a run needs two (full and last batch): bounded
+            _SEGMENTS.clear()
+        found = _SEGMENTS[key] = (bounds, np.array([c for _, _, c in segments], p.dtype))
+    return found
 
 
 def bias_relu_forward(Q, b, h):

@@ -25,10 +25,8 @@ jit = numba.njit(**_OPTS)
 
 
 @jit
-def adam(p, g, m, v, b1, c1, b2, c2, scale, eps_hat, wd, shrink, pen):
-    """Adam/AdamW of 1-D arrays; every constant is a scalar of the arrays' dtype.
-    ``pen`` adds the L2 penalty's gradient ``c p`` (R1) to g (0 for none)."""
-    for i in range(p.shape[0]):
+def _adam_run(p, g, m, v, b1, c1, b2, c2, scale, eps_hat, wd, shrink, pen):
+    for i in range(p.shape[0]):  # from 0: LLVM vectorises (no negative-index checks)
         p_0 = p[i]
         p_i = p_0 * shrink  # AdamW: p (1 − lr λ); Adam: shrink = 1
         g_i = (g[i] + pen * p_0) + wd * p_i  # + c p (R1); Adam: + λ p; AdamW: wd = 0
@@ -40,16 +38,35 @@ def adam(p, g, m, v, b1, c1, b2, c2, scale, eps_hat, wd, shrink, pen):
 
 
 @jit
-def sgd_momentum(p, g, buf, lr, mu, damp, wd, nesterov, first, pen):
-    """SGD with momentum (heavy-ball or Nesterov) of 1-D arrays in one pass; every
-    float constant is a scalar of the arrays' dtype, ``damp`` is ``1 − τ``; ``pen``
-    adds the L2 penalty's gradient ``c p`` (R1) to g (0 for none)."""
-    for i in range(p.shape[0]):
+def adam(p, g, m, v, b1, c1, b2, c2, scale, eps_hat, wd, shrink, bounds, pens):
+    """Adam/AdamW of 1-D arrays; every constant is a scalar of the arrays' dtype.
+    Segment s, elements ``bounds[s]:bounds[s + 1]``, adds the L2 penalty's gradient
+    ``c p`` (R1) with ``c = pens[s]`` to g (0: none; one segment [0, n) for no penalty)."""
+    for s in range(pens.shape[0]):
+        a, b = bounds[s], bounds[s + 1]
+        _adam_run(p[a:b], g[a:b], m[a:b], v[a:b], b1, c1, b2, c2, scale, eps_hat, wd,
+                  shrink, pens[s])
+
+
+@jit
+def _sgd_momentum_run(p, g, buf, lr, mu, damp, wd, nesterov, first, pen):
+    for i in range(p.shape[0]):  # from 0: LLVM vectorises (no negative-index checks)
         d = (g[i] + pen * p[i]) + wd * p[i]  # d = (g + c p) + λ p
         b = d if first else mu * buf[i] + damp * d  # b = μ b + (1 − τ) d; first: b = d
         buf[i] = b
         step = d + mu * b if nesterov else b  # Nesterov: d + μ b; heavy ball: b
         p[i] = p[i] - lr * step  # p = p − lr step
+
+
+@jit
+def sgd_momentum(p, g, buf, lr, mu, damp, wd, nesterov, first, bounds, pens):
+    """SGD with momentum (heavy-ball or Nesterov) of 1-D arrays in one pass; every
+    float constant is a scalar of the arrays' dtype, ``damp`` is ``1 − τ``; segments
+    and their L2 penalties ``pens`` as in :func:`adam`."""
+    for s in range(pens.shape[0]):
+        a, b = bounds[s], bounds[s + 1]
+        _sgd_momentum_run(p[a:b], g[a:b], buf[a:b], lr, mu, damp, wd, nesterov, first,
+                          pens[s])
 
 
 # -- F1's bias and F2's ReLU; B6 ------------------------------------------------

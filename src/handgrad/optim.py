@@ -209,12 +209,11 @@ class SGD(Optimizer):
             operands.append(st["momentum_buffer"])
             if _accel.takes(p, g, st["momentum_buffer"], contiguous=True):
                 # the same update as the loop below, as one compiled pass (handgrad._accel)
-                flat = p.reshape(-1), g.reshape(-1), st["momentum_buffer"].reshape(-1)
-                for start, stop, c in segments or ((0, p.size, 0.0),):
-                    _accel.sgd_momentum_update(
-                        *(a[start:stop] for a in flat), lr=self.lr, momentum=self.momentum,
-                        dampening=self.dampening, weight_decay=self.weight_decay,
-                        nesterov=self.nesterov, first=first, penalty=c)
+                _accel.sgd_momentum_update(
+                    p.reshape(-1), g.reshape(-1), st["momentum_buffer"].reshape(-1),
+                    lr=self.lr, momentum=self.momentum, dampening=self.dampening,
+                    weight_decay=self.weight_decay, nesterov=self.nesterov, first=first,
+                    segments=segments)
                 return
         assert segments is None, "a penalty is folded in only where takes_penalty said so"
         for pb, gb, *bb in self.blocks(*operands):
@@ -315,13 +314,11 @@ class Adam(Optimizer):
         if _accel.takes(p, g, m, v, contiguous=True):  # one float dtype, C order
             # the same update as the loop below, as one compiled pass (handgrad._accel)
             wd, decoupled = self.weight_decay, self.decoupled
-            flat = p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1)
-            for start, stop, c in segments or ((0, p.size, 0.0),):
-                _accel.adam_update(*(a[start:stop] for a in flat),
-                                   beta1=b1, beta2=b2, scale=scale, eps_hat=eps_hat,
-                                   weight_decay=0.0 if decoupled else wd,
-                                   shrink=1.0 - self.lr * wd if decoupled else 1.0,
-                                   penalty=c)
+            _accel.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                               beta1=b1, beta2=b2, scale=scale, eps_hat=eps_hat,
+                               weight_decay=0.0 if decoupled else wd,
+                               shrink=1.0 - self.lr * wd if decoupled else 1.0,
+                               segments=segments)
             return
         assert segments is None, "a penalty is folded in only where takes_penalty said so"
         for pb, gb, mb, vb in self.blocks(p, g, m, v):
