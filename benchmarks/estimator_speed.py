@@ -8,6 +8,10 @@ scikit-learn, handgrad, ...) with the median of the repeats reported:
   ``adam`` and ``sgd``, batch 128;
 - ``MLPRegressor`` on a synthetic 100,000 × 100 regression (``make_regression``), 100 hidden
   units, ``adam``, batch 200;
+- for the dense rows, the epoch's matrix products alone (NumPy, float32, the row's shapes,
+  back to back): scikit-learn's time over theirs is the *ceiling*, the ratio handgrad
+  would reach if everything but its matrix products took no time (both libraries run the
+  same OpenBLAS products);
 - ``MLPClassifier`` on a sparse input, a 50,000 × 20,000 CSR matrix at 0.5 % density, both
   libraries given the same matrix; each run in its own process, which also reports how far
   its peak resident memory rose above what it held before the epoch (Linux's VmHWM, reset
@@ -41,7 +45,7 @@ DEFAULT_OUT = HERE / "results" / "estimator_speed.json"
 
 from benchargs import (HelpFormatter, changed, check_out, fraction,  # noqa: E402
                        output_path, positive_int)
-from speed import machine_info  # noqa: E402  one description of the machine for all results
+from speed import machine_info, shaped_gemm_seconds  # noqa: E402  shared with the speed grid
 
 LIBRARIES = ("handgrad", "sklearn")
 
@@ -127,12 +131,19 @@ def sparse_runs(rows, cols, density, repeats):
     return samples
 
 
-def median_row(name, samples, **extra):
+def median_row(name, samples, shaped_gemm_s=None, **extra):
+    """A result row; ``shaped_gemm_s``: the epoch's matrix products alone, back to back
+    (float32, the row's shapes), which bounds what any implementation of it can reach."""
     seconds = {lib: statistics.median(samples[lib]) for lib in LIBRARIES}
     row = {"row": name, "seconds": seconds, "samples": samples,
            "speedup_vs_sklearn": seconds["sklearn"] / seconds["handgrad"], **extra}
+    ceiling = ""
+    if shaped_gemm_s is not None:
+        row["shaped_gemm_s"] = shaped_gemm_s
+        row["ceiling_vs_sklearn"] = seconds["sklearn"] / shaped_gemm_s
+        ceiling = f", products alone {shaped_gemm_s:.3f}s: ceiling {row['ceiling_vs_sklearn']:.2f}x"
     print(f"{name:48s} handgrad {seconds['handgrad']:7.3f}s  scikit-learn "
-          f"{seconds['sklearn']:7.3f}s  ({row['speedup_vs_sklearn']:.2f}x)", flush=True)
+          f"{seconds['sklearn']:7.3f}s  ({row['speedup_vs_sklearn']:.2f}x{ceiling})", flush=True)
     return row
 
 
@@ -175,7 +186,9 @@ def main(argv=None):
                                   classes=np.arange(10))
             results.append(median_row(f"MLPClassifier 784-{H}-10 {solver}, MNIST epoch",
                                       samples, kind="MLPClassifier", hidden=H, solver=solver,
-                                      batch=128, rows=len(X)))
+                                      batch=128, rows=len(X),
+                                      shaped_gemm_s=shaped_gemm_seconds(128, 784, H, 10,
+                                                                        len(X))))
     Xr, yr = make_regression(n_samples=args.regression_rows, n_features=100, noise=1.0,
                              random_state=0)
     Xr, yr = Xr.astype(np.float32), (yr / yr.std()).astype(np.float32)
@@ -183,7 +196,8 @@ def main(argv=None):
     samples = interleaved("MLPRegressor", Xr, yr, params, args.repeats)
     results.append(median_row(f"MLPRegressor 100-100-1 adam, {len(Xr):,} × 100", samples,
                               kind="MLPRegressor", hidden=100, solver="adam", batch=200,
-                              rows=len(Xr)))
+                              rows=len(Xr),
+                              shaped_gemm_s=shaped_gemm_seconds(200, 100, 100, 1, len(Xr))))
     runs = sparse_runs(args.sparse_rows, args.sparse_cols, args.density, args.repeats)
     samples = {lib: [r["seconds"] for r in runs[lib]] for lib in LIBRARIES}
     model_bytes = 4 * (args.sparse_cols * 100 + 100 + 100 * 10 + 10)

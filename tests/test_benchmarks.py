@@ -234,7 +234,12 @@ def test_estimator_speed_smoke(mnist_dir, tmp_path, monkeypatch):
             f"from the full run's settings: writing {out}") in r.stdout
     rows = json.loads(out.read_text())["results"]
     assert len(rows) == 6 and all(row["seconds"]["handgrad"] > 0 for row in rows)
+    for row in rows[:5]:  # the dense rows carry their products' time and the ceiling
+        assert row["shaped_gemm_s"] > 0
+        assert row["ceiling_vs_sklearn"] == pytest.approx(
+            row["seconds"]["sklearn"] / row["shaped_gemm_s"])
     sparse = rows[-1]
+    assert "shaped_gemm_s" not in sparse
     assert sparse["sparse"] and sparse["peak_growth_bytes"]["handgrad"] < 200 * 2**20
 
 
