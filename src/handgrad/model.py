@@ -107,7 +107,11 @@ def linear_backward(G, X, W, dW, db, dX=None, ones=None, columns=None):
             ones = np.ones(G.shape[0], G.dtype)  # (B,)
         np.matmul(ones, G, out=db)  # (H,) = (B,) @ (B, H)      B3 / B7
     if dX is not None:
-        np.matmul(G, W, out=dX)  # (B, D) = (B, H) @ (H, D)  B5
+        if G.shape[1] == 1:  # one output unit: G W is an outer product, every entry a
+            # single product, so broadcasting gives matmul's values at a fraction of its cost
+            np.multiply(G, W, out=dX)  # (B, D) = (B, 1) ⊙ (1, D)  B5
+        else:
+            np.matmul(G, W, out=dX)  # (B, D) = (B, H) @ (H, D)  B5
     return dX
 
 
