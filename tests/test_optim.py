@@ -235,3 +235,4 @@ def test_a_penalty_needs_flat_arrays_and_sorted_ranges():
         Adam().step(p, g, penalty=(0.1, ((0, 5), (6, 4))))
     with pytest.raises(ValueError, match=r"penalty range \(3, 12\)"):
         Adam().step(p, g, penalty=(0.1, ((3, 12),)))
+

@@ -196,7 +196,10 @@ class SGD(Optimizer):
                 "weight_decay": self.weight_decay, "dampening": self.dampening}
 
     def takes_penalty(self, key, p, g):
-        return bool(self.momentum) and _accel.takes(p, g, contiguous=True)
+        st = self.state.get(key, {})
+        return bool(self.momentum) and _accel.takes(
+            p, g, *([st["momentum_buffer"]] if "momentum_buffer" in st else []),
+            contiguous=True)
 
     def update(self, key, p, g, segments=None):
         operands = [p, g]
@@ -297,7 +300,8 @@ class Adam(Optimizer):
                 "weight_decay": self.weight_decay}
 
     def takes_penalty(self, key, p, g):
-        return _accel.takes(p, g, contiguous=True)
+        st = self.state.get(key, {})
+        return _accel.takes(p, g, *(st[n] for n in ("m", "v") if n in st), contiguous=True)
 
     def update(self, key, p, g, segments=None):
         b1, b2 = self.betas
