@@ -177,3 +177,22 @@ def test_a_number_beyond_the_datatype_is_named_out_of_range(datatype, value, lim
     assert "(value 1 of 'data')" in message and "NaN" not in message
     # FP64 holds it; NaN and infinity themselves are left for the model's checks to name
     assert parse_infer_request(request([1.0, -value], [2], "FP64")).inputs[0].data[1] == -value
+
+
+@pytest.mark.parametrize("extra, holds", [
+    ({}, False),
+    ({"id": "parallel-world"}, False),  # the letters r and l alone: the words are looked for
+    ({"id": "true"}, True),  # the search is of bytes: a word in a string counts
+    ({"parameters": {"binary_data_output": False}}, True),
+])
+def test_the_search_for_true_and_false_finds_each_word(extra, holds):
+    body = json.dumps({**request([0.5, 1, 0], [3]), **extra}).encode()
+    assert protocol.may_hold_literals(body) is holds
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32"])
+def test_the_largest_finite_value_of_a_datatype_is_accepted(datatype):
+    largest = float(np.finfo(protocol.DATATYPES[datatype]).max)
+    data = parse_infer_request(request([-largest, 0.5, largest], [3], datatype)).inputs[0].data
+    assert data.dtype == protocol.DATATYPES[datatype]
+    np.testing.assert_array_equal(data, np.array([-largest, 0.5, largest], data.dtype))
