@@ -36,7 +36,8 @@ from .config import MAX_LR, ServeConfig
 from .metrics import Metrics
 from .openapi import openapi_document
 from .protocol import (HEADER_LENGTH, ProtocolError, decompress, encode_infer_response,
-                       may_hold_literals, parse_infer_request, parse_json, split_body)
+                       may_hold_literals, numbers_reader, parse_infer_request, parse_json,
+                       split_body)
 from .visitors import VisitorCopies
 
 access_logger = logging.getLogger("handgrad.serve.access")
@@ -298,6 +299,7 @@ class Server:
 
     async def startup(self):
         self._limit_blas()
+        numbers_reader()  # the JSON number reader loads now, not in the first request
         for b in self.batchers.values():
             await b.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
