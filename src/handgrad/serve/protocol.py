@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import _accel
+
 try:  # 5–10× faster than the standard library's parser (part of the serve extra)
     import orjson
 except ImportError:  # pragma: no cover - the standard library does the same, slower
@@ -139,7 +141,7 @@ class JSONNumbers:
         self.values = values  # (count,) float64
 
 
-_numbers = {}  # "read": handgrad.serve._numbers.read_numbers once imported, or None
+_numbers = {}  # "read": (handgrad.serve._numbers.read_numbers, its POWERS), or None
 
 
 def numbers_reader():
@@ -147,8 +149,6 @@ def numbers_reader():
     accelerator is switched off (``HANDGRAD_NO_ACCEL``, :func:`handgrad._accel.use`).
     The first call imports it (compiled, or loaded from numba's cache): a server calls
     it at startup, so no request waits for that."""
-    from .. import _accel
-
     if not _accel.enabled():
         return None
     if "read" not in _numbers:
@@ -159,7 +159,7 @@ def numbers_reader():
         except Exception:  # noqa: BLE001 - numba could not compile it: the decoder reads all
             _numbers["read"] = None
         else:
-            _numbers["read"] = lambda buf, i, out: read_numbers(buf, i, out, POWERS)
+            _numbers["read"] = (read_numbers, POWERS)
     return _numbers["read"]
 
 
@@ -182,10 +182,10 @@ def _read_with_numbers(body):
     if type(body) is not bytes or b"\\" in body:
         return None
     at = body.find(b'"data"')
-    if at < 0 or body.find(b'"data"', at + 6) >= 0 or body.count(b'"', 0, at) % 2:
+    if at < 0 or body.count(b'"', 0, at) % 2:
         return None
-    read = numbers_reader()
-    if read is None:
+    reader = numbers_reader()
+    if reader is None:
         return None
     i = at + 6
     size = len(body)
@@ -199,8 +199,9 @@ def _read_with_numbers(body):
     if i == size or body[i] != 91:  # [
         return None
     out = np.empty((size - i) // 2 + 1)  # a number and a comma take two bytes at least
-    end, n = read(np.frombuffer(body, np.uint8), i, out)
-    if end < 0:
+    read, powers = reader
+    end, n = read(np.frombuffer(body, np.uint8), i, out, powers)
+    if end < 0 or body.find(b'"data"', end) >= 0:  # a second one: after the list
         return None
     rest = body[:i] + b"0" + body[end:]
     try:
