@@ -162,9 +162,12 @@ def test_concurrency_limit_answers_503_and_probes_still_answer(live, make_app, d
         t.start()
     time.sleep(0.4)  # two requests wait in the batch; the other four were refused
     live_probe = httpx.get(f"{server.url}/v2/health/live")
+    waiting = httpx.get(f"{server.url}/metrics").text  # read as the scrape is answered
     refused = httpx.post(f"{server.url}/v2/models/digits/infer", json=body([0] * 64, [1, 64]))
     for t in threads:
         t.join()
+    assert "handgrad_requests_in_flight 3.0" in waiting  # the two in the batch and the scrape
+    assert 'handgrad_queue_rows{model="digits"} 2.0' in waiting
     assert live_probe.status_code == 200
     assert_error(refused, 503, "limit of 2 requests")
     assert refused.headers["retry-after"] == "1"

@@ -36,7 +36,8 @@ from .config import MAX_LR, ServeConfig
 from .metrics import Metrics
 from .openapi import openapi_document
 from .protocol import (HEADER_LENGTH, ProtocolError, decompress, encode_infer_response,
-                       may_hold_literals, parse_infer_request, parse_json, split_body)
+                       may_hold_literals, numbers_reader, parse_infer_request, parse_json,
+                       split_body)
 from .visitors import VisitorCopies
 
 access_logger = logging.getLogger("handgrad.serve.access")
@@ -84,7 +85,10 @@ class Guard:
         self.config = config
         self.metrics = metrics
         self.routes = routes
-        self.in_flight = 0
+        self.in_flight = 0  # requests under the concurrency limit being handled now
+        self.active = 0  # every request being handled now, probes and metrics too
+        # The gauge reads the count when /metrics is scraped: no lock taken per request.
+        metrics.in_flight.set_function(lambda: self.active)
         self._id_prefix = uuid.uuid4().hex[:8] + "-"
         self._ids = itertools.count(1)
 
@@ -143,7 +147,7 @@ class Guard:
 
         if limited:
             self.in_flight += 1
-        self.metrics.in_flight.inc()
+        self.active += 1
         try:
             try:
                 await _within(cfg.request_timeout, self._handle(scope, receive, send_logged, state))
@@ -165,7 +169,7 @@ class Guard:
         finally:
             if limited:
                 self.in_flight -= 1
-            self.metrics.in_flight.dec()
+            self.active -= 1
             route = state.get("route") or scope.get("route")
             self._finish(scope, rid, state, start, route if isinstance(route, str)
                          else route.path if route is not None else self._route(scope))
@@ -223,6 +227,23 @@ async def _within(seconds, coro):
         raise TimeoutError from None
 
 
+class _Answer:
+    """A 200 response of prepared bytes: what Starlette's ``Response`` sends, without
+    its header handling (the headers here are known, lower-case, latin-1)."""
+
+    __slots__ = ("body", "raw_headers")
+
+    def __init__(self, body, headers):
+        self.body = body
+        self.raw_headers = [(b"content-length", b"%d" % len(body)),
+                            *[(k.encode("latin-1"), v.encode("latin-1"))
+                              for k, v in headers.items()]]
+
+    async def __call__(self, scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 def _replay(body, receive):
     sent = False
 
@@ -278,6 +299,7 @@ class Server:
 
     async def startup(self):
         self._limit_blas()
+        numbers_reader()  # the JSON number reader loads now, not in the first request
         for b in self.batchers.values():
             await b.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -405,16 +427,16 @@ class Server:
             return error(503, str(exc), {"retry-after": "1"})
         except Stopped as exc:
             return error(503, str(exc))
-        finally:
-            self.queue_rows[served.name].set(batcher.queued_rows)
         content, headers = encode_infer_response(served.name, served.version, req.id,
                                                  served.outputs(req, P))
-        return Response(content, headers=headers)
+        return _Answer(content, headers)
 
     # -- operations --------------------------------------------------------------
 
     async def metrics_endpoint(self, request):
         self._visitor_metrics()
+        for name, batcher in self.batchers.items():  # the queues as they are now
+            self.queue_rows[name].set(batcher.queued_rows)
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
     async def openapi(self, request):

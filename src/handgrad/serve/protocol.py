@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import _accel
+
 try:  # 5–10× faster than the standard library's parser (part of the serve extra)
     import orjson
 except ImportError:  # pragma: no cover - the standard library does the same, slower
@@ -43,6 +45,7 @@ DATATYPES = {
 # What a model input accepts: real numbers. BOOL and BYTES (strings) are refused.
 NUMERIC = tuple(k for k in DATATYPES if k not in ("BOOL",))
 NAMES = {v: k for k, v in DATATYPES.items()}  # NumPy dtype → protocol name
+_FINFO_MAX = {k: np.finfo(DATATYPES[k]).max for k in ("FP16", "FP32")}  # largest finite
 
 
 class ProtocolError(Exception):
@@ -109,6 +112,10 @@ def decompress(body, encoding, limit):
 
 def split_body(body, header_length):
     """``(json header as a dict, binary bytes)`` of a request body."""
+    if header_length is None:
+        header = _read_with_numbers(body)
+        if header is not None:
+            return header, b""
     binary = b""
     if header_length is not None:
         try:
@@ -121,6 +128,92 @@ def split_body(body, header_length):
                                      f"has {len(body)} bytes")
         body, binary = body[:n], body[n:]
     return parse_json(body), binary
+
+
+class JSONNumbers:
+    """The values of a tensor's JSON ``data`` list, read from the body's text by
+    :func:`_read_with_numbers`: a flat float64 array equal to ``np.array(list)`` of the
+    decoded list, as float64."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values):
+        self.values = values  # (count,) float64
+
+
+_numbers = {}  # "read": (handgrad.serve._numbers.read_numbers, its POWERS), or None
+
+
+def numbers_reader():
+    """The compiled reader of JSON number lists, or None: numba is not installed, or the
+    accelerator is switched off (``HANDGRAD_NO_ACCEL``, :func:`handgrad._accel.use`).
+    The first call imports it (compiled, or loaded from numba's cache): a server calls
+    it at startup, so no request waits for that."""
+    if not _accel.enabled():
+        return None
+    if "read" not in _numbers:
+        try:
+            from ._numbers import POWERS, read_numbers
+
+            read_numbers(np.frombuffer(b"[1]", np.uint8), 0, np.empty(1), POWERS)
+        except Exception:  # noqa: BLE001 - numba could not compile it: the decoder reads all
+            _numbers["read"] = None
+        else:
+            _numbers["read"] = (read_numbers, POWERS)
+    return _numbers["read"]
+
+
+def _read_with_numbers(body):
+    """The JSON object of an inference request whose one input's ``data`` is a flat list
+    of numbers, that list read by the compiled reader (:mod:`handgrad.serve._numbers`)
+    rather than decoded number by number; None for any other body, which the JSON
+    decoder then reads as ever.
+
+    The list is found in the bytes: the body has no backslash (so no escapes, and every
+    ``"`` opens or closes a string), ``"data"`` occurs once, after an even number of
+    quotes (so it is a string outside any string, and followed by ``:`` a key), and
+    its value opens with ``[``. The reader takes the list up to its ``]``; the body with
+    the list replaced by ``0`` is decoded as JSON, which is valid exactly when the whole
+    body is (a value swapped for another value). That ``0`` is then the value of the
+    one key ``data`` there is, so when it sits in the one tensor of ``inputs`` the read
+    numbers go in its place (as :class:`JSONNumbers`), and every check of the request
+    runs on the same object it would otherwise see.
+    """
+    if type(body) is not bytes or b"\\" in body:
+        return None
+    at = body.find(b'"data"')
+    if at < 0 or body.count(b'"', 0, at) % 2:
+        return None
+    reader = numbers_reader()
+    if reader is None:
+        return None
+    i = at + 6
+    size = len(body)
+    while i < size and body[i] in b" \t\r\n":
+        i += 1
+    if i == size or body[i] != 58:  # :
+        return None
+    i += 1
+    while i < size and body[i] in b" \t\r\n":
+        i += 1
+    if i == size or body[i] != 91:  # [
+        return None
+    out = np.empty((size - i) // 2 + 1)  # a number and a comma take two bytes at least
+    read, powers = reader
+    end, n = read(np.frombuffer(body, np.uint8), i, out, powers)
+    if end < 0 or body.find(b'"data"', end) >= 0:  # a second one: after the list
+        return None
+    rest = body[:i] + b"0" + body[end:]
+    try:
+        header = orjson.loads(rest) if orjson is not None else json.loads(rest.decode("utf-8"))
+    except (ValueError, RecursionError):  # the decoder's errors, UnicodeDecodeError too
+        return None
+    inputs = header.get("inputs") if type(header) is dict else None
+    if not (type(inputs) is list and len(inputs) == 1 and type(inputs[0]) is dict
+            and "data" in inputs[0]):
+        return None
+    inputs[0]["data"] = JSONNumbers(out[:n])
+    return header
 
 
 def parse_json(body):
@@ -173,18 +266,20 @@ def _shape(value, where):
 def _json_data(data, datatype, shape, where, literals=True):
     """The values of a JSON ``data`` field (flat or nested, row-major) as an array."""
     count = math.prod(shape)
-    bad = ProtocolError(400, f"{where}: 'data' must be numbers for datatype {datatype} "
-                             f"(a flat or nested list)")
-    try:
-        arr = np.array(data)  # no dtype given: strings, booleans and nulls stay visible
-    except (ValueError, TypeError, OverflowError, RecursionError):
-        raise bad from None
-    if arr.dtype.kind not in "iuf":
-        raise bad
-    if literals and _holds_bool(data):  # NumPy reads true/false among numbers as 1/0
-        raise ProtocolError(400, f"{where}: 'data' holds true or false; datatype {datatype} "
-                                 f"takes numbers")
-    arr = arr.astype(np.float64, copy=False)
+    if type(data) is JSONNumbers:  # read from the text already: numbers, flat, float64
+        arr = data.values
+    else:
+        try:
+            arr = np.array(data)  # no dtype given: strings, booleans and nulls stay visible
+        except (ValueError, TypeError, OverflowError, RecursionError):
+            arr = None
+        if arr is None or arr.dtype.kind not in "iuf":
+            raise ProtocolError(400, f"{where}: 'data' must be numbers for datatype "
+                                     f"{datatype} (a flat or nested list)")
+        if literals and _holds_bool(data):  # NumPy reads true/false among numbers as 1/0
+            raise ProtocolError(400, f"{where}: 'data' holds true or false; datatype "
+                                     f"{datatype} takes numbers")
+        arr = arr.astype(np.float64, copy=False)
     if arr.size != count:
         raise ProtocolError(400, f"{where}: shape {list(shape)} needs {count} values, "
                                  f"'data' has {arr.size}")
@@ -204,12 +299,14 @@ def _json_data(data, datatype, shape, where, literals=True):
             raise ProtocolError(400, f"{where}: datatype {datatype} holds whole numbers in "
                                      f"[{info.min}, {info.max}]; 'data' has other values")
     elif datatype in ("FP16", "FP32"):
-        with np.errstate(over="ignore"):
+        largest = float(_FINFO_MAX[datatype])
+        if arr.size and np.abs(arr).max() <= largest:  # fits: the cast cannot overflow
+            return arr.astype(dt)
+        with np.errstate(over="ignore"):  # NaN, infinity or a value beyond the datatype
             narrow = arr.astype(dt)
         overflow = np.isinf(narrow) & np.isfinite(arr)  # finite in JSON, beyond the datatype
         if overflow.any():
             i = int(np.argmax(overflow))
-            largest = float(np.finfo(dt).max)
             raise ProtocolError(400, f"{where}: {arr.flat[i]:g} (value {i} of 'data') is out "
                                      f"of the {datatype} range (±{largest:.8g}); send it as "
                                      f"FP64, or scale it")
@@ -219,8 +316,13 @@ def _json_data(data, datatype, shape, where, literals=True):
 
 def may_hold_literals(body):
     """Whether a request body's bytes could hold JSON ``true`` or ``false`` (a search of
-    the bytes: far cheaper than looking at each value of a decoded tensor)."""
-    return b"true" in body or b"false" in body
+    the bytes: far cheaper than looking at each value of a decoded tensor).
+
+    A letter of each word that no number and no key of an ordinary request holds ("r"
+    of true, "l" of false) is looked for first: one ``memchr`` each, several times
+    faster than searching for the words, which only a body holding the letter needs.
+    """
+    return (b"r" in body and b"true" in body) or (b"l" in body and b"false" in body)
 
 
 def _holds_bool(data):

@@ -82,6 +82,16 @@ def configure_logging(access_log=True, stream=None):
         log.propagate = False
 
 
+def http_protocol():
+    """uvicorn's httptools protocol with a response's writes joined into one send
+    (:mod:`handgrad.serve._wire`), or ``"auto"`` (uvicorn's choice) without httptools."""
+    try:
+        from ._wire import JoinedWritesProtocol
+    except ImportError:
+        return "auto"
+    return JoinedWritesProtocol
+
+
 def serve(models, host=LOOPBACK, port=8000, config=None, *, shutdown_timeout=30,
           on_ready=None):
     """Serve ``models`` (ServedModel objects or model file paths) until SIGTERM/SIGINT.
@@ -104,7 +114,7 @@ def serve(models, host=LOOPBACK, port=8000, config=None, *, shutdown_timeout=30,
     configure_logging(config.access_log)
     uv = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                         timeout_graceful_shutdown=shutdown_timeout, server_header=False,
-                        timeout_keep_alive=5)
+                        timeout_keep_alive=5, http=http_protocol())
     server = uvicorn.Server(uv)
     interval = sys.getswitchinterval()
     sys.setswitchinterval(min(interval, SWITCH_INTERVAL))  # serve() owns the process
