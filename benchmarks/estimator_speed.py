@@ -2,7 +2,9 @@
 
 Both libraries get the same estimator settings and the same arrays, and each row is one
 epoch (``partial_fit``, which is one epoch in both), timed interleaved (handgrad,
-scikit-learn, handgrad, ...) with the median of the repeats reported:
+scikit-learn, handgrad, ...) with the median of the repeats reported. Every timed epoch
+runs in a fresh process of its own, after a warm-up fit on 400 rows (imports, compiled
+kernels), without ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE``:
 
 - ``MLPClassifier`` on MNIST (60,000 images as float32), 784-H-10 for H = 256 and 800,
   ``adam`` and ``sgd``, batch 128;
@@ -13,7 +15,7 @@ scikit-learn, handgrad, ...) with the median of the repeats reported:
   would reach if everything but its matrix products took no time (both libraries run the
   same OpenBLAS products);
 - ``MLPClassifier`` on a sparse input, a 50,000 × 20,000 CSR matrix at 0.5 % density, both
-  libraries given the same matrix; each run in its own process, which also reports how far
+  libraries given the same matrix; each run also reports how far
   its peak resident memory rose above what it held before the epoch (Linux's VmHWM, reset
   just before the epoch, after a warm-up fit on 400 rows has loaded each library's code),
   against the sparse data plus the model: a dense copy would be 4 GB.
@@ -30,11 +32,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +48,7 @@ DEFAULT_OUT = HERE / "results" / "estimator_speed.json"
 
 from benchargs import (HelpFormatter, changed, check_out, fraction,  # noqa: E402
                        output_path, positive_int)
-from speed import machine_info, shaped_gemm_seconds  # noqa: E402  shared with the speed grid
+from speed import machine_info  # noqa: E402  one description of the machine for all results
 
 LIBRARIES = ("handgrad", "sklearn")
 
@@ -60,22 +63,72 @@ def estimator(library, kind, **params):
     return getattr(neural_network, kind)(**params)
 
 
-def one_epoch(library, kind, X, y, params, seed, classes=None):
-    """Seconds of one epoch (``partial_fit`` from a fresh estimator)."""
-    est = estimator(library, kind, random_state=seed, **params)
-    extra = {} if classes is None else {"classes": classes}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        t0 = time.perf_counter()
-        est.partial_fit(X, y, **extra)
-        return time.perf_counter() - t0
+# Each timed epoch runs in a fresh process of its own: libraries that share a process
+# also share its thread pools (NumPy's OpenBLAS, SciPy's, OpenMP's), and threads one
+# library left spinning slow the other's next epoch.
+DENSE_CHILD = """
+import json, sys, time, warnings
+import numpy as np
+sys.path.insert(0, {here!r})
+from estimator_speed import estimator
+
+lib, kind, folder, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[5])
+params = json.loads(sys.argv[4])
+X, y = np.load(folder + "/X.npy"), np.load(folder + "/y.npy")
+extra = {{"classes": np.unique(y)}} if kind == "MLPClassifier" else {{}}
+with warnings.catch_warnings():  # one-time costs (imports, compiled kernels) before timing
+    warnings.simplefilter("ignore")
+    estimator(lib, kind, **params).partial_fit(X[:400], y[:400], **extra)
+    est = estimator(lib, kind, random_state=seed, **params)
+    t0 = time.perf_counter()
+    est.partial_fit(X, y, **extra)
+    seconds = time.perf_counter() - t0
+print(json.dumps({{"seconds": seconds}}))
+"""
+PRODUCTS_CHILD = """
+import json, sys
+sys.path.insert(0, {here!r})
+from speed import shaped_gemm_seconds
+
+B, D, H, M, rows = map(int, sys.argv[1:6])
+print(json.dumps({{"seconds": shaped_gemm_seconds(B, D, H, M, rows, repeats=5)}}))
+"""
+TIMING_ENV_DROP = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # kept in tests, not in timing
 
 
-def interleaved(kind, X, y, params, repeats, classes=None):
+def products_alone(B, D, H, M, rows):
+    """Seconds of an epoch's matrix products alone (NumPy, float32), in a fresh process:
+    the median of 5 passes of :func:`speed.shaped_gemm_seconds`."""
+    return run_child(PRODUCTS_CHILD.format(here=str(HERE)), B, D, H, M, rows)["seconds"]
+
+
+def child_env():
+    """The environment of a timed child: without the variables that force OpenBLAS onto
+    an older kernel (they stay in tests and CI)."""
+    return {k: v for k, v in os.environ.items() if k not in TIMING_ENV_DROP}
+
+
+def run_child(code, *argv):
+    out = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True,
+                         text=True, env=child_env())
+    if out.returncode:
+        raise RuntimeError(f"a timed child ({' '.join(map(str, argv[:2]))}) failed:\n"
+                           f"{out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def interleaved(kind, X, y, params, repeats):
+    """Seconds of one epoch (``partial_fit`` from a fresh estimator) per library and
+    repeat, each in its own process, interleaved: handgrad, scikit-learn, handgrad, ..."""
     samples = {lib: [] for lib in LIBRARIES}
-    for r in range(repeats):
-        for lib in LIBRARIES:
-            samples[lib].append(one_epoch(lib, kind, X, y, params, r, classes))
+    code = DENSE_CHILD.format(here=str(HERE))
+    with tempfile.TemporaryDirectory() as folder:
+        np.save(Path(folder) / "X.npy", X)
+        np.save(Path(folder) / "y.npy", y)
+        for r in range(repeats):
+            for lib in LIBRARIES:
+                reply = run_child(code, lib, kind, folder, json.dumps(params), r)
+                samples[lib].append(reply["seconds"])
     return samples
 
 
@@ -124,10 +177,7 @@ def sparse_runs(rows, cols, density, repeats):
     samples = {lib: [] for lib in LIBRARIES}
     for r in range(repeats):
         for lib in LIBRARIES:
-            out = subprocess.run([sys.executable, "-c", code, lib, str(rows), str(cols),
-                                  str(density), str(r)], capture_output=True, text=True,
-                                 check=True).stdout
-            samples[lib].append(json.loads(out.strip().splitlines()[-1]))
+            samples[lib].append(run_child(code, lib, rows, cols, density, r))
     return samples
 
 
@@ -182,13 +232,11 @@ def main(argv=None):
         for H in (256, 800):
             params = dict(hidden_layer_sizes=(H,), solver=solver, batch_size=128,
                           learning_rate_init=1e-3 if solver == "adam" else 0.01)
-            samples = interleaved("MLPClassifier", X, y, params, args.repeats,
-                                  classes=np.arange(10))
+            samples = interleaved("MLPClassifier", X, y, params, args.repeats)
             results.append(median_row(f"MLPClassifier 784-{H}-10 {solver}, MNIST epoch",
                                       samples, kind="MLPClassifier", hidden=H, solver=solver,
                                       batch=128, rows=len(X),
-                                      shaped_gemm_s=shaped_gemm_seconds(128, 784, H, 10,
-                                                                        len(X))))
+                                      shaped_gemm_s=products_alone(128, 784, H, 10, len(X))))
     Xr, yr = make_regression(n_samples=args.regression_rows, n_features=100, noise=1.0,
                              random_state=0)
     Xr, yr = Xr.astype(np.float32), (yr / yr.std()).astype(np.float32)
@@ -197,7 +245,7 @@ def main(argv=None):
     results.append(median_row(f"MLPRegressor 100-100-1 adam, {len(Xr):,} × 100", samples,
                               kind="MLPRegressor", hidden=100, solver="adam", batch=200,
                               rows=len(Xr),
-                              shaped_gemm_s=shaped_gemm_seconds(200, 100, 100, 1, len(Xr))))
+                              shaped_gemm_s=products_alone(200, 100, 100, 1, len(Xr))))
     runs = sparse_runs(args.sparse_rows, args.sparse_cols, args.density, args.repeats)
     samples = {lib: [r["seconds"] for r in runs[lib]] for lib in LIBRARIES}
     model_bytes = 4 * (args.sparse_cols * 100 + 100 + 100 * 10 + 10)
@@ -219,6 +267,7 @@ def main(argv=None):
     doc = {"benchmark": "estimator_speed", "machine": machine_info(),
            "sklearn": sklearn.__version__, "handgrad": handgrad.__version__,
            "results": results, "date": time.strftime("%Y-%m-%d"),
+           "timing_env_removed": [v for v in TIMING_ENV_DROP if v in os.environ],
            "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1))

@@ -52,7 +52,13 @@ class Optimizer:
             self._check_pair(FLAT, params, grads)
             segments = None
             if penalty is not None and penalty[0]:
-                segments = penalty_segments(params.size, *penalty)
+                known = self.__dict__.setdefault("_segments", {})  # not state: a cache
+                key = (params.size, *penalty)
+                segments = known.get(key)
+                if segments is None:  # worked out once per coefficient and layout
+                    if len(known) >= 16:  # (a run has two: the full and the last batch)
+                        known.clear()
+                    segments = known[key] = penalty_segments(params.size, *penalty)
                 if not self.takes_penalty(FLAT, params, grads):
                     for start, stop, c in segments:
                         if c:  # g + c p (R1)

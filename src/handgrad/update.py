@@ -30,7 +30,6 @@ from functools import partial
 
 from . import _blas
 from .model import all_finite
-from .optim import FLAT
 
 
 class Update:
@@ -54,13 +53,12 @@ class Update:
                 optimizer.fused_step(model.param_buffer,
                                      partial(model.accumulate_grads, ws, l2=l2))
                 return True
-            if l2 and optimizer.takes_penalty(FLAT, model.param_buffer, model.grad_buffer):
-                # the penalty's c W (R1) is added inside the optimizer's compiled pass
+            if l2:  # the penalty's c W (R1) is the step's: inside a compiled pass if it can
                 model.weight_grads(ws)
                 optimizer.step(model.param_buffer, model.grad_buffer,
                                penalty=(l2, model.weight_ranges()))
                 return True
-            model.weight_grads(ws, l2)
+            model.weight_grads(ws)
         else:
             model.weight_grads(ws, l2)
             if self.reduce is not None:
