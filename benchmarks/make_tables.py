@@ -470,8 +470,8 @@ def serve_table():
     load = (m.get("load_average_before"), m.get("load_average_after"))
     lines = [
         f"Measured by `python benchmarks/{doc['command'].strip()}` on {_machine(doc)}"
-        + (f" (1-minute load average {load[0][0]:.1f} before, {load[1][0]:.1f} after: other "
-           f"work shared the machine)" if all(load) else "")
+        + (f" (1-minute load average {load[0][0]:.1f} before the run and {load[1][0]:.1f} "
+           f"after it, its own servers and load generator included)" if all(load) else "")
         + f"; {' '.join(doc['client'].split()[:2])}, closed loop; peer: {peer}. Network "
         f"{'-'.join(map(str, doc['network']))}, single-example JSON requests; medians of "
         f"{doc['repeats']} interleaved {doc['duration_s']:g} s runs per row.",
@@ -498,7 +498,8 @@ def estimator_table():
     lines = [
         f"Measured by `python benchmarks/{doc['command']}` on {_machine(doc)}, scikit-learn "
         f"{doc['sklearn']}. Seconds per epoch (`partial_fit`), the same settings and arrays for "
-        f"both, medians of interleaved repeats; ratios > 1 mean handgrad is faster (target: 2×). "
+        f"both, medians of interleaved repeats, each epoch in a fresh process; ratios > 1 mean "
+        f"handgrad is faster (target: 2×). "
         f"*Products alone*: the epoch's matrix products in NumPy, back to back (float32, the "
         f"row's shapes), which both libraries must compute; *ceiling*: scikit-learn's time over "
         f"them, the ratio handgrad would reach if everything but its products took no time.",
