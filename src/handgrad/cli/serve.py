@@ -11,7 +11,7 @@ import math
 import sys
 from pathlib import Path
 
-from .._requirements import MissingPackageError
+from .._requirements import MissingPackageError, require
 from ..serve.config import ServeConfig
 from ._common import ExitCode, add_subparser
 
@@ -102,6 +102,7 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
+    require("serve")  # before any import: a module cached from elsewhere must not hide it
     try:
         from ..serve.server import load_models, serve
     except ImportError as exc:
