@@ -767,3 +767,42 @@ def test_terminate_on_nan_on_an_estimator_warns_and_records_the_diverged_epoch(c
         cls(**dict(params, learning_rate_init=1e-3, max_iter=200, tol=1e9,
                    n_iter_no_change=1), callbacks=[stop]).fit(X, y)
     assert stop.error is None
+
+
+@pytest.mark.parametrize("how", ["negative index", "index too large", "indptr past the entries",
+                                 "indptr going backwards"])
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_input_with_a_broken_structure_is_refused(fmt, how):
+    """A sparse X whose indices do not fit its shape (SciPy checks them only on request)
+    is refused by fit, partial_fit, predict and validation_data, never crashed on."""
+    bad = scipy_sparse.csr_matrix(np.arange(1.0, 31.0).reshape(6, 5)).asformat(fmt)
+    bad.indices, bad.indptr = bad.indices.copy(), bad.indptr.copy()
+    if how == "negative index":
+        bad.indices[3] = -1
+    elif how == "index too large":
+        bad.indices[3] = 99
+    elif how == "indptr past the entries":
+        bad.indptr[-1] = bad.indices.shape[0] + 100
+    else:
+        bad.indptr[2] = bad.indptr[1] - 1
+    X = np.arange(1.0, 31.0).reshape(6, 5)
+    y = np.arange(6) % 3
+    params = dict(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    match = "sparse X .*(index|indptr)"
+    for solver in ("adam", "lbfgs"):
+        with pytest.raises(ValueError, match=match):
+            MLPClassifier(solver=solver, **params).fit(bad, y)
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier(early_stopping=True, validation_fraction=0.5, **params).fit(bad, y)
+    with pytest.raises(ValueError, match=match):
+        MLPRegressor(**params).fit(bad, y.astype(float))
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier(**params).partial_fit(bad, y, classes=[0, 1, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier(**params).fit(X, y)
+        with pytest.raises(ValueError, match=match):
+            clf.fit(X, y, validation_data=(bad, y))
+    for method in (clf.predict, clf.predict_proba):
+        with pytest.raises(ValueError, match=match):
+            method(bad)

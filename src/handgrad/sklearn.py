@@ -58,7 +58,7 @@ from sklearn.utils.validation import (
 )
 
 from ._progress import progress_bar
-from .model import MLP, Dropout, logistic_output
+from .model import MLP, Dropout, check_sparse_structure, logistic_output
 from .optim import SGD, Adam
 from .schedules import NoImprovement
 from .callbacks import TerminateOnNaN
@@ -291,6 +291,7 @@ class _BaseMLP(BaseEstimator):
             self._refuse_unused_by_lbfgs(validation_data)
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, Y, y_raw = self._validate_input(X, y, incremental, reset=first_pass)  # Y: (N, M)
+        check_sparse_structure(X)  # before any row of it is taken (the split, batches)
         sw = None
         if sample_weight is not None:
             sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
