@@ -392,6 +392,25 @@ def test_class_weight_shifts_predictions():
         MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1])
 
 
+def test_bad_class_weight_and_sample_weight_are_named_as_given(iris):
+    """Each mistake is reported in the words of the parameter the user typed: not as
+    scikit-learn's compute_class_weight (a function they never called), not as
+    sample_weight when the negative number was a class weight, and negative sample
+    weights are not "summing to zero"."""
+    X, y = iris
+    for bad in ("balance", 3, [1, 2, 3]):
+        with pytest.raises(ValueError, match=r"class_weight must be None, 'balanced' or a "
+                                             r"dict"):
+            MLPClassifier(max_iter=2, class_weight=bad).fit(X, y)
+    for weight in (-1, math.nan, math.inf, "heavy"):
+        with pytest.raises(ValueError, match=rf"class_weight\[0\] must be a non-negative "
+                                             rf"number, got {weight!r}"):
+            MLPClassifier(max_iter=2, class_weight={0: weight, 1: 1, 2: 1}).fit(X, y)
+    with pytest.raises(ValueError, match="sample_weight must be non-negative; its smallest "
+                                         "value is -1"):
+        MLPClassifier(max_iter=2).fit(X, y, sample_weight=-np.ones(len(y)))
+
+
 def test_sample_weight_zero_equals_removing_rows(iris):
     X, y = iris
     sw = np.ones(len(y))

@@ -295,6 +295,9 @@ class _BaseMLP(BaseEstimator):
         sw = None
         if sample_weight is not None:
             sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            if sw.size and sw.min() < 0:
+                raise ValueError(f"sample_weight must be non-negative; its smallest value is "
+                                 f"{sw.min():g}")
         sw = self._weigh_classes(y_raw, Y, sw, incremental)
         if sw is not None and not sw.sum() > 0:
             raise ValueError("sample weights sum to zero: no example carries weight")
@@ -733,6 +736,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _weigh_classes(self, y, Y, sw, incremental):
         if self.class_weight is None:
             return sw
+        cw = self.class_weight
+        if not (isinstance(cw, dict) or (isinstance(cw, str) and cw == "balanced")):
+            raise ValueError(f"class_weight must be None, 'balanced' or a dict "
+                             f"{{class: weight}}, got {cw!r}")
+        for c, w in (cw.items() if isinstance(cw, dict) else ()):
+            if (isinstance(w, (bool, np.bool_)) or not isinstance(w, (Real, np.number))
+                    or not (math.isfinite(w) and w >= 0)):
+                raise ValueError(f"class_weight[{c!r}] must be a non-negative number, "
+                                 f"got {w!r}")
         if self._label_binarizer.y_type_.startswith("multilabel"):
             raise ValueError("class_weight needs single-output targets, not multilabel ones")
         if incremental and isinstance(self.class_weight, str):
