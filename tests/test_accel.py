@@ -343,6 +343,10 @@ def test_sparse_kernels_refuse_what_they_do_not_take_and_bad_indices():
                                 shape=(2, 4))  # SciPy does not check index bounds here
         with pytest.raises(ValueError, match="column index 7, outside"):
             _accel.sparse_columns(bad, W)
+        for negative in (-1, -3):  # -1 was the kernel's "all in range" answer
+            bad.indices[1] = negative
+            with pytest.raises(ValueError, match=f"column index {negative}, outside"):
+                _accel.sparse_columns(bad, W)
         _accel.use(False)
         assert _accel.sparse_columns(X, W) is None  # switched off
     finally:

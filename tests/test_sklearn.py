@@ -392,6 +392,25 @@ def test_class_weight_shifts_predictions():
         MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1])
 
 
+def test_bad_class_weight_and_sample_weight_are_named_as_given(iris):
+    """Each mistake is reported in the words of the parameter the user typed: not as
+    scikit-learn's compute_class_weight (a function they never called), not as
+    sample_weight when the negative number was a class weight, and negative sample
+    weights are not "summing to zero"."""
+    X, y = iris
+    for bad in ("balance", 3, [1, 2, 3]):
+        with pytest.raises(ValueError, match=r"class_weight must be None, 'balanced' or a "
+                                             r"dict"):
+            MLPClassifier(max_iter=2, class_weight=bad).fit(X, y)
+    for weight in (-1, math.nan, math.inf, "heavy"):
+        with pytest.raises(ValueError, match=rf"class_weight\[0\] must be a non-negative "
+                                             rf"number, got {weight!r}"):
+            MLPClassifier(max_iter=2, class_weight={0: weight, 1: 1, 2: 1}).fit(X, y)
+    with pytest.raises(ValueError, match="sample_weight must be non-negative; its smallest "
+                                         "value is -1"):
+        MLPClassifier(max_iter=2).fit(X, y, sample_weight=-np.ones(len(y)))
+
+
 def test_sample_weight_zero_equals_removing_rows(iris):
     X, y = iris
     sw = np.ones(len(y))
@@ -767,3 +786,42 @@ def test_terminate_on_nan_on_an_estimator_warns_and_records_the_diverged_epoch(c
         cls(**dict(params, learning_rate_init=1e-3, max_iter=200, tol=1e9,
                    n_iter_no_change=1), callbacks=[stop]).fit(X, y)
     assert stop.error is None
+
+
+@pytest.mark.parametrize("how", ["negative index", "index too large", "indptr past the entries",
+                                 "indptr going backwards"])
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_input_with_a_broken_structure_is_refused(fmt, how):
+    """A sparse X whose indices do not fit its shape (SciPy checks them only on request)
+    is refused by fit, partial_fit, predict and validation_data, never crashed on."""
+    bad = scipy_sparse.csr_matrix(np.arange(1.0, 31.0).reshape(6, 5)).asformat(fmt)
+    bad.indices, bad.indptr = bad.indices.copy(), bad.indptr.copy()
+    if how == "negative index":
+        bad.indices[3] = -1
+    elif how == "index too large":
+        bad.indices[3] = 99
+    elif how == "indptr past the entries":
+        bad.indptr[-1] = bad.indices.shape[0] + 100
+    else:
+        bad.indptr[2] = bad.indptr[1] - 1
+    X = np.arange(1.0, 31.0).reshape(6, 5)
+    y = np.arange(6) % 3
+    params = dict(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    match = "sparse X .*(index|indptr)"
+    for solver in ("adam", "lbfgs"):
+        with pytest.raises(ValueError, match=match):
+            MLPClassifier(solver=solver, **params).fit(bad, y)
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier(early_stopping=True, validation_fraction=0.5, **params).fit(bad, y)
+    with pytest.raises(ValueError, match=match):
+        MLPRegressor(**params).fit(bad, y.astype(float))
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier(**params).partial_fit(bad, y, classes=[0, 1, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier(**params).fit(X, y)
+        with pytest.raises(ValueError, match=match):
+            clf.fit(X, y, validation_data=(bad, y))
+    for method in (clf.predict, clf.predict_proba):
+        with pytest.raises(ValueError, match=match):
+            method(bad)

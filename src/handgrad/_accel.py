@@ -310,9 +310,9 @@ def sparse_columns(X, W):
     rows = np.empty(nnz, np.int64)  # (nnz,)
     vals = np.empty(nnz, W.dtype)  # (nnz,)
     bad = kernels()["csr_to_columns"](X.indptr, X.indices, X.data, D, start, rows, vals)
-    if bad >= 0:
-        raise ValueError(f"sparse input has column index {bad}, outside [0, {D}): the "
-                         f"matrix's indices do not match its shape (scipy's "
+    if bad >= 0:  # the position of the first index out of range (negative ones too)
+        raise ValueError(f"sparse input has column index {X.indices[bad]}, outside "
+                         f"[0, {D}): the matrix's indices do not match its shape (scipy's "
                          f"X.check_format(full_check=True) finds such entries)")
     return SparseColumns(start, rows, vals, (B, D))
 

@@ -139,14 +139,15 @@ def xent_backward(P, target, wv, ws, out):
 @jit
 def csr_to_columns(indptr, indices, data, n_cols, start, rows, vals):
     """A CSR batch's entries regrouped by column (a counting sort): column j's entries
-    are ``rows[start[j]:start[j + 1]]`` with values ``vals[...]``. Returns the first
-    column index outside ``[0, n_cols)``, or -1 when every index is in range."""
+    are ``rows[start[j]:start[j + 1]]`` with values ``vals[...]``. Returns the position
+    in ``indices`` of the first column index outside ``[0, n_cols)`` (a negative index
+    included), or -1 when every index is in range."""
     for j in range(n_cols + 1):
         start[j] = 0
     for k in range(indptr[0], indptr[indptr.shape[0] - 1]):
         j = indices[k]
         if j < 0 or j >= n_cols:
-            return j
+            return k
         start[j + 1] += 1
     for j in range(n_cols):
         start[j + 1] += start[j]  # start[j + 1]: entries in columns 0..j

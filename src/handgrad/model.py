@@ -82,6 +82,40 @@ def is_sparse(X):
     return hasattr(X, "tocsr") and hasattr(X, "nnz")
 
 
+def check_sparse_structure(X):
+    """Refuse a CSR/CSC ``X`` whose index arrays do not fit its shape: SciPy checks them
+    only on request (``X.check_format(full_check=True)``), and both its products and the
+    compiled F1/B7 would read and write outside the arrays (a crash, or wrong numbers).
+    One pass over the indices (their minimum and maximum); other formats pass as they
+    are (SciPy's conversion to CSR is theirs)."""
+    fmt = getattr(X, "format", None)
+    if fmt not in ("csr", "csc"):
+        return
+    n_major, n_minor = X.shape if fmt == "csr" else X.shape[::-1]
+    line, index = ("row", "column") if fmt == "csr" else ("column", "row")
+    indptr, indices = np.asarray(X.indptr), np.asarray(X.indices)
+    nnz = min(indices.shape[0], np.asarray(X.data).shape[0])
+    fix = "(scipy's X.check_format(full_check=True) finds such entries)"
+    if indptr.ndim != 1 or indptr.shape[0] != n_major + 1:
+        raise ValueError(f"sparse X ({fmt}, shape {X.shape}) has an indptr of "
+                         f"{indptr.shape[0]} entries; its {n_major} {line}s need "
+                         f"{n_major + 1} {fix}")
+    if n_major:
+        steps = np.diff(indptr)  # (n_major,) entries per row/column
+        if indptr[0] < 0 or indptr[-1] > nnz or (steps.size and steps.min() < 0):
+            where = (f"decreases after {line} {int(np.argmax(steps < 0))}"
+                     if steps.size and steps.min() < 0
+                     else f"runs from {int(indptr[0])} to {int(indptr[-1])}")
+            raise ValueError(f"sparse X ({fmt}, shape {X.shape}) has an indptr that does not "
+                             f"fit its {nnz} stored entries: it {where} {fix}")
+        used = indices[indptr[0]:indptr[-1]]
+        if used.size and (used.min() < 0 or used.max() >= n_minor):
+            k = int(np.argmax((used < 0) | (used >= n_minor)))
+            raise ValueError(f"sparse X ({fmt}, shape {X.shape}) has {index} index "
+                             f"{int(used[k])} (stored entry {int(indptr[0]) + k}), outside "
+                             f"[0, {n_minor}): its indices do not fit its shape {fix}")
+
+
 def linear_backward(G, X, W, dW, db, dX=None, ones=None, columns=None):
     """Gradients of a linear layer given ``G = ∂L/∂out`` (B, H).
 
@@ -1118,6 +1152,7 @@ class MLP:
             raise ValueError(f"X must be numeric, got dtype {X.dtype}")
         if np.issubdtype(X.dtype, np.complexfloating):
             raise ValueError("X must be real, got complex values")
+        check_sparse_structure(X)
         if X.format not in ("csr", "csc"):
             X = X.tocsr()  # COO, LIL, ...: one conversion of the stored values
         X = X.tocsr().astype(self.dtype, copy=False)  # rows are gathered per batch

@@ -58,7 +58,7 @@ from sklearn.utils.validation import (
 )
 
 from ._progress import progress_bar
-from .model import MLP, Dropout, logistic_output
+from .model import MLP, Dropout, check_sparse_structure, logistic_output
 from .optim import SGD, Adam
 from .schedules import NoImprovement
 from .callbacks import TerminateOnNaN
@@ -291,9 +291,13 @@ class _BaseMLP(BaseEstimator):
             self._refuse_unused_by_lbfgs(validation_data)
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, Y, y_raw = self._validate_input(X, y, incremental, reset=first_pass)  # Y: (N, M)
+        check_sparse_structure(X)  # before any row of it is taken (the split, batches)
         sw = None
         if sample_weight is not None:
             sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            if sw.size and sw.min() < 0:
+                raise ValueError(f"sample_weight must be non-negative; its smallest value is "
+                                 f"{sw.min():g}")
         sw = self._weigh_classes(y_raw, Y, sw, incremental)
         if sw is not None and not sw.sum() > 0:
             raise ValueError("sample weights sum to zero: no example carries weight")
@@ -732,6 +736,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _weigh_classes(self, y, Y, sw, incremental):
         if self.class_weight is None:
             return sw
+        cw = self.class_weight
+        if not (isinstance(cw, dict) or (isinstance(cw, str) and cw == "balanced")):
+            raise ValueError(f"class_weight must be None, 'balanced' or a dict "
+                             f"{{class: weight}}, got {cw!r}")
+        for c, w in (cw.items() if isinstance(cw, dict) else ()):
+            if (isinstance(w, (bool, np.bool_)) or not isinstance(w, (Real, np.number))
+                    or not (math.isfinite(w) and w >= 0)):
+                raise ValueError(f"class_weight[{c!r}] must be a non-negative number, "
+                                 f"got {w!r}")
         if self._label_binarizer.y_type_.startswith("multilabel"):
             raise ValueError("class_weight needs single-output targets, not multilabel ones")
         if incremental and isinstance(self.class_weight, str):

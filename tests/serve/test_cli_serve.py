@@ -87,6 +87,20 @@ def test_a_damaged_model_file_is_named(tmp_path):
     assert r.returncode == 3 and "no such file" in r.stderr
 
 
+def test_a_regression_model_is_refused_with_the_reason(tmp_path):
+    """A regressor's file (handgrad.save of an MLPRegressor) has no probabilities or labels
+    to answer with: the server says so at start, instead of starting and then answering
+    every inference request with 500."""
+    import handgrad
+
+    path = tmp_path / "reg.safetensors"
+    handgrad.save(handgrad.MLP(4, 3, 2, output="identity", seed=0), path)
+    r = run(path, "--port", "0")
+    assert r.returncode == 3, r.stderr
+    assert "reg.safetensors" in r.stderr and "'identity'" in r.stderr
+    assert "classifier" in r.stderr
+
+
 def test_a_busy_port_is_named(digits_model):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

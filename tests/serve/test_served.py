@@ -52,6 +52,28 @@ def test_a_model_without_probabilities_fails_as_the_library_does():
         ServedModel("m", model).predict_proba(np.zeros((1, 4), np.float32))
 
 
+def test_a_binary_classifier_is_served_with_its_two_classes():
+    """A binary MLPClassifier has one logistic output, the probability of its second
+    class: the served label is the class the estimator predicts (not the argmax of one
+    column, always 0), and the metadata names both classes."""
+    sklearn = pytest.importorskip("sklearn")  # noqa: F841
+    from handgrad import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((80, 3))
+    y = np.where(X[:, 0] > 0, "yes", "no")
+    clf = MLPClassifier(solver="lbfgs", random_state=0).fit(X, y)
+    served = ServedModel("m", clf.to_mlp())
+    assert served.classes == ["no", "yes"]
+    assert served.metadata()["parameters"]["classes"] == ["no", "yes"]
+    P = served.predict_proba(X)
+    req = request(X.ravel().tolist(), [80, 3], "FP64")
+    outputs = dict((name, arr) for name, arr, _ in served.outputs(req, P))
+    labels = np.array(served.classes)[outputs["label"]]
+    assert (labels == clf.predict(X)).all()
+    assert 0 < (labels == "yes").mean() < 1  # both classes are predicted
+
+
 def request(data, shape, datatype):
     return parse_infer_request({"inputs": [{"name": "input", "shape": shape,
                                             "datatype": datatype, "data": data}]})

@@ -17,6 +17,7 @@ from .protocol import NAMES, ProtocolError
 
 INPUT = "input"  # the one input of every model, as in handgrad's ONNX export
 OUTPUTS = ("probabilities", "label")
+CLASSIFIER_OUTPUTS = ("softmax", "logistic")  # the model outputs that give both
 VERSION = "1"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -51,9 +52,12 @@ class ServedModel:
         prep = model.preprocessor
         self.example_shape = tuple(prep.input_shape) if prep is not None else (model.n_inputs,)
         self.n_inputs = model.n_inputs
-        self.n_classes = model.n_classes
-        self.classes = list(model.classes) if model.classes else [str(i) for i in
-                                                                  range(model.n_classes)]
+        # a binary classifier (scikit-learn's: one logistic output, the probability of
+        # the second class) is served as two classes, as its predict_proba gives them
+        self.binary = model.config.output == "logistic" and model.n_classes == 1
+        self.n_classes = 2 if self.binary else model.n_classes
+        self.classes = (list(model.classes) if model.classes and len(model.classes) ==
+                        self.n_classes else _saved_classes(model, self.n_classes))
         self.datatype = NAMES[model.dtype]
 
     @property
@@ -162,7 +166,7 @@ class ServedModel:
         """
         model = self.model
         output = model.config.output
-        if output not in ("softmax", "logistic"):
+        if output not in CLASSIFIER_OUTPUTS:
             return model.predict_proba(X)  # raises: no probabilities for this output
         A = model.prepare(X).T  # (D, B) view of the preprocessed rows (B, D)
         K = model.n_layers
@@ -178,6 +182,10 @@ class ServedModel:
             logP = np.empty_like(O)  # (B, M), column by column like O
             log_softmax(O, logP, np.empty((O.shape[0], 1), model.dtype))  # F4 in log space
             np.exp(logP, out=P)  # (B, M)  F4: P = softmax(O)
+        elif self.binary:  # (B, 2): σ(−O) = 1 − σ(O) and σ(O), neither by a subtraction
+            P = np.empty((O.shape[0], 2), model.dtype)  # (B, 2)
+            logistic_output(-O, P[:, :1], np.empty_like(O))
+            logistic_output(O, P[:, 1:], np.empty_like(O))
         else:
             logistic_output(O, P, np.empty_like(O))  # (B, M)  F4ℓ: P = σ(O)
         return P
@@ -190,6 +198,16 @@ class ServedModel:
             arr = P if name == "probabilities" else np.argmax(P, axis=1).astype(np.int64)  # (N,)
             out.append((name, arr, request.wants_binary(name)))
         return out
+
+
+def _saved_classes(model, n):
+    """The class names an estimator's file keeps (``handgrad.save`` of an MLPClassifier
+    writes them in ``training``), else ``"0"``…``"n-1"``."""
+    saved = (model.training or {}).get("classes") if isinstance(model.training, dict) else None
+    values = saved.get("values") if isinstance(saved, dict) else None
+    if isinstance(values, list) and len(values) == n:
+        return [str(v) for v in values]
+    return [str(i) for i in range(n)]
 
 
 def grid_shape(n):

@@ -16,7 +16,7 @@ from pathlib import Path
 from .._errors import ParameterError
 from ..serialization import load
 from .app import ServeConfig, create_app
-from .served import ServedModel, check_name, name_from_path
+from .served import CLASSIFIER_OUTPUTS, ServedModel, check_name, name_from_path
 
 LOOPBACK = "127.0.0.1"
 # The interpreter's thread switch interval while serving. Python's default, 5 ms, is how
@@ -43,7 +43,18 @@ def load_models(paths, names=None):
             raise ParameterError(f"{seen[n]} and {p} would both be served as {n!r}; "
                                  f"name them apart with {{names}}", names=None)
         seen[n] = p
-    return [ServedModel(n, load(p), p) for n, p in zip(names, paths)]
+    served = []
+    for n, p in zip(names, paths):
+        model = load(p)
+        if model.config.output not in CLASSIFIER_OUTPUTS:
+            from ..serialization import ModelFileError
+
+            raise ModelFileError(f"{p}: handgrad serve answers with class probabilities and "
+                                 f"a label, and this model's output is "
+                                 f"{model.config.output!r} (a regression model, not a "
+                                 f"classifier): it cannot be served")
+        served.append(ServedModel(n, model, p))
+    return served
 
 
 def bind(host, port):
