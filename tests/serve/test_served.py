@@ -46,10 +46,12 @@ def test_the_served_forward_pass_without_hidden_layers_or_preprocessing():
                                model.predict_proba(X), rtol=1e-5)
 
 
-def test_a_model_without_probabilities_fails_as_the_library_does():
+def test_a_model_without_probabilities_is_refused_when_it_is_served():
+    """From Python as from the command line: a regression model is refused up front,
+    not answered with a 500 per request."""
     model = handgrad.MLP(4, 3, 2, output="identity", seed=0)
-    with pytest.raises(ValueError, match="predict_proba needs a classification output"):
-        ServedModel("m", model).predict_proba(np.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError, match="output is 'identity' .*cannot be served"):
+        ServedModel("m", model)
 
 
 def test_a_binary_classifier_is_served_with_its_two_classes():

@@ -46,6 +46,11 @@ class ServedModel:
         if not isinstance(model, MLP):
             raise TypeError(f"expected a handgrad.MLP, got {type(model).__name__}")
         self.name = check_name(name)
+        if model.config.output not in CLASSIFIER_OUTPUTS:
+            raise ValueError(f"model {name!r}: handgrad serve answers with class probabilities "
+                             f"and a label, and this model's output is "
+                             f"{model.config.output!r} (a regression model, not a "
+                             f"classifier): it cannot be served")
         self.model = model
         self.path = None if path is None else str(path)
         self.version = VERSION
@@ -166,8 +171,6 @@ class ServedModel:
         """
         model = self.model
         output = model.config.output
-        if output not in CLASSIFIER_OUTPUTS:
-            return model.predict_proba(X)  # raises: no probabilities for this output
         A = model.prepare(X).T  # (D, B) view of the preprocessed rows (B, D)
         K = model.n_layers
         for l in range(1, K + 1):
