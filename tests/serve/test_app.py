@@ -48,6 +48,25 @@ def test_health_metadata_and_readiness(digits_server):
     assert config["max_batch_size"] == 64 and config["input"][0]["dims"] == [8, 8]
 
 
+def test_a_multilabel_estimator_is_served_with_its_predict(live, make_app, tmp_path):
+    """``handgrad.save`` of a multilabel MLPClassifier, served: the label output is the
+    estimator's predict (an indicator row per example, BOOL [N, M])."""
+    pytest.importorskip("sklearn")
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((100, 4)).astype(np.float32)
+    Y = np.stack([X[:, 0] > 0, X[:, 1] > 0], axis=1).astype(int)
+    clf = handgrad.MLPClassifier(solver="lbfgs", random_state=0, max_iter=300).fit(X, Y)
+    handgrad.save(clf, tmp_path / "tags.safetensors")
+    server = live(make_app(tmp_path / "tags.safetensors"))
+    meta = httpx.get(f"{server.url}/v2/models/tags").json()
+    assert meta["outputs"][1] == {"name": "label", "datatype": "BOOL", "shape": [-1, 2]}
+    r = infer(server.url, "tags", X[:6], [6, 4], "FP32")
+    assert r.status_code == 200, r.text
+    label = r.json()["outputs"][1]
+    assert label["datatype"] == "BOOL" and label["shape"] == [6, 2]
+    assert label["data"] == clf.predict(X[:6]).astype(bool).ravel().tolist()
+
+
 def test_infer_matches_the_library_for_every_input_form(digits_server, digits_model):
     model = handgrad.load(digits_model)
     x = load_dataset("digits").x_test[:5]  # (5, 8, 8) uint8, 0–16

@@ -1,5 +1,7 @@
 """ServedModel: the served forward pass (transposed, for small batches) and the rows it takes."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -74,6 +76,39 @@ def test_a_binary_classifier_is_served_with_its_two_classes():
     labels = np.array(served.classes)[outputs["label"]]
     assert (labels == clf.predict(X)).all()
     assert 0 < (labels == "yes").mean() < 1  # both classes are predicted
+
+
+def test_a_multilabel_classifier_is_served_with_its_label_indicator():
+    """A multilabel MLPClassifier has one logistic output per label: the served label is
+    its predict's indicator row (a label on where its probability exceeds ½), BOOL
+    [N, M], in the metadata, the configuration and the JSON and binary responses."""
+    pytest.importorskip("sklearn")
+    from handgrad import MLPClassifier
+    from handgrad.serve.protocol import encode_infer_response
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((120, 4))
+    Y = np.stack([X[:, 0] > 0, X[:, 1] > 0, X[:, 0] + X[:, 1] > 0.5], axis=1).astype(int)
+    clf = MLPClassifier(solver="lbfgs", random_state=0, max_iter=500).fit(X, Y)
+    served = ServedModel("m", clf.to_mlp())
+    assert served.multilabel and served.n_classes == 3
+    label = served.metadata()["outputs"][1]
+    assert label == {"name": "label", "datatype": "BOOL", "shape": [-1, 3]}
+    assert served.config(8)["output"][1] == {"name": "label", "data_type": "TYPE_BOOL",
+                                              "dims": [3]}
+    P = served.predict_proba(X)
+    outputs = {name: arr for name, arr, _ in served.outputs(request(X.ravel().tolist(),
+                                                                    [120, 4], "FP64"), P)}
+    assert outputs["label"].dtype == bool and outputs["label"].shape == (120, 3)
+    np.testing.assert_array_equal(outputs["label"], clf.predict(X).astype(bool))
+    assert 0 < outputs["label"].mean() < 1  # labels both on and off
+    body, _ = encode_infer_response("m", "1", None, [("label", outputs["label"][:2], False)])
+    tensor = json.loads(body)["outputs"][0]
+    assert tensor["datatype"] == "BOOL" and tensor["shape"] == [2, 3]
+    assert tensor["data"] == outputs["label"][:2].ravel().tolist()
+    body, headers = encode_infer_response("m", "1", None, [("label", outputs["label"], True)])
+    assert body[int(headers["inference-header-content-length"]):] == \
+        outputs["label"].tobytes()  # one byte per element, as Triton's BOOL
 
 
 def request(data, shape, datatype):

@@ -60,6 +60,9 @@ class ServedModel:
         # a binary classifier (scikit-learn's: one logistic output, the probability of
         # the second class) is served as two classes, as its predict_proba gives them
         self.binary = model.config.output == "logistic" and model.n_classes == 1
+        # a multilabel classifier (one logistic output per label): its label output is the
+        # indicator of the labels that apply, [N, M] BOOL, as its predict gives them
+        self.multilabel = model.config.output == "logistic" and model.n_classes > 1
         self.n_classes = 2 if self.binary else model.n_classes
         self.classes = (list(model.classes) if model.classes and len(model.classes) ==
                         self.n_classes else _saved_classes(model, self.n_classes))
@@ -85,11 +88,25 @@ class ServedModel:
                         "shape": [-1, *self.example_shape]}],
             "outputs": [{"name": "probabilities", "datatype": self.datatype,
                          "shape": [-1, self.n_classes]},
-                        {"name": "label", "datatype": "INT64", "shape": [-1]}],
+                        {"name": "label", "datatype": self.label_datatype,
+                         "shape": [-1, self.n_classes] if self.multilabel else [-1]}],
             "parameters": {"classes": self.classes,
                            "layer_sizes": list(self.model.config.layer_sizes),
                            "activation": self.model.config.activation},
         }
+
+    @property
+    def label_datatype(self):
+        """``BOOL`` for a multilabel model's indicator rows, else ``INT64`` class indices."""
+        return "BOOL" if self.multilabel else "INT64"
+
+    def labels(self, P):
+        """The ``label`` output of probabilities ``P`` (B, M), as ``predict`` decides:
+        a multilabel model's (B, M) indicator, a label on where its probability exceeds ½
+        (scikit-learn's threshold); otherwise the (B,) index of the most likely class."""
+        if self.multilabel:
+            return P > 0.5  # (B, M) bool
+        return np.argmax(P, axis=1).astype(np.int64)  # (B,)
 
     def config(self, max_batch_size):
         """Triton's model configuration (tritonclient's ``get_model_config``)."""
@@ -99,7 +116,8 @@ class ServedModel:
                        "dims": list(self.example_shape)}],
             "output": [{"name": "probabilities", "data_type": f"TYPE_{self.datatype}",
                         "dims": [self.n_classes]},
-                       {"name": "label", "data_type": "TYPE_INT64", "dims": []}],
+                       {"name": "label", "data_type": f"TYPE_{self.label_datatype}",
+                        "dims": [self.n_classes] if self.multilabel else []}],
             "dynamic_batching": {"max_queue_delay_microseconds": 0} if max_batch_size > 1
             else None,
         }
@@ -198,7 +216,7 @@ class ServedModel:
         names = [n for n, _ in request.outputs] if request.outputs else list(OUTPUTS)
         out = []
         for name in names:
-            arr = P if name == "probabilities" else np.argmax(P, axis=1).astype(np.int64)  # (N,)
+            arr = P if name == "probabilities" else self.labels(P)  # (N, M) or (N,)
             out.append((name, arr, request.wants_binary(name)))
         return out
 
