@@ -62,3 +62,32 @@ def accel_mode(request):
     old = _accel.use(request.param == "accel")
     yield request.param
     _accel.use(old)
+
+
+@pytest.fixture
+def broken_sparse():
+    """``broken_sparse(fmt, how)``: a 6 × 5 CSR/CSC matrix whose structure SciPy's
+    constructor lets through but which does not fit its shape: an index out of range
+    (``how`` = "negative index", "large negative index", "index too large") or an index
+    pointer that runs past the stored entries ("indptr past the entries") or goes
+    backwards ("indptr going backwards")."""
+    sparse = pytest.importorskip("scipy.sparse")
+
+    def make(fmt, how):
+        X = sparse.csr_matrix(np.arange(1.0, 31.0).reshape(6, 5)).asformat(fmt)
+        X.indices, X.indptr = X.indices.copy(), X.indptr.copy()
+        if how == "negative index":
+            X.indices[3] = -1
+        elif how == "large negative index":
+            X.indices[3] = -4
+        elif how == "index too large":
+            X.indices[3] = 99
+        elif how == "indptr past the entries":
+            X.indptr[-1] = X.indices.shape[0] + 100
+        elif how == "indptr going backwards":
+            X.indptr[2] = X.indptr[1] - 1
+        else:
+            raise AssertionError(f"unknown damage {how!r}")
+        return X
+
+    return make

@@ -264,25 +264,6 @@ def test_torch_and_onnx_bridges_follow_the_output(torch, rng):
         to_onnx_model(handgrad.MLP(3, 4, 1, output="logistic"))
 
 
-def _broken_sparse(sparse, fmt, how):
-    """A 6 × 5 CSR/CSC matrix whose structure SciPy's constructor lets through but which
-    does not fit its shape: an index out of range (negative or too large) or an index
-    pointer that runs past the stored entries or goes backwards."""
-    X = sparse.csr_matrix(np.arange(1.0, 31.0).reshape(6, 5)).asformat(fmt)
-    X.indices, X.indptr = X.indices.copy(), X.indptr.copy()
-    if how == "negative index":
-        X.indices[3] = -1
-    elif how == "large negative index":
-        X.indices[3] = -4
-    elif how == "index too large":
-        X.indices[3] = 99
-    elif how == "indptr past the entries":
-        X.indptr[-1] = X.indices.shape[0] + 100
-    else:  # "indptr going backwards"
-        X.indptr[2] = X.indptr[1] - 1
-    return X
-
-
 SPARSE_DAMAGE = ["negative index", "large negative index", "index too large",
                  "indptr past the entries", "indptr going backwards"]
 
@@ -290,14 +271,14 @@ SPARSE_DAMAGE = ["negative index", "large negative index", "index too large",
 @pytest.mark.parametrize("accel", [True, False])
 @pytest.mark.parametrize("how", SPARSE_DAMAGE)
 @pytest.mark.parametrize("fmt", ["csr", "csc"])
-def test_sparse_input_with_a_broken_structure_is_refused_not_crashed_on(fmt, how, accel):
+def test_sparse_input_with_a_broken_structure_is_refused_not_crashed_on(fmt, how, accel,
+                                                                        broken_sparse):
     """SciPy checks index bounds only on request; the compiled F1/B7 and SciPy's own
     products would read and write outside the arrays (a crash, or silently wrong
     numbers). Every entry point refuses such a matrix with a ValueError naming it."""
-    sparse = pytest.importorskip("scipy.sparse")
     from handgrad import _accel
 
-    X = _broken_sparse(sparse, fmt, how)
+    X = broken_sparse(fmt, how)
     y = np.arange(6) % 3
     old = _accel.use(accel)
     try:

@@ -791,19 +791,10 @@ def test_terminate_on_nan_on_an_estimator_warns_and_records_the_diverged_epoch(c
 @pytest.mark.parametrize("how", ["negative index", "index too large", "indptr past the entries",
                                  "indptr going backwards"])
 @pytest.mark.parametrize("fmt", ["csr", "csc"])
-def test_sparse_input_with_a_broken_structure_is_refused(fmt, how):
+def test_sparse_input_with_a_broken_structure_is_refused(fmt, how, broken_sparse):
     """A sparse X whose indices do not fit its shape (SciPy checks them only on request)
     is refused by fit, partial_fit, predict and validation_data, never crashed on."""
-    bad = scipy_sparse.csr_matrix(np.arange(1.0, 31.0).reshape(6, 5)).asformat(fmt)
-    bad.indices, bad.indptr = bad.indices.copy(), bad.indptr.copy()
-    if how == "negative index":
-        bad.indices[3] = -1
-    elif how == "index too large":
-        bad.indices[3] = 99
-    elif how == "indptr past the entries":
-        bad.indptr[-1] = bad.indices.shape[0] + 100
-    else:
-        bad.indptr[2] = bad.indptr[1] - 1
+    bad = broken_sparse(fmt, how)
     X = np.arange(1.0, 31.0).reshape(6, 5)
     y = np.arange(6) % 3
     params = dict(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
