@@ -46,11 +46,9 @@ class ServedModel:
         if not isinstance(model, MLP):
             raise TypeError(f"expected a handgrad.MLP, got {type(model).__name__}")
         self.name = check_name(name)
-        if model.config.output not in CLASSIFIER_OUTPUTS:
-            raise ValueError(f"model {name!r}: handgrad serve answers with class probabilities "
-                             f"and a label, and this model's output is "
-                             f"{model.config.output!r} (a regression model, not a "
-                             f"classifier): it cannot be served")
+        reason = unservable(model)
+        if reason is not None:
+            raise ValueError(f"model {name!r}: {reason}")
         self.model = model
         self.path = None if path is None else str(path)
         self.version = VERSION
@@ -219,6 +217,16 @@ class ServedModel:
             arr = P if name == "probabilities" else self.labels(P)  # (N, M) or (N,)
             out.append((name, arr, request.wants_binary(name)))
         return out
+
+
+def unservable(model):
+    """Why ``model`` cannot be served (a regression output: no class probabilities, no
+    label), or None."""
+    if model.config.output in CLASSIFIER_OUTPUTS:
+        return None
+    return (f"handgrad serve answers with class probabilities and a label, and this model's "
+            f"output is {model.config.output!r} (a regression model, not a classifier): it "
+            f"cannot be served")
 
 
 def _saved_classes(model, n):

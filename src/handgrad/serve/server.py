@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from .._errors import ParameterError
-from ..serialization import load
+from ..serialization import ModelFileError, load
 from .app import ServeConfig, create_app
-from .served import CLASSIFIER_OUTPUTS, ServedModel, check_name, name_from_path
+from .served import ServedModel, check_name, name_from_path, unservable
 
 LOOPBACK = "127.0.0.1"
 # The interpreter's thread switch interval while serving. Python's default, 5 ms, is how
@@ -46,13 +46,9 @@ def load_models(paths, names=None):
     served = []
     for n, p in zip(names, paths):
         model = load(p)
-        if model.config.output not in CLASSIFIER_OUTPUTS:
-            from ..serialization import ModelFileError
-
-            raise ModelFileError(f"{p}: handgrad serve answers with class probabilities and "
-                                 f"a label, and this model's output is "
-                                 f"{model.config.output!r} (a regression model, not a "
-                                 f"classifier): it cannot be served")
+        reason = unservable(model)
+        if reason is not None:
+            raise ModelFileError(f"{p}: {reason}")
         served.append(ServedModel(n, model, p))
     return served
 
